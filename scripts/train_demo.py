@@ -54,6 +54,7 @@ def doubling_selective_scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bi
         dt = dt + delta_bias.to(dt.dtype)[..., None]
     if delta_softplus:
         dt = torch.nn.functional.softplus(dt)
+    B, C = B.transpose(1, 2), C.transpose(1, 2)  # (b, n, t) -> (b, t, n), as transformers' scan does
     a = torch.exp(A[None, :, None, :] * dt[:, :, :, None])  # [b, d, t, n]
     h = dt[:, :, :, None] * B[:, None, :, :].float() * hidden_states[:, :, :, None].float()
     k = 1
@@ -165,7 +166,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--only", choices=["mamba1", "mamba2"])
     ap.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early after this long")
     args = ap.parse_args()

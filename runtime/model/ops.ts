@@ -4,7 +4,7 @@
 /**
  * y[r, o] = sum_i x[r*xStride + xOffset + i] * W[o, i] + b[o] for r < rows: a linear layer over a
  * block of rows. W is PyTorch's (out, in) layout, so each output reads one contiguous weight row;
- * rows are walked in tiles so a weight row is reused while it is in cache.
+ * rows are walked in tiles so weight rows are reused while they are in cache.
  */
 export function linear(
   x: Float32Array,
@@ -20,21 +20,34 @@ export function linear(
   const ROW_TILE = 16;
   for (let r0 = 0; r0 < rows; r0 += ROW_TILE) {
     const r1 = Math.min(rows, r0 + ROW_TILE);
-    for (let o = 0; o < outDim; o++) {
-      const w = o * inDim;
-      const b = bias ? bias[o] : 0;
+    let o = 0;
+    // four outputs at a time: each input element is loaded once for four weight rows
+    for (; o + 3 < outDim; o += 4) {
+      const w0 = o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
       for (let r = r0; r < r1; r++) {
         const xo = r * xStride + xOffset;
-        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        let i = 0;
-        for (; i + 3 < inDim; i += 4) {
-          s0 += x[xo + i] * W[w + i];
-          s1 += x[xo + i + 1] * W[w + i + 1];
-          s2 += x[xo + i + 2] * W[w + i + 2];
-          s3 += x[xo + i + 3] * W[w + i + 3];
+        let a = 0, b = 0, c = 0, d = 0;
+        for (let i = 0; i < inDim; i++) {
+          const xi = x[xo + i];
+          a += xi * W[w0 + i];
+          b += xi * W[w1 + i];
+          c += xi * W[w2 + i];
+          d += xi * W[w3 + i];
         }
-        for (; i < inDim; i++) s0 += x[xo + i] * W[w + i];
-        y[r * outDim + o] = s0 + s1 + s2 + s3 + b;
+        const yo = r * outDim + o;
+        y[yo] = a + (bias ? bias[o] : 0);
+        y[yo + 1] = b + (bias ? bias[o + 1] : 0);
+        y[yo + 2] = c + (bias ? bias[o + 2] : 0);
+        y[yo + 3] = d + (bias ? bias[o + 3] : 0);
+      }
+    }
+    for (; o < outDim; o++) {
+      const w = o * inDim;
+      for (let r = r0; r < r1; r++) {
+        const xo = r * xStride + xOffset;
+        let a = 0;
+        for (let i = 0; i < inDim; i++) a += x[xo + i] * W[w + i];
+        y[r * outDim + o] = a + (bias ? bias[o] : 0);
       }
     }
   }

@@ -43,16 +43,18 @@ export class SequenceState {
   }
 }
 
-// Serialized form: magic, u32 header length, JSON header, float32 payload (little-endian).
+// Serialized form (little-endian): magic, u32 header length, JSON header {fingerprint, floats},
+// f64 token count, float32 payload. Its size depends only on the model.
 const MAGIC = Buffer.from("MESTATE1");
 
 export function serializeState(s: SequenceState, fingerprint: string): Uint8Array {
-  const header = Buffer.from(JSON.stringify({ fingerprint, tokens: s.tokens, floats: s.data.length }));
-  const out = Buffer.alloc(MAGIC.length + 4 + header.length + s.data.byteLength);
+  const header = Buffer.from(JSON.stringify({ fingerprint, floats: s.data.length }));
+  const out = Buffer.alloc(MAGIC.length + 4 + header.length + 8 + s.data.byteLength);
   MAGIC.copy(out, 0);
   out.writeUInt32LE(header.length, MAGIC.length);
   header.copy(out, MAGIC.length + 4);
-  Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength).copy(out, MAGIC.length + 4 + header.length);
+  out.writeDoubleLE(s.tokens, MAGIC.length + 4 + header.length);
+  Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength).copy(out, MAGIC.length + 4 + header.length + 8);
   return out;
 }
 
@@ -62,7 +64,7 @@ export function deserializeState(bytes: Uint8Array, shape: StateShape, fingerpri
     throw new UserError("state: not a mamba-edge state (bad magic)");
   }
   const hlen = buf.readUInt32LE(MAGIC.length);
-  let header: { fingerprint: string; tokens: number; floats: number };
+  let header: { fingerprint: string; floats: number };
   try {
     header = JSON.parse(buf.subarray(MAGIC.length + 4, MAGIC.length + 4 + hlen).toString("utf8"));
   } catch {
@@ -73,10 +75,9 @@ export function deserializeState(bytes: Uint8Array, shape: StateShape, fingerpri
   }
   const s = new SequenceState(shape);
   if (header.floats !== s.data.length) throw new UserError(`state: holds ${header.floats} values, expected ${s.data.length}`);
-  const start = MAGIC.length + 4 + hlen;
+  const start = MAGIC.length + 4 + hlen + 8;
   if (buf.length !== start + s.data.byteLength) throw new UserError(`state: ${buf.length} bytes, expected ${start + s.data.byteLength}`);
-  const payload = new Uint8Array(s.data.buffer);
-  payload.set(buf.subarray(start));
-  s.tokens = header.tokens;
+  new Uint8Array(s.data.buffer).set(buf.subarray(start));
+  s.tokens = buf.readDoubleLE(start - 8);
   return s;
 }

@@ -1,0 +1,23 @@
+// What the scheduler and the CLI drive. Each backend (ref, later ort / cuda / trt) implements this;
+// nothing above it knows which one it has.
+import type { SequenceState } from "../model/state.js";
+
+export interface BackendInfo {
+  name: "ref" | "ort" | "cuda" | "trt";
+  device: string;
+  maxBatch: number;
+  vocabSize: number;
+}
+
+export interface Backend {
+  readonly info: BackendInfo;
+  /** zeroed conv + SSM state of one sequence */
+  newState(): SequenceState;
+  /** runs the prompt through `s`; logits of the last position, or of every position when allLogits */
+  prefill(tokens: Int32Array, s: SequenceState, allLogits?: boolean): Promise<Float32Array>;
+  /** one token for each sequence; logits (B × vocab) */
+  step(tokens: Int32Array, s: SequenceState[]): Promise<Float32Array>;
+  saveState(s: SequenceState): Uint8Array;
+  loadState(b: Uint8Array): SequenceState;
+  close(): Promise<void>;
+}

@@ -1,0 +1,35 @@
+// Backend "ref": the TypeScript reference forward pass on the CPU, in float32.
+import { cpus } from "node:os";
+import type { MambaModel } from "../model/model.js";
+import type { SequenceState } from "../model/state.js";
+import type { Backend, BackendInfo } from "./backend.js";
+
+export class RefBackend implements Backend {
+  readonly info: BackendInfo;
+
+  constructor(readonly model: MambaModel, maxBatch = 32) {
+    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"})`, maxBatch, vocabSize: model.config.vocabSize };
+  }
+
+  newState(): SequenceState {
+    return this.model.newState();
+  }
+
+  async prefill(tokens: Int32Array, s: SequenceState, allLogits = false): Promise<Float32Array> {
+    return this.model.prefill(tokens, s, allLogits);
+  }
+
+  async step(tokens: Int32Array, s: SequenceState[]): Promise<Float32Array> {
+    return this.model.step(tokens, s);
+  }
+
+  saveState(s: SequenceState): Uint8Array {
+    return this.model.saveState(s);
+  }
+
+  loadState(b: Uint8Array): SequenceState {
+    return this.model.loadState(b);
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,104 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, hostname, platform, release, totalmem } from "node:os";
+import { join } from "node:path";
+import type { Argv } from "yargs";
+import { UserError } from "../../errors.js";
+import { argmax } from "../../sampling.js";
+import { SHAPES } from "../../model/random.js";
+import { openModel, packageRoot } from "../open.js";
+
+export function benchCommand(y: Argv) {
+  return y.command(
+    "bench",
+    "measure prefill and decode speed, time to first token and memory",
+    (a) =>
+      a
+        .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
+        .option("random", { choices: Object.keys(SHAPES), describe: "a randomly initialised model of this published shape instead" })
+        .option("prompt-len", { type: "number", default: 512, describe: "prompt tokens to prefill" })
+        .option("gen-tokens", { type: "number", default: 32, describe: "decode steps timed per batch size" })
+        .option("batch", { type: "array", default: [1, 8], describe: "decode batch sizes" })
+        .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
+        .option("out", { type: "boolean", default: false, describe: "also write the JSON to bench/results/" })
+        .conflicts("model", "random"),
+    async (args) => {
+      const promptLen = args["prompt-len"];
+      const gen = args["gen-tokens"];
+      const batches = (args.batch as unknown[]).map(Number);
+      if (!Number.isInteger(promptLen) || promptLen < 1) throw new UserError(`--prompt-len: expected a positive integer, found ${promptLen}`);
+      if (!Number.isInteger(gen) || gen < 1) throw new UserError(`--gen-tokens: expected a positive integer, found ${gen}`);
+      if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UserError(`--batch: expected positive integers, found ${args.batch}`);
+
+      const t0 = performance.now();
+      const o = openModel(args);
+      const loadMs = performance.now() - t0;
+      const V = o.model.config.vocabSize;
+      // a fixed pseudo-random prompt: the same tokens on every run and backend
+      const prompt = Int32Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % V);
+
+      const state = o.backend.newState();
+      const tp = performance.now();
+      const last = await o.backend.prefill(prompt, state);
+      const first = argmax(last);
+      const ttftMs = performance.now() - tp;
+
+      const decode: Record<string, { tokensPerSecond: number; msPerStep: number }> = {};
+      for (const B of batches) {
+        const states = Array.from({ length: B }, () => state.clone());
+        let tokens = Int32Array.from({ length: B }, () => first);
+        await o.backend.step(tokens, states); // warm-up
+        const ts = performance.now();
+        for (let i = 0; i < gen; i++) {
+          const logits = await o.backend.step(tokens, states);
+          tokens = Int32Array.from({ length: B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+        }
+        const ms = performance.now() - ts;
+        decode[`batch${B}`] = { tokensPerSecond: (B * gen * 1000) / ms, msPerStep: ms / gen };
+      }
+      const w = o.model.weights;
+      const weightBytes = [w.embedding, w.normF, ...(w.lmHead === w.embedding ? [] : [w.lmHead]), ...w.layers.flatMap((l) => Object.values(l))]
+        .filter((t): t is Float32Array => t instanceof Float32Array)
+        .reduce((s, t) => s + t.byteLength, 0);
+      const result = {
+        tool: "mamba-edge bench",
+        model: o.label,
+        arch: o.model.config.arch,
+        backend: o.backend.info.name,
+        machine: { host: hostname(), cpu: cpus()[0]?.model?.trim(), cores: cpus().length, memoryGB: +(totalmem() / 2 ** 30).toFixed(1), os: `${platform()} ${release()}`, node: process.version },
+        date: new Date().toISOString(),
+        commit: gitCommit(),
+        promptTokens: promptLen,
+        loadSeconds: +(loadMs / 1000).toFixed(2),
+        prefillTokensPerSecond: +((promptLen * 1000) / ttftMs).toFixed(1),
+        ttftMs: +ttftMs.toFixed(1),
+        decode: Object.fromEntries(Object.entries(decode).map(([k, v]) => [k, { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toFixed(2) }])),
+        weightMB: +(weightBytes / 1e6).toFixed(1),
+        peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+      };
+      if (args.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+      else {
+        process.stdout.write(
+          `${result.model} [${result.backend}]: prefill ${result.prefillTokensPerSecond} tokens/s (${promptLen} tokens, TTFT ${result.ttftMs} ms); ` +
+            Object.entries(result.decode).map(([k, v]) => `decode ${k} ${v.tokensPerSecond} tokens/s`).join("; ") +
+            `; weights ${result.weightMB} MB in memory; peak RSS ${result.peakRssMB} MB\n`,
+        );
+      }
+      if (args.out) {
+        const dir = join(packageRoot, "bench", "results");
+        mkdirSync(dir, { recursive: true });
+        const name = `${result.date.slice(0, 10)}-${result.backend}-${o.label.split("/").filter(Boolean).pop()!.replace(/[^\w.-]+/g, "_")}.json`;
+        writeFileSync(join(dir, name), JSON.stringify(result, null, 2) + "\n");
+        process.stderr.write(`wrote ${join("bench", "results", name)}\n`);
+      }
+    },
+  );
+}
+
+function gitCommit(): string | null {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,51 @@
+import { readFileSync } from "node:fs";
+import type { Argv } from "yargs";
+import { UserError } from "../../errors.js";
+import { evaluate } from "../../eval.js";
+import { openModel, openTokenizer } from "../open.js";
+import { progress } from "../progress.js";
+
+export function evalCommand(y: Argv) {
+  return y.command(
+    "eval",
+    "perplexity and bits per byte of a text file (the whole text through one recurrent state)",
+    (a) =>
+      a
+        .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
+        .option("text", { type: "string", demandOption: true, describe: "UTF-8 text file to score" })
+        .option("max-tokens", { type: "number", describe: "score only the first N tokens" })
+        .option("json", { type: "boolean", default: false, describe: "print the result as JSON" }),
+    async (args) => {
+      let text: string;
+      try {
+        text = readFileSync(args.text, "utf8");
+      } catch (e) {
+        throw new UserError(`${args.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`);
+      }
+      const o = openModel(args);
+      const tokenizer = openTokenizer(o);
+      let ids = await tokenizer.encode(text);
+      let bytes = Buffer.byteLength(text, "utf8");
+      if (args["max-tokens"] !== undefined) {
+        const n = args["max-tokens"];
+        if (!Number.isInteger(n) || n < 2) throw new UserError(`--max-tokens: expected an integer ≥ 2, found ${n}`);
+        if (n < ids.length) {
+          ids = ids.slice(0, n);
+          bytes = Buffer.byteLength(await tokenizer.decode(ids), "utf8");
+        }
+      }
+      if (ids.length < 2) throw new UserError(`${args.text}: too short to score (${ids.length} tokens)`);
+      const bar = progress("eval", ids.length - 1);
+      const r = await evaluate(o.backend, ids, bytes, 256, (done) => bar.update(done));
+      bar.stop();
+      const out = { model: o.label, backend: o.backend.info.name, text: args.text, ...r, tokensPerSecond: r.tokens / r.seconds };
+      if (args.json) process.stdout.write(JSON.stringify(out, null, 2) + "\n");
+      else {
+        process.stdout.write(
+          `${o.label} on ${args.text}: perplexity ${r.perplexity.toFixed(2)}, ${r.bitsPerByte.toFixed(4)} bits/byte ` +
+            `(${r.tokens} tokens, ${r.bytes} bytes, ${r.seconds.toFixed(1)} s, ${out.tokensPerSecond.toFixed(0)} tokens/s)\n`,
+        );
+      }
+    },
+  );
+}

@@ -1,0 +1,102 @@
+// Picks the next token from logits: a chain of small steps (repetition penalty, temperature, top-k,
+// top-p, min-p), then a draw from a seeded generator, so the same seed and request give the same
+// text. Temperature 0 is greedy.
+
+export interface SamplingParams {
+  temperature: number; // 0 = greedy
+  topK: number; // 0 = off
+  topP: number; // 1 = off
+  minP: number; // 0 = off
+  repeatPenalty: number; // 1 = off; divides positive logits (multiplies negative) of seen tokens
+  seed: number;
+}
+
+export const defaultSampling: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0, repeatPenalty: 1, seed: 0 };
+
+/** splitmix32: a tiny seeded generator with good statistical quality; uniform in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
+  };
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** Token ids sorted by logit, best first; only the best k when k > 0 (one pass, no full sort). */
+function topIds(logits: Float64Array, k: number): number[] {
+  if (k <= 0 || k >= logits.length) return Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+  const ids: number[] = [];
+  for (let id = 0; id < logits.length; id++) {
+    const v = logits[id];
+    if (ids.length === k && v <= logits[ids[k - 1]]) continue;
+    let i = ids.length === k ? k - 1 : ids.length;
+    while (i > 0 && logits[ids[i - 1]] < v) {
+      ids[i] = ids[i - 1];
+      i--;
+    }
+    ids[i] = id;
+  }
+  return ids;
+}
+
+export class Sampler {
+  private readonly random: () => number;
+
+  constructor(readonly params: SamplingParams) {
+    this.random = seededRandom(params.seed);
+  }
+
+  /** Chooses a token; `history` holds the tokens seen so far (for the repetition penalty). */
+  sample(logitsIn: Float32Array, history: Iterable<number> = []): number {
+    const p = this.params;
+    const logits = Float64Array.from(logitsIn);
+    if (p.repeatPenalty !== 1) {
+      for (const id of new Set(history)) {
+        if (id >= 0 && id < logits.length) logits[id] = logits[id] > 0 ? logits[id] / p.repeatPenalty : logits[id] * p.repeatPenalty;
+      }
+    }
+    if (p.temperature <= 0) return argmax(logits);
+
+    const ids = topIds(logits, p.topK);
+
+    // softmax at temperature over the candidates
+    const max = logits[ids[0]];
+    let probs = ids.map((id) => Math.exp((logits[id] - max) / p.temperature));
+    let sum = probs.reduce((a, b) => a + b, 0);
+    probs = probs.map((x) => x / sum);
+
+    // top-p: the smallest prefix whose mass reaches topP; min-p: drop tokens below minP * best
+    let keep = ids.length;
+    if (p.topP < 1) {
+      let mass = 0;
+      for (let i = 0; i < probs.length; i++) {
+        mass += probs[i];
+        if (mass >= p.topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    if (p.minP > 0) {
+      const floor = p.minP * probs[0];
+      while (keep > 1 && probs[keep - 1] < floor) keep--;
+    }
+    sum = 0;
+    for (let i = 0; i < keep; i++) sum += probs[i];
+    let r = this.random() * sum;
+    for (let i = 0; i < keep; i++) {
+      r -= probs[i];
+      if (r < 0) return ids[i];
+    }
+    return ids[keep - 1];
+  }
+}
