@@ -1,7 +1,7 @@
 // Resolves what the CLI runs on: a checkpoint directory (--model), the bundled demo model by
 // default, or a random model of a published shape (--random, for benchmarks).
 import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { RefBackend } from "../backends/ref.js";
 import type { Backend } from "../backends/backend.js";
@@ -30,7 +30,9 @@ export function openModel(opts: { model?: string; random?: string }): Opened {
   const dir = opts.model ?? defaultModelDir;
   if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
   const model = MambaModel.load(dir);
-  return { backend: new RefBackend(model), model, label: dir, dir };
+  // Reports name the model as the user would type it from here.
+  const rel = relative(process.cwd(), resolve(dir));
+  return { backend: new RefBackend(model), model, label: rel && !rel.startsWith("..") ? rel : dir, dir };
 }
 
 export function openTokenizer(o: Opened): Tokenizer {

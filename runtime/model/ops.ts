@@ -1,10 +1,13 @@
+import { runSplit } from "./parallel.js";
+
 // The few numeric kernels of the reference forward pass. Storage is float32; the arithmetic is
 // JavaScript's float64, rounded to float32 when stored.
 
 /**
  * y[r, o] = sum_i x[r*xStride + xOffset + i] * W[o, i] + b[o] for r < rows: a linear layer over a
- * block of rows. W is PyTorch's (out, in) layout, so each output reads one contiguous weight row;
- * rows are walked in tiles so weight rows are reused while they are in cache.
+ * block of rows. W is PyTorch's (out, in) layout, so each output reads one contiguous weight row.
+ * Large layers split their outputs with a helper thread (see parallel.ts); every output is computed
+ * by the same code either way, so results do not depend on the split.
  */
 export function linear(
   x: Float32Array,
@@ -16,13 +19,34 @@ export function linear(
   xStride = inDim,
   xOffset = 0,
 ): Float32Array {
-  const y = new Float32Array(rows * outDim);
+  const job: LinearJob = { x, rows, inDim, W, outDim, bias, xStride, xOffset, y: new Float32Array(rows * outDim) };
+  if (rows * inDim * outDim < PARALLEL_MIN_MACS || !runSplit(job)) linearRange(job, 0, outDim);
+  return job.y;
+}
+
+export interface LinearJob {
+  x: Float32Array;
+  rows: number;
+  inDim: number;
+  W: Float32Array;
+  outDim: number;
+  bias: Float32Array | null;
+  xStride: number;
+  xOffset: number;
+  y: Float32Array;
+}
+
+const PARALLEL_MIN_MACS = 1 << 19;
+
+/** The outputs [o0, o1) of a linear job, rows walked in tiles so weight rows are reused in cache. */
+export function linearRange(j: LinearJob, o0: number, o1: number): void {
+  const { x, rows, inDim, W, outDim, bias, xStride, xOffset, y } = j;
   const ROW_TILE = 16;
   for (let r0 = 0; r0 < rows; r0 += ROW_TILE) {
     const r1 = Math.min(rows, r0 + ROW_TILE);
-    let o = 0;
+    let o = o0;
     // four outputs at a time: each input element is loaded once for four weight rows
-    for (; o + 3 < outDim; o += 4) {
+    for (; o + 3 < o1; o += 4) {
       const w0 = o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
       for (let r = r0; r < r1; r++) {
         const xo = r * xStride + xOffset;
@@ -41,7 +65,7 @@ export function linear(
         y[yo + 3] = d + (bias ? bias[o + 3] : 0);
       }
     }
-    for (; o < outDim; o++) {
+    for (; o < o1; o++) {
       const w = o * inDim;
       for (let r = r0; r < r1; r++) {
         const xo = r * xStride + xOffset;
@@ -51,7 +75,6 @@ export function linear(
       }
     }
   }
-  return y;
 }
 
 /** RMSNorm of each row: x / sqrt(mean(x²) + eps) * weight. */

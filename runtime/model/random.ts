@@ -2,6 +2,7 @@
 // on the same shape (no weights can be downloaded here). Deterministic for a given seed.
 import { UserError } from "../errors.js";
 import { parseConfig } from "./config.js";
+import { shared } from "./parallel.js";
 import { MambaModel } from "./model.js";
 import { seededRandom } from "../sampling.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "./weights.js";
@@ -22,7 +23,7 @@ export function randomModel(name: string, seed = 0): MambaModel {
   const c = parseConfig(raw, name);
   const rand = seededRandom(seed);
   const normal = (n: number, std: number) => {
-    const a = new Float32Array(n);
+    const a = shared(n);
     for (let i = 0; i < n; i++) a[i] = (rand() + rand() + rand() - 1.5) * 2 * std; // ~N(0, std²)
     return a;
   };

@@ -2,6 +2,7 @@
 // {name: {dtype, shape, data_offsets: [begin, end]}}, then the raw little-endian tensor bytes.
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { UserError } from "../errors.js";
+import { shared } from "./parallel.js";
 
 export type DType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 const BYTES: Record<DType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -108,7 +109,7 @@ function halves(buf: Buffer): Uint16Array {
 
 export function toFloat32(buf: Buffer, dtype: DType): Float32Array {
   const n = buf.length / BYTES[dtype];
-  const out = new Float32Array(n);
+  const out = shared(n); // shared memory: the helper thread of parallel.ts reads weights in place
   switch (dtype) {
     case "F32":
       // Fast path: the host is little-endian (x86-64 and aarch64 both are).

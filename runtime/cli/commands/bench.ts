@@ -1,12 +1,9 @@
-import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus, hostname, platform, release, totalmem } from "node:os";
-import { join } from "node:path";
 import type { Argv } from "yargs";
 import { UserError } from "../../errors.js";
 import { argmax } from "../../sampling.js";
 import { SHAPES } from "../../model/random.js";
-import { openModel, packageRoot } from "../open.js";
+import { openModel } from "../open.js";
+import { provenance, writeResult } from "../results.js";
 
 export function benchCommand(y: Argv) {
   return y.command(
@@ -65,9 +62,7 @@ export function benchCommand(y: Argv) {
         model: o.label,
         arch: o.model.config.arch,
         backend: o.backend.info.name,
-        machine: { host: hostname(), cpu: cpus()[0]?.model?.trim(), cores: cpus().length, memoryGB: +(totalmem() / 2 ** 30).toFixed(1), os: `${platform()} ${release()}`, node: process.version },
-        date: new Date().toISOString(),
-        commit: gitCommit(),
+        ...provenance(),
         promptTokens: promptLen,
         loadSeconds: +(loadMs / 1000).toFixed(2),
         prefillTokensPerSecond: +((promptLen * 1000) / ttftMs).toFixed(1),
@@ -84,21 +79,7 @@ export function benchCommand(y: Argv) {
             `; weights ${result.weightMB} MB in memory; peak RSS ${result.peakRssMB} MB\n`,
         );
       }
-      if (args.out) {
-        const dir = join(packageRoot, "bench", "results");
-        mkdirSync(dir, { recursive: true });
-        const name = `${result.date.slice(0, 10)}-${result.backend}-${o.label.split("/").filter(Boolean).pop()!.replace(/[^\w.-]+/g, "_")}.json`;
-        writeFileSync(join(dir, name), JSON.stringify(result, null, 2) + "\n");
-        process.stderr.write(`wrote ${join("bench", "results", name)}\n`);
-      }
+      if (args.out) process.stderr.write(`wrote ${writeResult("bench", result.backend, args.random ?? o.label, result)}\n`);
     },
   );
-}
-
-function gitCommit(): string | null {
-  try {
-    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return null;
-  }
 }

@@ -4,6 +4,7 @@ import { UserError } from "../../errors.js";
 import { evaluate } from "../../eval.js";
 import { openModel, openTokenizer } from "../open.js";
 import { progress } from "../progress.js";
+import { provenance, writeResult } from "../results.js";
 
 export function evalCommand(y: Argv) {
   return y.command(
@@ -14,7 +15,8 @@ export function evalCommand(y: Argv) {
         .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
         .option("text", { type: "string", demandOption: true, describe: "UTF-8 text file to score" })
         .option("max-tokens", { type: "number", describe: "score only the first N tokens" })
-        .option("json", { type: "boolean", default: false, describe: "print the result as JSON" }),
+        .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
+        .option("out", { type: "boolean", default: false, describe: "also write the JSON to bench/results/" }),
     async (args) => {
       let text: string;
       try {
@@ -38,7 +40,7 @@ export function evalCommand(y: Argv) {
       const bar = progress("eval", ids.length - 1);
       const r = await evaluate(o.backend, ids, bytes, 256, (done) => bar.update(done));
       bar.stop();
-      const out = { model: o.label, backend: o.backend.info.name, text: args.text, ...r, tokensPerSecond: r.tokens / r.seconds };
+      const out = { tool: "mamba-edge eval", model: o.label, backend: o.backend.info.name, text: args.text, ...r, tokensPerSecond: r.tokens / r.seconds, ...provenance() };
       if (args.json) process.stdout.write(JSON.stringify(out, null, 2) + "\n");
       else {
         process.stdout.write(
@@ -46,6 +48,7 @@ export function evalCommand(y: Argv) {
             `(${r.tokens} tokens, ${r.bytes} bytes, ${r.seconds.toFixed(1)} s, ${out.tokensPerSecond.toFixed(0)} tokens/s)\n`,
         );
       }
+      if (args.out) process.stderr.write(`wrote ${writeResult("eval", out.backend, o.label, out)}\n`);
     },
   );
 }

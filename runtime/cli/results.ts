@@ -1,0 +1,41 @@
+// Benchmark and evaluation records: what was measured, on which machine, when, at which commit.
+// `--out` writes them under bench/results/, where scripts/results-table.mjs turns them into the
+// README's tables.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, hostname, platform, release, totalmem } from "node:os";
+import { join } from "node:path";
+import { packageRoot } from "./open.js";
+
+export function provenance() {
+  return {
+    machine: {
+      host: hostname(),
+      cpu: cpus()[0]?.model?.trim() ?? "unknown",
+      cores: cpus().length,
+      memoryGB: +(totalmem() / 2 ** 30).toFixed(1),
+      os: `${platform()} ${release()}`,
+      node: process.version,
+    },
+    date: new Date().toISOString(),
+    commit: gitCommit(),
+  };
+}
+
+/** Writes bench/results/<date>-<kind>-<backend>-<label>.json and returns its relative path. */
+export function writeResult(kind: string, backend: string, label: string, record: object & { date: string }): string {
+  const dir = join(packageRoot, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const short = label.split(/[\\/]/).filter(Boolean).pop()!.replace(/[^\w.-]+/g, "_");
+  const name = `${record.date.slice(0, 10)}-${kind}-${backend}-${short}.json`;
+  writeFileSync(join(dir, name), JSON.stringify(record, null, 2) + "\n");
+  return join("bench", "results", name);
+}
+
+function gitCommit(): string | null {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,61 @@
+// Splits large linear layers between this thread and one helper thread, so the reference uses two
+// cores. Weights live in SharedArrayBuffers (see shared()), so the helper reads them in place; a
+// job's inputs and outputs are copied into shared scratch buffers. The main thread computes its
+// half, then blocks on an Atomics flag until the helper has finished the other half.
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { linearRange, type LinearJob } from "./ops.js";
+
+/** A float32 array in shared memory (readable by the helper thread without a copy). */
+export function shared(n: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(n * 4));
+}
+
+let worker: Worker | null | undefined;
+const flag = new Int32Array(new SharedArrayBuffer(4));
+let xBuf = shared(0);
+let yBuf = shared(0);
+
+function helper(): Worker | null {
+  if (worker !== undefined) return worker;
+  worker = null;
+  if (availableParallelism() < 2 || process.env.MAMBA_EDGE_THREADS === "1") return null;
+  try {
+    worker = new Worker(new URL("./linear-worker.js", import.meta.url));
+    worker.unref(); // never keeps the process alive
+    worker.on("error", () => (worker = null));
+  } catch {
+    worker = null;
+  }
+  return worker;
+}
+
+function isShared(a: Float32Array | null): boolean {
+  return a === null || a.buffer instanceof SharedArrayBuffer;
+}
+
+/** Runs `job` on two threads; false when it cannot (no helper, or weights not in shared memory). */
+export function runSplit(job: LinearJob): boolean {
+  const w = helper();
+  if (!w || !isShared(job.W) || !isShared(job.bias)) return false;
+  const xLen = (job.rows - 1) * job.xStride + job.xOffset + job.inDim;
+  if (xBuf.length < xLen) xBuf = shared(Math.max(xLen, 2 * xBuf.length));
+  if (yBuf.length < job.y.length) yBuf = shared(Math.max(job.y.length, 2 * yBuf.length));
+  xBuf.set(job.x.subarray(0, xLen));
+  const sharedJob: LinearJob = { ...job, x: xBuf, y: yBuf };
+  // The helper takes the upper part of the outputs (a multiple of 4, so both keep 4-wide tiles).
+  const split = Math.floor(job.outDim / 2 / 4) * 4;
+  Atomics.store(flag, 0, 0);
+  w.postMessage({ job: sharedJob, o0: split, o1: job.outDim, flag });
+  linearRange(sharedJob, 0, split);
+  while (Atomics.load(flag, 0) === 0) {
+    Atomics.wait(flag, 0, 0, 1000);
+    if (worker === null) {
+      // the helper died: finish its half here
+      linearRange(sharedJob, split, job.outDim);
+      break;
+    }
+  }
+  job.y.set(yBuf.subarray(0, job.y.length));
+  return true;
+}
