@@ -7,5 +7,10 @@ if (!existsSync(entry)) {
   process.stderr.write("mamba-edge: not built yet: run `npm ci` (or `npm run build`) in the package directory\n");
   process.exit(1);
 }
+// A reader that goes away (`mamba-edge ... | head`) ends the output quietly.
+process.stdout.on("error", (e) => {
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
 const { main } = await import(entry.href);
 process.exitCode = await main();

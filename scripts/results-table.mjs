@@ -27,7 +27,7 @@ for (const r of newest("mamba-edge eval")) {
   lines.push(`| ${r.model} | ${r.backend} | ${r.tokens} | ${r.perplexity.toFixed(2)} | ${r.bitsPerByte.toFixed(4)} | ${r.tokensPerSecond.toFixed(0)} | ${machine(r)} | ${r.date.slice(0, 10)} | ${r.commit ?? "-"} |`);
 }
 lines.push("", "Speed (`mamba-edge bench`): prefill of a 512-token prompt, greedy decode at batch 1 and 8:", "");
-lines.push("| model | backend | prefill tokens/s | TTFT ms | decode b=1 tokens/s | decode b=8 tokens/s | weights MB (fp32) | peak RSS MB | machine | date | commit |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|");
+lines.push("| model | backend | prefill tokens/s | TTFT ms | decode b=1 tokens/s | decode b=8 tokens/s | weights MB | peak RSS MB | machine | date | commit |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|");
 for (const r of newest("mamba-edge bench")) {
   lines.push(`| ${r.model} | ${r.backend} | ${r.prefillTokensPerSecond} | ${r.ttftMs} | ${r.decode.batch1?.tokensPerSecond ?? "-"} | ${r.decode.batch8?.tokensPerSecond ?? "-"} | ${r.weightMB} | ${r.peakRssMB} | ${machine(r)} | ${r.date.slice(0, 10)} | ${r.commit ?? "-"} |`);
 }

@@ -3,6 +3,8 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { UserError } from "../errors.js";
 import { benchCommand } from "./commands/bench.js";
+import { buildCommand } from "./commands/build.js";
+import { inspectCommand } from "./commands/inspect.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
 import { logitsCommand } from "./commands/logits.js";
@@ -23,7 +25,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
       // Bad flags: one line instead of the whole usage text; stops before the command runs.
       throw err ?? new UserError(`${msg} (see --help)`);
     });
-  for (const add of [logitsCommand, generateCommand, evalCommand, benchCommand]) y = add(y) as typeof y;
+  for (const add of [generateCommand, logitsCommand, evalCommand, benchCommand, buildCommand, inspectCommand]) y = add(y) as typeof y;
   try {
     await y.parseAsync();
   } catch (e) {

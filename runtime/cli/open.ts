@@ -1,11 +1,13 @@
-// Resolves what the CLI runs on: a checkpoint directory (--model), the bundled demo model by
-// default, or a random model of a published shape (--random, for benchmarks).
+// Resolves what the CLI runs on: an engine package (--engine, backend ort), a checkpoint directory
+// (--model, the TypeScript reference), the bundled demo model by default, or a random model of a
+// published shape (--random, for benchmarks).
 import { existsSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { RefBackend } from "../backends/ref.js";
 import type { Backend } from "../backends/backend.js";
+import { RefBackend } from "../backends/ref.js";
 import { UserError } from "../errors.js";
+import type { ModelConfig } from "../model/config.js";
 import { MambaModel } from "../model/model.js";
 import { randomModel } from "../model/random.js";
 import { Tokenizer } from "../tokenizer.js";
@@ -16,26 +18,66 @@ export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");
 
 export interface Opened {
   backend: Backend;
-  model: MambaModel;
-  /** what was opened, for reports */
+  config: ModelConfig;
+  /** what was opened, as the user would type it from here */
   label: string;
-  dir: string | null;
+  /** directory holding tokenizer.json, if any */
+  tokenizerDir: string | null;
+  /** bytes of weights the backend holds (reference: float32 in memory; engine: package on disk) */
+  weightBytes: number;
 }
 
-export function openModel(opts: { model?: string; random?: string }): Opened {
-  if (opts.random) {
-    const model = randomModel(opts.random);
-    return { backend: new RefBackend(model), model, label: `${opts.random} (random weights)`, dir: null };
-  }
-  const dir = opts.model ?? defaultModelDir;
-  if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
-  const model = MambaModel.load(dir);
-  // Reports name the model as the user would type it from here.
+export interface Target {
+  model?: string;
+  engine?: string;
+  random?: string;
+}
+
+function shortPath(dir: string): string {
   const rel = relative(process.cwd(), resolve(dir));
-  return { backend: new RefBackend(model), model, label: rel && !rel.startsWith("..") ? rel : dir, dir };
+  return rel && !rel.startsWith("..") ? rel : dir;
+}
+
+export async function openTarget(t: Target): Promise<Opened> {
+  if ([t.model, t.engine, t.random].filter((x) => x !== undefined).length > 1) {
+    throw new UserError("give one of --model, --engine, --random");
+  }
+  if (t.engine !== undefined) {
+    const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
+    const backend = await OrtBackend.open(t.engine);
+    const m = backend.manifest;
+    return {
+      backend,
+      config: m.config,
+      label: shortPath(t.engine),
+      tokenizerDir: m.tokenizer ? t.engine : null,
+      weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
+    };
+  }
+  const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
+  const w = model.weights;
+  const tensors = [w.embedding, w.normF, ...(w.lmHead === w.embedding ? [] : [w.lmHead]), ...w.layers.flatMap((l) => Object.values(l))];
+  return {
+    backend: new RefBackend(model),
+    config: model.config,
+    label: t.random ? `${t.random} (random weights)` : shortPath(t.model ?? defaultModelDir),
+    tokenizerDir: t.random ? null : (t.model ?? defaultModelDir),
+    weightBytes: tensors.filter((x): x is Float32Array => x instanceof Float32Array).reduce((s, x) => s + x.byteLength, 0),
+  };
+}
+
+function loadModel(dir: string): MambaModel {
+  if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
+  return MambaModel.load(dir);
 }
 
 export function openTokenizer(o: Opened): Tokenizer {
-  if (!o.dir) throw new UserError(`${o.label} has no tokenizer: give --model DIR with a tokenizer.json`);
-  return Tokenizer.load(o.dir);
+  if (!o.tokenizerDir) throw new UserError(`${o.label} has no tokenizer: give a --model or --engine with a tokenizer.json`);
+  return Tokenizer.load(o.tokenizerDir);
 }
+
+/** The --model / --engine options every command that runs a model takes. */
+export const targetOptions = {
+  model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference; default: the bundled demo model" },
+  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU" },
+} as const;

@@ -110,6 +110,9 @@ export function parseConfig(raw: unknown, where = "config.json"): ModelConfig {
   const f = new Fields(raw as Raw, where);
   const r = raw as Raw;
   if (r.model_type === undefined && r.d_model !== undefined) return parseStateSpaces(f, where);
+  if ((r.model_type === "mamba" || r.model_type === "mamba2") && !["silu", "swish", undefined].includes(r.hidden_act as string)) {
+    throw new UserError(`${where}: field hidden_act: only "silu" is supported, found ${describe(r.hidden_act)}`);
+  }
   if (r.model_type === "mamba") return parseHfMamba1(f);
   if (r.model_type === "mamba2") return parseHfMamba2(f, where);
   if (r.model_type === undefined) throw new UserError(`${where}: no model_type and no d_model: not a Mamba config`);

@@ -1,5 +1,5 @@
 // The helper thread of parallel.ts: computes its share of a linear layer, then raises the flag.
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { linearRange, type LinearJob } from "./ops.js";
 
 parentPort!.on("message", (m: { job: LinearJob; o0: number; o1: number; flag: Int32Array }) => {
@@ -7,3 +7,6 @@ parentPort!.on("message", (m: { job: LinearJob; o0: number; o1: number; flag: In
   Atomics.store(m.flag, 0, 1);
   Atomics.notify(m.flag, 0);
 });
+
+// Tell the main thread that jobs can be sent.
+Atomics.store(workerData.flag as Int32Array, 1, 1);

@@ -2,26 +2,32 @@
 // cores. Weights live in SharedArrayBuffers (see shared()), so the helper reads them in place; a
 // job's inputs and outputs are copied into shared scratch buffers. The main thread computes its
 // half, then blocks on an Atomics flag until the helper has finished the other half.
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { linearRange, type LinearJob } from "./ops.js";
 
 /** A float32 array in shared memory (readable by the helper thread without a copy). */
 export function shared(n: number): Float32Array {
+  helper(); // start the helper while weights load, so it is ready for the first layer
   return new Float32Array(new SharedArrayBuffer(n * 4));
 }
 
 let worker: Worker | null | undefined;
-const flag = new Int32Array(new SharedArrayBuffer(4));
-let xBuf = shared(0);
-let yBuf = shared(0);
+// flag[0]: the helper finished the current job; flag[1]: the helper is up and listening.
+const flag = new Int32Array(new SharedArrayBuffer(8));
+let xBuf: Float32Array = new Float32Array(new SharedArrayBuffer(0));
+let yBuf: Float32Array = new Float32Array(new SharedArrayBuffer(0));
 
 function helper(): Worker | null {
   if (worker !== undefined) return worker;
   worker = null;
-  if (availableParallelism() < 2 || process.env.MAMBA_EDGE_THREADS === "1") return null;
+  const script = new URL("./linear-worker.js", import.meta.url);
+  // (run from TypeScript sources, as under vitest, there is no compiled helper: one thread then)
+  if (availableParallelism() < 2 || process.env.MAMBA_EDGE_THREADS === "1" || !existsSync(fileURLToPath(script))) return null;
   try {
-    worker = new Worker(new URL("./linear-worker.js", import.meta.url));
+    worker = new Worker(script, { workerData: { flag } });
     worker.unref(); // never keeps the process alive
     worker.on("error", () => (worker = null));
   } catch {
@@ -37,7 +43,9 @@ function isShared(a: Float32Array | null): boolean {
 /** Runs `job` on two threads; false when it cannot (no helper, or weights not in shared memory). */
 export function runSplit(job: LinearJob): boolean {
   const w = helper();
-  if (!w || !isShared(job.W) || !isShared(job.bias)) return false;
+  // Until the helper has started (it raises flag[1]), work stays on this thread: blocking on a
+  // helper that never starts would hang.
+  if (!w || Atomics.load(flag, 1) !== 1 || !isShared(job.W) || !isShared(job.bias)) return false;
   const xLen = (job.rows - 1) * job.xStride + job.xOffset + job.inDim;
   if (xBuf.length < xLen) xBuf = shared(Math.max(xLen, 2 * xBuf.length));
   if (yBuf.length < job.y.length) yBuf = shared(Math.max(job.y.length, 2 * yBuf.length));
@@ -48,13 +56,8 @@ export function runSplit(job: LinearJob): boolean {
   Atomics.store(flag, 0, 0);
   w.postMessage({ job: sharedJob, o0: split, o1: job.outDim, flag });
   linearRange(sharedJob, 0, split);
-  while (Atomics.load(flag, 0) === 0) {
-    Atomics.wait(flag, 0, 0, 1000);
-    if (worker === null) {
-      // the helper died: finish its half here
-      linearRange(sharedJob, split, job.outDim);
-      break;
-    }
+  if (Atomics.wait(flag, 0, 0, 60_000) === "timed-out" && Atomics.load(flag, 0) === 0) {
+    throw new Error("linear layer: the helper thread did not answer within 60 s");
   }
   job.y.set(yBuf.subarray(0, job.y.length));
   return true;

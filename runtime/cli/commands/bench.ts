@@ -2,7 +2,7 @@ import type { Argv } from "yargs";
 import { UserError } from "../../errors.js";
 import { argmax } from "../../sampling.js";
 import { SHAPES } from "../../model/random.js";
-import { openModel } from "../open.js";
+import { openTarget, targetOptions } from "../open.js";
 import { provenance, writeResult } from "../results.js";
 
 export function benchCommand(y: Argv) {
@@ -11,14 +11,16 @@ export function benchCommand(y: Argv) {
     "measure prefill and decode speed, time to first token and memory",
     (a) =>
       a
-        .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
+        .options(targetOptions)
         .option("random", { choices: Object.keys(SHAPES), describe: "a randomly initialised model of this published shape instead" })
         .option("prompt-len", { type: "number", default: 512, describe: "prompt tokens to prefill" })
         .option("gen-tokens", { type: "number", default: 32, describe: "decode steps timed per batch size" })
         .option("batch", { type: "array", default: [1, 8], describe: "decode batch sizes" })
         .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
         .option("out", { type: "boolean", default: false, describe: "also write the JSON to bench/results/" })
-        .conflicts("model", "random"),
+        .conflicts("model", "random")
+        .conflicts("engine", "random")
+        .conflicts("model", "engine"),
     async (args) => {
       const promptLen = args["prompt-len"];
       const gen = args["gen-tokens"];
@@ -28,9 +30,9 @@ export function benchCommand(y: Argv) {
       if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UserError(`--batch: expected positive integers, found ${args.batch}`);
 
       const t0 = performance.now();
-      const o = openModel(args);
+      const o = await openTarget(args);
       const loadMs = performance.now() - t0;
-      const V = o.model.config.vocabSize;
+      const V = o.config.vocabSize;
       // a fixed pseudo-random prompt: the same tokens on every run and backend
       const prompt = Int32Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % V);
 
@@ -53,14 +55,10 @@ export function benchCommand(y: Argv) {
         const ms = performance.now() - ts;
         decode[`batch${B}`] = { tokensPerSecond: (B * gen * 1000) / ms, msPerStep: ms / gen };
       }
-      const w = o.model.weights;
-      const weightBytes = [w.embedding, w.normF, ...(w.lmHead === w.embedding ? [] : [w.lmHead]), ...w.layers.flatMap((l) => Object.values(l))]
-        .filter((t): t is Float32Array => t instanceof Float32Array)
-        .reduce((s, t) => s + t.byteLength, 0);
       const result = {
         tool: "mamba-edge bench",
         model: o.label,
-        arch: o.model.config.arch,
+        arch: o.config.arch,
         backend: o.backend.info.name,
         ...provenance(),
         promptTokens: promptLen,
@@ -68,7 +66,7 @@ export function benchCommand(y: Argv) {
         prefillTokensPerSecond: +((promptLen * 1000) / ttftMs).toFixed(1),
         ttftMs: +ttftMs.toFixed(1),
         decode: Object.fromEntries(Object.entries(decode).map(([k, v]) => [k, { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toFixed(2) }])),
-        weightMB: +(weightBytes / 1e6).toFixed(1),
+        weightMB: +(o.weightBytes / 1e6).toFixed(1),
         peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
       };
       if (args.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");

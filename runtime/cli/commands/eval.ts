@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import { UserError } from "../../errors.js";
 import { evaluate } from "../../eval.js";
-import { openModel, openTokenizer } from "../open.js";
+import { openTarget, openTokenizer, targetOptions } from "../open.js";
 import { progress } from "../progress.js";
 import { provenance, writeResult } from "../results.js";
 
@@ -12,7 +12,7 @@ export function evalCommand(y: Argv) {
     "perplexity and bits per byte of a text file (the whole text through one recurrent state)",
     (a) =>
       a
-        .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
+        .options(targetOptions)
         .option("text", { type: "string", demandOption: true, describe: "UTF-8 text file to score" })
         .option("max-tokens", { type: "number", describe: "score only the first N tokens" })
         .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
@@ -24,7 +24,7 @@ export function evalCommand(y: Argv) {
       } catch (e) {
         throw new UserError(`${args.text}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`);
       }
-      const o = openModel(args);
+      const o = await openTarget(args);
       const tokenizer = openTokenizer(o);
       let ids = await tokenizer.encode(text);
       let bytes = Buffer.byteLength(text, "utf8");

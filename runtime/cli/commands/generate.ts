@@ -3,7 +3,7 @@ import type { Argv } from "yargs";
 import { generate, type GenerateResult } from "../../generate.js";
 import { UserError } from "../../errors.js";
 import type { SamplingParams } from "../../sampling.js";
-import { openModel, openTokenizer } from "../open.js";
+import { openTarget, openTokenizer, targetOptions } from "../open.js";
 
 export function generateCommand(y: Argv) {
   return y.command(
@@ -11,7 +11,7 @@ export function generateCommand(y: Argv) {
     "continue a prompt (or, without --prompt, each line typed on stdin)",
     (a) =>
       a
-        .option("model", { type: "string", describe: "checkpoint directory; default: the bundled demo model" })
+        .options(targetOptions)
         .option("prompt", { type: "string", describe: "text to continue; without it, prompts are read line by line from stdin" })
         .option("max-tokens", { type: "number", default: 64, describe: "tokens to generate at most" })
         .option("temperature", { type: "number", default: 0.8, describe: "0 = greedy" })
@@ -24,9 +24,9 @@ export function generateCommand(y: Argv) {
       const sampling = samplingFrom(args);
       const maxTokens = args["max-tokens"];
       if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-tokens: expected a positive integer, found ${maxTokens}`);
-      const o = openModel(args);
+      const o = await openTarget(args);
       const tokenizer = openTokenizer(o);
-      const eos = o.model.config.eosTokenId;
+      const eos = o.config.eosTokenId;
       const run = async (prompt: string) => {
         const r = await generate(o.backend, tokenizer, prompt, { maxTokens, sampling, eos }, (d) => process.stdout.write(d));
         process.stdout.write("\n");

@@ -1,6 +1,6 @@
 import type { Argv } from "yargs";
 import { UserError } from "../../errors.js";
-import { openModel } from "../open.js";
+import { openTarget, targetOptions } from "../open.js";
 
 export function logitsCommand(y: Argv) {
   return y.command(
@@ -8,13 +8,13 @@ export function logitsCommand(y: Argv) {
     "print the logits of every input position as JSON",
     (a) =>
       a
-        .option("model", { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout); default: the bundled demo model" })
+        .options(targetOptions)
         .option("tokens", { type: "string", demandOption: true, describe: "comma-separated token ids, e.g. 3,17,5" })
         .option("mode", { choices: ["prefill", "step"] as const, default: "prefill" as const, describe: "prefill: the whole sequence at once; step: one token at a time through the state" }),
     async (args) => {
-      const o = openModel(args);
-      const tokens = parseTokens(args.tokens, o.model.config.vocabSize);
-      const V = o.model.config.vocabSize;
+      const o = await openTarget(args);
+      const tokens = parseTokens(args.tokens, o.config.vocabSize);
+      const V = o.config.vocabSize;
       const rows: number[][] = [];
       if (args.mode === "prefill") {
         const all = await o.backend.prefill(tokens, o.backend.newState(), true);
@@ -24,6 +24,7 @@ export function logitsCommand(y: Argv) {
         for (const t of tokens) rows.push(Array.from(await o.backend.step(Int32Array.of(t), [state])));
       }
       process.stdout.write(JSON.stringify({ logits: rows }) + "\n");
+      await o.backend.close();
     },
   );
 }

@@ -1,0 +1,138 @@
+// The offline builder: checkpoint -> engine package (NAME.mamba). Writes into a temporary directory
+// next to the target and renames it into place at the end, so a failed build leaves nothing half
+// written.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { UserError } from "../runtime/errors.js";
+import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../runtime/engine/manifest.js";
+import { MambaModel } from "../runtime/model/model.js";
+import type { Mamba1Layer, Mamba2Layer } from "../runtime/model/weights.js";
+import { buildGraph, type Emitter } from "./onnx/export.js";
+import { Graph } from "./onnx/graph.js";
+import { WeightFile } from "./onnx/weight-file.js";
+import { fp16Emitter } from "./recipes/fp16.js";
+import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
+
+export const RECIPES = ["fp16"] as const satisfies readonly Recipe[];
+export const BUILDER_VERSION = "0.1.0";
+
+export interface BuildOptions {
+  modelDir: string;
+  recipe: Recipe;
+  out: string;
+  force?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface BuildResult {
+  out: string;
+  manifest: Manifest;
+  seconds: number;
+  bytes: number;
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const t0 = performance.now();
+  const log = opts.log ?? (() => {});
+  const out = resolve(opts.out);
+  if (!out.endsWith(".mamba")) throw new UserError(`--out: an engine package is a directory named NAME.mamba, found ${basename(out)}`);
+  if (existsSync(out) && !opts.force) throw new UserError(`${opts.out}: already exists (use --force to replace it)`);
+  if (!(RECIPES as readonly string[]).includes(opts.recipe)) throw new UserError(`--quant: expected one of ${RECIPES.join(", ")}, found ${opts.recipe}`);
+
+  log(`loading ${opts.modelDir}`);
+  const model = MambaModel.load(opts.modelDir);
+  const c = model.config;
+  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(join(tmp, "cpu"), { recursive: true });
+  try {
+    // canonical quantized tensors (what native backends load)
+    writeSafetensors(join(tmp, "weights.safetensors"), canonicalTensors(model, opts.recipe), { format: FORMAT, recipe: opts.recipe });
+
+    // onnxruntime graphs sharing cpu/weights.bin
+    const file = new WeightFile();
+    const em: Emitter = fp16Emitter(file);
+    for (const mode of ["step", "prefill"] as const) {
+      log(`exporting cpu/${mode}.onnx`);
+      const g = new Graph(`mamba_edge_${mode}`);
+      buildGraph(g, c, model.weights, file, em, mode);
+      writeFileSync(join(tmp, "cpu", `${mode}.onnx`), g.serialize());
+    }
+    await file.write(join(tmp, "cpu", "weights.bin"));
+
+    const tokenizer = join(opts.modelDir, "tokenizer.json");
+    if (existsSync(tokenizer)) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
+
+    const files: Manifest["files"] = {};
+    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(existsSync(tokenizer) ? ["tokenizer.json"] : [])]) {
+      const p = join(tmp, name);
+      files[name] = { sha256: sha256File(p), bytes: readFileSync(p).length };
+    }
+    const sourceWeights = ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
+    const manifest: Manifest = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      builder: { name: "mamba-edge", version: BUILDER_VERSION },
+      created: new Date().toISOString(),
+      source: {
+        name: basename(resolve(opts.modelDir)),
+        configSha256: sha256File(join(opts.modelDir, "config.json")),
+        weightsSha256: sha256File(join(opts.modelDir, sourceWeights)),
+      },
+      config: c,
+      quant: { recipe: opts.recipe, params: {}, scales: {} },
+      calibration: null,
+      tokenizer: existsSync(tokenizer) ? "tokenizer.json" : null,
+      targets: ["cpu"],
+      files,
+    };
+    // JSON has no Infinity: the dt limit's upper end is written as null when unbounded
+    writeFileSync(join(tmp, "manifest.json"), JSON.stringify(manifest, (_, v) => (v === Infinity ? null : v), 2) + "\n");
+    rmSync(out, { recursive: true, force: true });
+    renameSync(tmp, out);
+    const bytes = Object.values(files).reduce((s, f) => s + f.bytes, 0);
+    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** weights.safetensors: matrices in the recipe's precision, everything else float32. */
+function canonicalTensors(model: MambaModel, recipe: Recipe): Map<string, OutTensor> {
+  const c = model.config;
+  const w = model.weights;
+  const t = new Map<string, OutTensor>();
+  const matrix = (name: string, data: Float32Array, shape: number[]) => {
+    if (recipe === "fp16") t.set(name, { dtype: "F16", shape, data: toHalf(data) });
+  };
+  const vector = (name: string, data: Float32Array | null, shape: number[]) => {
+    if (data) t.set(name, { dtype: "F32", shape, data });
+  };
+  matrix("embedding", w.embedding, [c.vocabSize, c.dModel]);
+  if (w.lmHead !== w.embedding) matrix("lm_head", w.lmHead, [c.vocabSize, c.dModel]);
+  vector("norm_f", w.normF, [c.dModel]);
+  w.layers.forEach((L, l) => {
+    const p = `layers.${l}.`;
+    vector(`${p}norm`, L.norm, [c.dModel]);
+    vector(`${p}in_proj.bias`, L.inProjBias, [L.inProjBias?.length ?? 0]);
+    vector(`${p}conv.weight`, L.convW, [L.convW.length / c.dConv, c.dConv]);
+    vector(`${p}conv.bias`, L.convB, [L.convB?.length ?? 0]);
+    vector(`${p}A`, L.A, c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads]);
+    vector(`${p}D`, L.D, [L.D.length]);
+    vector(`${p}out_proj.bias`, L.outProjBias, [c.dModel]);
+    matrix(`${p}in_proj.weight`, L.inProj, [L.inProj.length / c.dModel, c.dModel]);
+    matrix(`${p}out_proj.weight`, L.outProj, [c.dModel, c.dInner]);
+    if (c.arch === "mamba1") {
+      const m = L as Mamba1Layer;
+      matrix(`${p}x_proj.weight`, m.xProj, [c.dtRank + 2 * c.dState, c.dInner]);
+      matrix(`${p}dt_proj.weight`, m.dtProj, [c.dInner, c.dtRank]);
+      vector(`${p}dt_proj.bias`, m.dtProjBias, [c.dInner]);
+    } else {
+      const m = L as Mamba2Layer;
+      vector(`${p}dt_bias`, m.dtBias, [c.nHeads]);
+      vector(`${p}gated_norm`, m.gatedNorm, [c.dInner]);
+    }
+  });
+  return t;
+}

@@ -1,0 +1,251 @@
+// Builds the onnxruntime graphs of an engine: `step` (a batch of B sequences, one token each) and
+// `prefill` (one sequence, T tokens, an ONNX Scan carrying the SSM state over time). States are
+// explicit inputs and outputs with the layout of the reference's SequenceState, so the two can be
+// compared and exchanged. Linear layers are emitted by a recipe-specific `LinearEmitter`.
+import type { ModelConfig } from "../../runtime/model/config.js";
+import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
+import { DT, Graph } from "./graph.js";
+import type { WeightFile } from "./weight-file.js";
+
+/** How a recipe stores and applies its big matrices. */
+export interface Emitter {
+  /** y = x·Wᵀ + b for x of shape (rows, in) and W (out, in); returns y's name */
+  linear(g: Graph, x: string, name: string, W: Float32Array, bias: Float32Array | null, outDim: number, inDim: number): string;
+  /** rows of the table W (rows, cols) picked by ids, as float32 */
+  gather(g: Graph, ids: string, name: string, W: Float32Array, rows: number, cols: number): string;
+}
+
+interface Ctx {
+  g: Graph;
+  c: ModelConfig;
+  w: Weights<Mamba1Layer> | Weights<Mamba2Layer>;
+  file: WeightFile;
+  em: Emitter;
+  mode: "step" | "prefill";
+}
+
+const f32 = (ctx: Ctx, name: string, a: Float32Array, dims: number[]) => ctx.g.external(name, ctx.file.add(name, a), dims, DT.FLOAT);
+
+function silu(g: Graph, x: string): string {
+  return g.o("Mul", [x, g.o("Sigmoid", [x])]);
+}
+
+/** x / sqrt(mean(x², last axis) + eps) * w */
+function rmsnorm(ctx: Ctx, x: string, w: string, eps: string): string {
+  const { g } = ctx;
+  const ms = g.o("ReduceMean", [g.o("Mul", [x, x]), ctx.g.ints([-1])], { keepdims: 1 });
+  return g.o("Mul", [g.o("Div", [x, g.o("Sqrt", [g.o("Add", [ms, eps])])]), w]);
+}
+
+export interface StateIO {
+  conv: string[]; // per layer
+  ssm: string[];
+}
+
+/** Adds one graph (step or prefill) to `g`. */
+export function buildGraph(g: Graph, c: ModelConfig, w: Weights<Mamba1Layer> | Weights<Mamba2Layer>, file: WeightFile, em: Emitter, mode: "step" | "prefill"): void {
+  const ctx: Ctx = { g, c, w, file, em, mode };
+  const linear = em.linear.bind(em);
+  const B: number | string = mode === "step" ? "batch" : 1;
+  const rows: number | string = mode === "step" ? "batch" : "tokens";
+  const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
+  const ssmShape = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+
+  const tokens = g.input("tokens", DT.INT64, [rows]);
+  const eps = g.floats([c.normEps], []);
+  let hidden = em.gather(g, tokens, "embedding", w.embedding, c.vocabSize, c.dModel); // (rows, dModel)
+
+  for (let l = 0; l < c.nLayer; l++) {
+    const conv = g.input(`conv_${l}`, DT.FLOAT, [B, convC, c.dConv - 1]);
+    const ssm = g.input(`ssm_${l}`, DT.FLOAT, [B, ...ssmShape]);
+    const L = w.layers[l];
+    const u = rmsnorm(ctx, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
+    const [out, convOut, ssmOut] =
+      c.arch === "mamba1" ? mamba1(ctx, l, L as Mamba1Layer, u, conv, ssm) : mamba2(ctx, l, L as Mamba2Layer, u, conv, ssm);
+    hidden = g.o("Add", [hidden, out]);
+    g.output(convOut, `conv_${l}_out`, DT.FLOAT, [B, convC, c.dConv - 1]);
+    g.output(ssmOut, `ssm_${l}_out`, DT.FLOAT, [B, ...ssmShape]);
+  }
+
+  const normF = f32(ctx, "norm_f", w.normF, [c.dModel]);
+  if (mode === "step") {
+    const h = rmsnorm(ctx, hidden, normF, eps);
+    g.output(linear(g, h, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "logits", DT.FLOAT, ["batch", c.vocabSize]);
+  } else {
+    // Two heads over the same hidden states; onnxruntime computes only the outputs asked for.
+    const h = rmsnorm(ctx, hidden, normF, eps);
+    g.output(linear(g, h, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "logits", DT.FLOAT, ["tokens", c.vocabSize]);
+    const lastRow = g.o("Slice", [hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]);
+    const hl = rmsnorm(ctx, lastRow, normF, eps);
+    g.output(linear(g, hl, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "last_logits", DT.FLOAT, [1, c.vocabSize]);
+  }
+}
+
+/**
+ * Causal depthwise conv of `x` (rows, C) continuing `state` (B, C, K-1); returns silu(conv) as
+ * (rows, C) and the new state.
+ */
+function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W: Float32Array, bias: Float32Array | null): [string, string] {
+  const { g, c } = ctx;
+  const K = c.dConv;
+  const wName = f32(ctx, `l${l}.conv_w`, W, [C, K]);
+  let y: string;
+  let window: string;
+  if (ctx.mode === "step") {
+    window = g.o("Concat", [state, g.o("Unsqueeze", [x, g.ints([2])])], { axis: 2 }); // (B, C, K)
+    y = g.o("ReduceSum", [g.o("Mul", [window, wName]), g.ints([2])], { keepdims: 0 }); // (B, C)
+  } else {
+    const xt = g.o("Unsqueeze", [g.o("Transpose", [x], { perm: [1, 0] }), g.ints([0])]); // (1, C, T)
+    window = g.o("Concat", [state, xt], { axis: 2 }); // (1, C, K-1+T)
+    const w3 = g.o("Unsqueeze", [wName, g.ints([1])]); // (C, 1, K)
+    const conv = g.o("Conv", [window, w3], { group: C, kernel_shape: [K] }); // (1, C, T)
+    y = g.o("Transpose", [g.o("Squeeze", [conv, g.ints([0])])], { perm: [1, 0] }); // (T, C)
+  }
+  if (bias) y = g.o("Add", [y, f32(ctx, `l${l}.conv_b`, bias, [C])]);
+  const newState = g.o("Slice", [window, g.ints([-(K - 1)]), g.ints([2 ** 62]), g.ints([2])]);
+  return [silu(g, y), newState];
+}
+
+function split(g: Graph, x: string, sizes: number[], axis = -1): string[] {
+  return g.op("Split", [x, g.ints(sizes)], { axis }, sizes.length);
+}
+
+function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ssm: string): [string, string, string] {
+  const { g, c } = ctx;
+  const linear = ctx.em.linear.bind(ctx.em);
+  const E = c.dInner, N = c.dState, R = c.dtRank;
+  const xz = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, 2 * E, c.dModel);
+  const [x, z] = split(g, xz, [E, E]);
+  const [xc, convOut] = causalConv(ctx, l, x, conv, E, L.convW, L.convB);
+  const xdbl = linear(g, xc, `l${l}.x_proj`, L.xProj, null, R + 2 * N, E);
+  const [dtLow, Bm, Cm] = split(g, xdbl, [R, N, N]);
+  const dt = g.o("Softplus", [linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R)]); // (rows, E)
+  const A = f32(ctx, `l${l}.A`, L.A, [E, N]);
+  const D = f32(ctx, `l${l}.D`, L.D, [E]);
+
+  let y: string;
+  let ssmOut: string;
+  if (ctx.mode === "step") {
+    [y, ssmOut] = selectiveStep1(g, l, ssm, dt, xc, Bm, Cm, A);
+  } else {
+    // Scan over time; the state has no batch axis inside (prefill is one sequence).
+    const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
+    const body = scanBody1(E, N, A, ctx, l);
+    const [hT, ys] = g.op("Scan", [h0, dt, xc, Bm, Cm], { body, num_scan_inputs: 4 }, 2);
+    ssmOut = g.o("Unsqueeze", [hT, g.ints([0])]);
+    y = ys;
+  }
+  y = g.o("Mul", [g.o("Add", [y, g.o("Mul", [xc, D])]), silu(g, z)]);
+  return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
+}
+
+/** h = exp(dt*A) h + dt*B*x ; y = h·C, for (B, E) rows. */
+function selectiveStep1(g: Graph, l: number, h: string, dt: string, x: string, Bm: string, Cm: string, A: string): [string, string] {
+  const ax2 = g.ints([2]);
+  const ax1 = g.ints([1]);
+  const dt3 = g.o("Unsqueeze", [dt, ax2]); // (B, E, 1)
+  const dA = g.o("Exp", [g.o("Mul", [dt3, A])]); // (B, E, N)
+  const dBx = g.o("Mul", [g.o("Mul", [dt3, g.o("Unsqueeze", [Bm, ax1])]), g.o("Unsqueeze", [x, ax2])]);
+  const h1 = g.o("Add", [g.o("Mul", [dA, h]), dBx]);
+  const y = g.o("ReduceSum", [g.o("Mul", [h1, g.o("Unsqueeze", [Cm, ax1])]), g.ints([2])], { keepdims: 0 });
+  return [y, h1];
+}
+
+function scanBody1(E: number, N: number, A: string, ctx: Ctx, l: number) {
+  // Subgraph: state h (E, N); scan inputs dt (E), x (E), B (N), C (N); outputs h, y (E).
+  const b = new Graph(`scan1_l${l}`);
+  const h = b.input("h", DT.FLOAT, [E, N]);
+  const dt = b.input("dt", DT.FLOAT, [E]);
+  const x = b.input("x", DT.FLOAT, [E]);
+  const Bm = b.input("B", DT.FLOAT, [N]);
+  const Cm = b.input("C", DT.FLOAT, [N]);
+  const ax1 = b.ints([1]);
+  const dt2 = b.o("Unsqueeze", [dt, ax1]); // (E, 1)
+  const dA = b.o("Exp", [b.o("Mul", [dt2, A])]); // A is an outer-scope initializer
+  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("Mul", [b.o("Mul", [dt2, b.o("Unsqueeze", [x, ax1])]), Bm])]);
+  const y = b.o("ReduceSum", [b.o("Mul", [h1, Cm]), ax1], { keepdims: 0 });
+  b.output(h1, "h_out", DT.FLOAT, [E, N]);
+  b.output(y, "y_out", DT.FLOAT, [E]);
+  void ctx;
+  return b.proto();
+}
+
+function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ssm: string): [string, string, string] {
+  const { g, c } = ctx;
+  const linear = ctx.em.linear.bind(ctx.em);
+  const E = c.dInner, N = c.dState, G = c.nGroups, H = c.nHeads, P = c.headDim;
+  const convC = E + 2 * G * N;
+  const zxbcdt = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, E + convC + H, c.dModel);
+  const [z, xBC, dtRaw] = split(g, zxbcdt, [E, convC, H]);
+  const [xbc, convOut] = causalConv(ctx, l, xBC, conv, convC, L.convW, L.convB);
+  const [x, Bm, Cm] = split(g, xbc, [E, G * N, G * N]);
+  let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H)
+  const [lo, hi] = c.dtLimit;
+  if (lo > 0 || hi < Infinity) dt = g.o("Clip", [dt, g.floats([lo], []), g.floats([Math.min(hi, 3.4e38)], [])]);
+  const A = f32(ctx, `l${l}.A`, L.A, [H]);
+  const D = f32(ctx, `l${l}.D`, L.D, [H]);
+  // heads view: x (rows, H, P); B, C per head (rows, H, N) by repeating each group H/G times
+  const rowsHP = g.ints([-1, H, P]);
+  const xh = g.o("Reshape", [x, rowsHP]);
+  const perHead = (m: string, tag: string) => {
+    const m3 = g.o("Reshape", [m, g.ints([-1, G, 1, N])]);
+    const rep = g.o("Expand", [m3, g.ints([1, 1, H / G, 1])]);
+    return g.o("Reshape", [rep, g.ints([-1, H, N])]);
+  };
+  const Bh = perHead(Bm, "b");
+  const Ch = perHead(Cm, "c");
+
+  let y: string; // (rows, H, P)
+  let ssmOut: string;
+  if (ctx.mode === "step") {
+    const ax = (_name: string, v: number[]) => g.ints(v);
+    const dt3 = g.o("Unsqueeze", [dt, ax("u2", [2])]); // (B, H, 1)
+    const dA = g.o("Unsqueeze", [g.o("Exp", [g.o("Mul", [dt3, g.o("Unsqueeze", [A, ax("u1", [1])])])]), ax("u3", [3])]); // (B, H, 1, 1)
+    const dBx = g.o("Mul", [g.o("Unsqueeze", [g.o("Mul", [dt3, xh]), ax("u3b", [3])]), g.o("Unsqueeze", [Bh, ax("u2b", [2])])]); // (B, H, P, N)
+    ssmOut = g.o("Add", [g.o("Mul", [ssm, dA]), dBx]);
+    y = g.o("ReduceSum", [g.o("Mul", [ssmOut, g.o("Unsqueeze", [Ch, ax("u2c", [2])])]), ax("r3", [3])], { keepdims: 0 });
+  } else {
+    const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
+    const [hT, ys] = g.op("Scan", [h0, dt, xh, Bh, Ch], { body: scanBody2(H, P, N, A, l), num_scan_inputs: 4 }, 2);
+    ssmOut = g.o("Unsqueeze", [hT, g.ints([0])]);
+    y = ys;
+  }
+  y = g.o("Add", [y, g.o("Mul", [xh, g.o("Unsqueeze", [D, g.ints([1])])])]);
+  y = g.o("Reshape", [y, g.ints([-1, E])]);
+  y = gatedNorm(ctx, l, L, y, z);
+  return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
+}
+
+function scanBody2(H: number, P: number, N: number, A: string, l: number) {
+  // Subgraph: state S (H, P, N); scan inputs dt (H), x (H, P), B (H, N), C (H, N); outputs S, y (H, P).
+  const b = new Graph(`scan2_l${l}`);
+  const S = b.input("S", DT.FLOAT, [H, P, N]);
+  const dt = b.input("dt", DT.FLOAT, [H]);
+  const x = b.input("x", DT.FLOAT, [H, P]);
+  const Bm = b.input("B", DT.FLOAT, [H, N]);
+  const Cm = b.input("C", DT.FLOAT, [H, N]);
+  const dA = b.o("Reshape", [b.o("Exp", [b.o("Mul", [dt, A])]), b.ints([H, 1, 1])]);
+  const dtx = b.o("Mul", [b.o("Unsqueeze", [dt, b.ints([1])]), x]); // (H, P)
+  const dBx = b.o("Mul", [b.o("Unsqueeze", [dtx, b.ints([2])]), b.o("Unsqueeze", [Bm, b.ints([1])])]);
+  const S1 = b.o("Add", [b.o("Mul", [S, dA]), dBx]);
+  const y = b.o("ReduceSum", [b.o("Mul", [S1, b.o("Unsqueeze", [Cm, b.ints([1])])]), b.ints([2])], { keepdims: 0 });
+  b.output(S1, "S_out", DT.FLOAT, [H, P, N]);
+  b.output(y, "y_out", DT.FLOAT, [H, P]);
+  return b.proto();
+}
+
+/** RMSNorm over groups of gatedNormGroup channels, gated by silu(z) before (or after) it. */
+function gatedNorm(ctx: Ctx, l: number, L: Mamba2Layer, y: string, z: string): string {
+  const { g, c } = ctx;
+  const gs = c.gatedNormGroup;
+  if (!c.normBeforeGate) y = g.o("Mul", [y, silu(g, z)]);
+  if (gs > 0) {
+    const grouped = g.o("Reshape", [y, g.ints([-1, c.dInner / gs, gs])]);
+    const eps = g.floats([c.normEps], []);
+    const ms = g.o("ReduceMean", [g.o("Mul", [grouped, grouped]), g.ints([-1])], { keepdims: 1 });
+    const normed = g.o("Reshape", [g.o("Div", [grouped, g.o("Sqrt", [g.o("Add", [ms, eps])])]), g.ints([-1, c.dInner])]);
+    y = g.o("Mul", [normed, f32(ctx, `l${l}.gated_norm`, L.gatedNorm, [c.dInner])]);
+  }
+  if (c.normBeforeGate) y = g.o("Mul", [y, silu(g, z)]);
+  return y;
+}

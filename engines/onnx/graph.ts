@@ -1,0 +1,113 @@
+// A small builder for ONNX graphs: named values, initializers (inline or pointing into the engine's
+// weights.safetensors as ONNX external data), nodes, and serialization through onnx-proto.
+import onnxProto from "onnx-proto";
+
+const { onnx } = onnxProto;
+type Dim = number | string;
+/** Attribute values: integers, int lists, strings, floats as {f: x}, subgraphs. */
+export type Attr = number | number[] | string | { f: number } | onnxProto.onnx.IGraphProto;
+
+export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
+export type DataType = (typeof DT)[keyof typeof DT];
+
+export interface ExternalRef {
+  location: string; // relative to the .onnx file
+  offset: number;
+  length: number;
+}
+
+export class Graph {
+  private readonly nodes: onnxProto.onnx.INodeProto[] = [];
+  private readonly inits: onnxProto.onnx.ITensorProto[] = [];
+  private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
+  private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
+  private counter = 0;
+
+  constructor(readonly name: string) {}
+
+  input(name: string, type: DataType, shape: Dim[]): string {
+    this.inputs.push(valueInfo(name, type, shape));
+    return name;
+  }
+
+  output(value: string, name: string, type: DataType, shape: Dim[]): void {
+    this.nodes.push({ opType: "Identity", input: [value], output: [name], name: `${this.name}/out_${name}` });
+    this.outputs.push(valueInfo(name, type, shape));
+  }
+
+  /** An inline constant tensor. */
+  constant(name: string, data: Float32Array | Int32Array | BigInt64Array | Int8Array | Uint8Array, dims: number[], type: DataType): string {
+    const raw = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    this.inits.push({ name, dims, dataType: type, rawData: raw });
+    return name;
+  }
+
+  /** A small float constant (dims [] for a scalar). */
+  floats(values: number[] | Float32Array, dims = [values.length]): string {
+    return this.constant(`${this.name}/c${this.counter++}`, Float32Array.from(values), dims, DT.FLOAT);
+  }
+
+  /** A small int64 constant: axes, shapes, split sizes. */
+  ints(values: number[], dims = [values.length]): string {
+    return this.constant(`${this.name}/c${this.counter++}`, BigInt64Array.from(values.map(BigInt)), dims, DT.INT64);
+  }
+
+  /** An initializer whose bytes live in another file (the engine's weights.safetensors). */
+  external(name: string, ref: ExternalRef, dims: number[], type: DataType): string {
+    this.inits.push({
+      name,
+      dims,
+      dataType: type,
+      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [
+        { key: "location", value: ref.location },
+        { key: "offset", value: String(ref.offset) },
+        { key: "length", value: String(ref.length) },
+      ],
+    });
+    return name;
+  }
+
+  /** Adds a node; returns its output names (fresh unless given). */
+  op(type: string, inputs: string[], attrs: Record<string, Attr> = {}, nOut = 1, domain = ""): string[] {
+    // names carry the graph's name: a Scan body's values must not shadow the outer graph's
+    const outs = Array.from({ length: nOut }, () => `${this.name}/${type.toLowerCase()}_${this.counter++}`);
+    this.nodes.push({ opType: type, domain, input: inputs, output: outs, name: `${type}_${this.counter}`, attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) });
+    return outs;
+  }
+
+  /** Adds a single-output node. */
+  o(type: string, inputs: string[], attrs: Record<string, Attr> = {}, domain = ""): string {
+    return this.op(type, inputs, attrs, 1, domain)[0];
+  }
+
+  proto(): onnxProto.onnx.IGraphProto {
+    return { name: this.name, node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs };
+  }
+
+  serialize(opset = 21, msOpset = true): Uint8Array {
+    const model = onnx.ModelProto.create({
+      irVersion: 10,
+      producerName: "mamba-edge",
+      opsetImport: [{ domain: "", version: opset }, ...(msOpset ? [{ domain: "com.microsoft", version: 1 }] : [])],
+      graph: this.proto(),
+    });
+    return onnx.ModelProto.encode(model).finish();
+  }
+}
+
+function valueInfo(name: string, type: DataType, shape: Dim[]): onnxProto.onnx.IValueInfoProto {
+  return {
+    name,
+    type: { tensorType: { elemType: type, shape: { dim: shape.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
+function attr(name: string, v: Attr): onnxProto.onnx.IAttributeProto {
+  const A = onnx.AttributeProto.AttributeType;
+  if (typeof v === "string") return { name, type: A.STRING, s: Buffer.from(v) };
+  if (Array.isArray(v)) return { name, type: A.INTS, ints: v };
+  if (typeof v === "number") return { name, type: A.INT, i: v };
+  if ("f" in v && typeof v.f === "number") return { name, type: A.FLOAT, f: v.f };
+  return { name, type: A.GRAPH, g: v as onnxProto.onnx.IGraphProto };
+}

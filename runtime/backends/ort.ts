@@ -1,0 +1,131 @@
+// Backend "ort": an engine package's graphs run by onnxruntime-node on the CPU. Prefill is one
+// session run over the whole prompt; a decode step is one run for the whole batch. States stay in
+// the reference's SequenceState layout and are gathered into (B, ...) tensors per run.
+import { cpus } from "node:os";
+import { join } from "node:path";
+import type { InferenceSession, Tensor } from "onnxruntime-node";
+import { UserError } from "../errors.js";
+import { loadManifest, type Manifest } from "../engine/manifest.js";
+import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
+import type { Backend, BackendInfo } from "./backend.js";
+
+type Ort = typeof import("onnxruntime-node");
+
+export class OrtBackend implements Backend {
+  readonly info: BackendInfo;
+  readonly shape: StateShape;
+  private readonly fingerprint: string;
+
+  private constructor(
+    readonly manifest: Manifest,
+    private readonly ort: Ort,
+    private readonly stepSession: InferenceSession,
+    private readonly prefillSession: InferenceSession,
+    maxBatch: number,
+  ) {
+    const c = manifest.config;
+    this.shape = stateShape(c);
+    this.fingerprint = `${manifest.source.weightsSha256.slice(0, 16)}`;
+    this.info = { name: "ort", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}`, maxBatch, vocabSize: c.vocabSize };
+  }
+
+  /** Verifies and opens NAME.mamba; onnxruntime-node is loaded only here. */
+  static async open(dir: string, opts: { threads?: number; maxBatch?: number } = {}): Promise<OrtBackend> {
+    const manifest = loadManifest(dir);
+    if (!manifest.targets.includes("cpu")) throw new UserError(`${dir}: built without the cpu target (targets: ${manifest.targets.join(", ")})`);
+    if (manifest.config.dtLimit[1] === null) manifest.config.dtLimit[1] = Infinity; // JSON has no Infinity
+    let ort: Ort;
+    try {
+      ort = (await import("onnxruntime-node")).default as unknown as Ort;
+    } catch (e) {
+      throw new UserError(`backend ort needs the onnxruntime-node package (${(e as Error).message.split("\n")[0]})`);
+    }
+    const options: InferenceSession.SessionOptions = {
+      graphOptimizationLevel: "all",
+      intraOpNumThreads: opts.threads ?? Math.max(1, cpus().length),
+      executionMode: "sequential",
+    };
+    const [step, prefill] = await Promise.all(
+      ["step", "prefill"].map((m) => ort.InferenceSession.create(join(dir, "cpu", `${m}.onnx`), options)),
+    );
+    return new OrtBackend(manifest, ort, step, prefill, opts.maxBatch ?? 32);
+  }
+
+  newState(): SequenceState {
+    return new SequenceState(this.shape);
+  }
+
+  async prefill(tokens: Int32Array, s: SequenceState, allLogits = false): Promise<Float32Array> {
+    if (tokens.length === 0) throw new UserError("prefill: no tokens");
+    const feeds = this.stateFeeds([s]);
+    feeds.tokens = new this.ort.Tensor("int64", BigInt64Array.from(tokens, (t) => BigInt(this.checkToken(t))), [tokens.length]);
+    const want = allLogits ? "logits" : "last_logits";
+    const out = await this.prefillSession.run(feeds, [want, ...this.stateOutputNames()]);
+    this.readStates(out, [s]);
+    s.tokens += tokens.length;
+    return out[want].data as Float32Array;
+  }
+
+  async step(tokens: Int32Array, states: SequenceState[]): Promise<Float32Array> {
+    const feeds = this.stateFeeds(states);
+    feeds.tokens = new this.ort.Tensor("int64", BigInt64Array.from(tokens, (t) => BigInt(this.checkToken(t))), [tokens.length]);
+    const out = await this.stepSession.run(feeds);
+    this.readStates(out, states);
+    for (const s of states) s.tokens++;
+    return out.logits.data as Float32Array;
+  }
+
+  saveState(s: SequenceState): Uint8Array {
+    return serializeState(s, this.fingerprint);
+  }
+
+  loadState(b: Uint8Array): SequenceState {
+    return deserializeState(b, this.shape, this.fingerprint);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.stepSession.release(), this.prefillSession.release()]);
+  }
+
+  private checkToken(t: number): number {
+    if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize) throw new UserError(`token ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
+    return t;
+  }
+
+  private stateOutputNames(): string[] {
+    const names: string[] = [];
+    for (let l = 0; l < this.shape.nLayer; l++) names.push(`conv_${l}_out`, `ssm_${l}_out`);
+    return names;
+  }
+
+  /** (B, ...) tensors of every layer's conv and SSM states. */
+  private stateFeeds(states: SequenceState[]): Record<string, Tensor> {
+    const c = this.manifest.config;
+    const B = states.length;
+    const convC = this.shape.convPerLayer / (c.dConv - 1);
+    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+    const feeds: Record<string, Tensor> = {};
+    for (let l = 0; l < this.shape.nLayer; l++) {
+      const conv = new Float32Array(B * this.shape.convPerLayer);
+      const ssm = new Float32Array(B * this.shape.ssmPerLayer);
+      states.forEach((s, b) => {
+        conv.set(s.conv(l), b * this.shape.convPerLayer);
+        ssm.set(s.ssm(l), b * this.shape.ssmPerLayer);
+      });
+      feeds[`conv_${l}`] = new this.ort.Tensor("float32", conv, [B, convC, c.dConv - 1]);
+      feeds[`ssm_${l}`] = new this.ort.Tensor("float32", ssm, [B, ...ssmDims]);
+    }
+    return feeds;
+  }
+
+  private readStates(out: InferenceSession.ReturnType, states: SequenceState[]): void {
+    for (let l = 0; l < this.shape.nLayer; l++) {
+      const conv = out[`conv_${l}_out`].data as Float32Array;
+      const ssm = out[`ssm_${l}_out`].data as Float32Array;
+      states.forEach((s, b) => {
+        s.conv(l).set(conv.subarray(b * this.shape.convPerLayer, (b + 1) * this.shape.convPerLayer));
+        s.ssm(l).set(ssm.subarray(b * this.shape.ssmPerLayer, (b + 1) * this.shape.ssmPerLayer));
+      });
+    }
+  }
+}

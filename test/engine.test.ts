@@ -1,0 +1,132 @@
+// Engine packages: `mamba-edge build` → NAME.mamba → backend ort (onnxruntime-node), against the
+// reference; integrity checks on load.
+import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrtBackend } from "../runtime/backends/ort.js";
+import { MambaModel } from "../runtime/model/model.js";
+import { cli } from "./helpers/cli.js";
+import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
+
+const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-engine-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+const engines = ["mamba1-untied-dtrank", "mamba2-groups", "state-spaces-mamba2"];
+
+describe("fp16 engines on onnxruntime", () => {
+  beforeAll(() => {
+    for (const name of engines) {
+      const r = cli(["build", join(fixtureRoot, name), "--quant", "fp16", "--out", join(scratch, `${name}.mamba`)]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+  });
+
+  for (const name of engines) {
+    it(`${name}: prefill and step logits within 5e-3 of the reference`, async () => {
+      const be = await OrtBackend.open(join(scratch, `${name}.mamba`));
+      const model = MambaModel.load(join(fixtureRoot, name));
+      const { ids } = reference(name);
+      const want = model.prefill(ids, model.newState(), true);
+      expect(relErr(await be.prefill(Int32Array.from(ids), be.newState(), true), want)).toBeLessThanOrEqual(5e-3);
+      const s = be.newState();
+      const V = be.info.vocabSize;
+      const steps = new Float32Array(ids.length * V);
+      for (let t = 0; t < ids.length; t++) steps.set(await be.step(Int32Array.of(ids[t]), [s]), t * V);
+      expect(relErr(steps, want)).toBeLessThanOrEqual(5e-3);
+      await be.close();
+    });
+  }
+
+  it("a batched step equals each sequence stepped alone", async () => {
+    const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"));
+    const V = be.info.vocabSize;
+    const prompts = [[1, 2, 3, 4, 5], [9, 8], [50, 51, 52, 53, 54, 55, 56, 57, 58]];
+    const states = [];
+    const alone = [];
+    for (const p of prompts) {
+      const s = be.newState();
+      await be.prefill(Int32Array.from(p), s);
+      states.push(s.clone());
+      alone.push(await be.step(Int32Array.of(7), [s]));
+    }
+    const batched = await be.step(Int32Array.from([7, 7, 7]), states);
+    prompts.forEach((_, b) => expect(relErr(batched.subarray(b * V, (b + 1) * V), alone[b])).toBeLessThanOrEqual(1e-5));
+    await be.close();
+  });
+
+  it("`logits --engine` prints the engine's logits", () => {
+    const { ids } = reference("mamba2-groups");
+    const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));
+    const want = model.prefill(ids, model.newState(), true);
+    const r = cli(["logits", "--engine", join(scratch, "mamba2-groups.mamba"), "--tokens", ids.join(",")]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(relErr(JSON.parse(r.stdout).logits.flat(), want)).toBeLessThanOrEqual(5e-3);
+  });
+
+  it("`inspect` summarizes the manifest", () => {
+    const r = cli(["inspect", join(scratch, "mamba2-groups.mamba")]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/mamba-edge-engine v1/);
+    expect(r.stdout).toMatch(/mamba2 from mamba2-groups: 2 layers, d_model 64, vocab 101/);
+    expect(r.stdout).toMatch(/recipe: +fp16/);
+    expect(r.stdout).toMatch(/cpu\/step\.onnx/);
+  });
+});
+
+describe("engine integrity", () => {
+  const base = join(scratch, "base.mamba");
+  beforeAll(() => {
+    expect(cli(["build", join(fixtureRoot, "mamba1-tied"), "--out", base]).code).toBe(0);
+  });
+
+  function damaged(edit: (dir: string) => void): string {
+    const dir = mkdtempSync(join(scratch, "d-")) + "/e.mamba";
+    cpSync(base, dir, { recursive: true });
+    edit(dir);
+    return dir;
+  }
+
+  function expectRefused(dir: string, pattern: RegExp) {
+    const r = cli(["logits", "--engine", dir, "--tokens", "1,2"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(pattern);
+  }
+
+  for (const file of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin"]) {
+    it(`refuses a flipped byte in ${file}`, () => {
+      const dir = damaged((d) => {
+        const p = join(d, file);
+        const b = readFileSync(p);
+        b[Math.floor(b.length / 2)] ^= 0x01;
+        writeFileSync(p, b);
+      });
+      expectRefused(dir, new RegExp(`${file.replace(/[./]/g, "\\$&")}: sha256 .* does not match manifest\\.json`));
+    });
+  }
+
+  it("refuses a truncated file", () => {
+    const dir = damaged((d) => truncateSync(join(d, "cpu/weights.bin"), statSync(join(d, "cpu/weights.bin")).size - 1));
+    expectRefused(dir, /cpu\/weights\.bin: \d+ bytes, manifest\.json says \d+/);
+  });
+
+  it("refuses an unknown format version", () => {
+    const dir = damaged((d) => {
+      const m = JSON.parse(readFileSync(join(d, "manifest.json"), "utf8"));
+      m.version = 99;
+      writeFileSync(join(d, "manifest.json"), JSON.stringify(m));
+    });
+    expectRefused(dir, /field version: this build reads engine format version 1, found 99/);
+  });
+
+  it("refuses a directory that is not an engine", () => {
+    expectRefused(join(fixtureRoot, "mamba1-tied"), /manifest\.json: missing \(not an engine package\)/);
+  });
+
+  it("will not overwrite an engine without --force", () => {
+    const r = cli(["build", join(fixtureRoot, "mamba1-tied"), "--out", base]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/already exists \(use --force to replace it\)/);
+  });
+});
