@@ -11,9 +11,14 @@ import { buildGraph, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
 import { fp16Emitter } from "./recipes/fp16.js";
+import { quantEmitter, rotates } from "./recipes/quantized.js";
+import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
+import { foldNorm, rotateInputs } from "./quantize.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
+import { createHash } from "node:crypto";
+import { Tokenizer } from "../runtime/tokenizer.js";
 
-export const RECIPES = ["fp16"] as const satisfies readonly Recipe[];
+export const RECIPES = ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const satisfies readonly Recipe[];
 export const BUILDER_VERSION = "0.1.0";
 
 export interface BuildOptions {
@@ -21,7 +26,17 @@ export interface BuildOptions {
   recipe: Recipe;
   out: string;
   force?: boolean;
+  /** calibration text (needed by every recipe but fp16) ... */
+  calibText?: string;
+  /** ... or a file of token ids, for checkpoints without a tokenizer */
+  calibTokens?: string;
+  calibSamples?: number;
+  calibLength?: number;
+  percentile?: number;
+  /** 4-bit weights by GPTQ (default) or round-to-nearest */
+  gptq?: boolean;
   log?: (line: string) => void;
+  progress?: (label: string, done: number, total: number) => void;
 }
 
 export interface BuildResult {
@@ -39,6 +54,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (existsSync(out) && !opts.force) throw new UserError(`${opts.out}: already exists (use --force to replace it)`);
   if (!(RECIPES as readonly string[]).includes(opts.recipe)) throw new UserError(`--quant: expected one of ${RECIPES.join(", ")}, found ${opts.recipe}`);
 
+  const quantized = opts.recipe !== "fp16";
+  if (quantized && !opts.calibText && !opts.calibTokens) throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
+  const text = quantized ? readCalibText((opts.calibText ?? opts.calibTokens)!) : null;
   log(`loading ${opts.modelDir}`);
   const model = MambaModel.load(opts.modelDir);
   const c = model.config;
@@ -46,12 +64,39 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(join(tmp, "cpu"), { recursive: true });
   try {
-    // canonical quantized tensors (what native backends load)
-    writeSafetensors(join(tmp, "weights.safetensors"), canonicalTensors(model, opts.recipe), { format: FORMAT, recipe: opts.recipe });
+    if (quantized) transformWeights(model, opts.recipe);
+    const canonical = canonicalTensors(model, opts.recipe); // after the exact rewrites
+    const scales: Record<string, unknown> = {};
+    const params: Record<string, unknown> = {};
+    const file = new WeightFile();
+    let em: Emitter = fp16Emitter(file);
+    let calib: Calibration | null = null;
+    if (quantized) {
+      const ids = opts.calibText ? await Tokenizer.load(opts.modelDir).encode(text!) : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
+      const windows = calibrationWindows(ids, opts.calibSamples ?? 128, opts.calibLength ?? 512);
+      const percentile = opts.percentile ?? 0.9995;
+      const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
+      log(`calibrating on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens${gptq ? " (with GPTQ Hessians)" : ""}`);
+      calib = await calibrate(model, windows, tmp, {
+        samples: windows.length,
+        length: opts.calibLength ?? 512,
+        percentile,
+        hessians: gptq,
+        onProgress: (d, t) => opts.progress?.("calibrating", d, t),
+      });
+      Object.assign(params, {
+        percentile: opts.recipe === "w8a8-naive" || opts.recipe === "w4a16" ? null : percentile,
+        hadamard: rotates(opts.recipe),
+        foldedNorms: true,
+        weightBits: opts.recipe.startsWith("w4") ? 4 : 8,
+        activationBits: opts.recipe === "w4a16" ? 16 : 8,
+        ...(opts.recipe.startsWith("w4") ? { groupSize: 128, weightRounding: gptq ? "gptq" : "rtn", gptqDamp: gptq ? 0.01 : undefined } : { weightScales: "per output channel" }),
+        float16: ["embedding", "lm_head", "dt_proj"],
+      });
+      em = quantEmitter(file, { recipe: opts.recipe as Exclude<Recipe, "fp16">, calib, gptq, group: 128, arch: c.arch, nHeads: c.nHeads, headDim: c.headDim, nGroups: c.nGroups }, canonical, scales);
+    }
 
     // onnxruntime graphs sharing cpu/weights.bin
-    const file = new WeightFile();
-    const em: Emitter = fp16Emitter(file);
     for (const mode of ["step", "prefill"] as const) {
       log(`exporting cpu/${mode}.onnx`);
       const g = new Graph(`mamba_edge_${mode}`);
@@ -59,6 +104,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       writeFileSync(join(tmp, "cpu", `${mode}.onnx`), g.serialize());
     }
     await file.write(join(tmp, "cpu", "weights.bin"));
+    // canonical quantized tensors (what native backends load)
+    writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
 
     const tokenizer = join(opts.modelDir, "tokenizer.json");
     if (existsSync(tokenizer)) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
@@ -80,8 +127,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         weightsSha256: sha256File(join(opts.modelDir, sourceWeights)),
       },
       config: c,
-      quant: { recipe: opts.recipe, params: {}, scales: {} },
-      calibration: null,
+      quant: { recipe: opts.recipe, params, scales },
+      calibration: calib && text !== null
+        ? { textSha256: createHash("sha256").update(text).digest("hex"), samples: calib.samples, length: calib.length, percentile: (params.percentile as number | null) ?? null }
+        : null,
       tokenizer: existsSync(tokenizer) ? "tokenizer.json" : null,
       targets: ["cpu"],
       files,
@@ -98,13 +147,47 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
+function parseTokenFile(path: string, text: string, vocab: number): number[] {
+  const parts = text.split(/[\s,\[\]]+/).filter(Boolean);
+  const ids = parts.map(Number);
+  const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+  if (bad >= 0) throw new UserError(`${path}: expected token ids in [0, ${vocab}), found ${JSON.stringify(parts[bad])}`);
+  return ids;
+}
+
+function readCalibText(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new UserError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  if (text.trim().length === 0) throw new UserError(`${path}: calibration text is empty`);
+  return text;
+}
+
+/**
+ * Exact rewrites before quantization: each block's RMSNorm weight moves into in_proj (the norm then
+ * has unit weight), and for Hadamard recipes out_proj's weight absorbs the rotation its input gets.
+ */
+function transformWeights(model: MambaModel, recipe: Recipe): void {
+  const c = model.config;
+  for (const L of model.weights.layers) {
+    const inDim = c.dModel;
+    L.inProj = foldNorm(L.inProj, L.inProj.length / inDim, inDim, L.norm);
+    L.norm = new Float32Array(c.dModel).fill(1);
+    if (rotates(recipe)) L.outProj = rotateInputs(L.outProj, c.dModel, c.dInner);
+  }
+}
+
 /** weights.safetensors: matrices in the recipe's precision, everything else float32. */
 function canonicalTensors(model: MambaModel, recipe: Recipe): Map<string, OutTensor> {
   const c = model.config;
   const w = model.weights;
   const t = new Map<string, OutTensor>();
+  // quantized recipes add their own matrices (int8 / packed int4 + scales) as they quantize
   const matrix = (name: string, data: Float32Array, shape: number[]) => {
-    if (recipe === "fp16") t.set(name, { dtype: "F16", shape, data: toHalf(data) });
+    if (recipe === "fp16" || !name.match(/(in_proj|out_proj|x_proj)\.weight$/)) t.set(name, { dtype: "F16", shape, data: toHalf(data) });
   };
   const vector = (name: string, data: Float32Array | null, shape: number[]) => {
     if (data) t.set(name, { dtype: "F32", shape, data });

@@ -13,6 +13,11 @@ export interface Emitter {
   linear(g: Graph, x: string, name: string, W: Float32Array, bias: Float32Array | null, outDim: number, inDim: number): string;
   /** rows of the table W (rows, cols) picked by ids, as float32 */
   gather(g: Graph, ids: string, name: string, W: Float32Array, rows: number, cols: number): string;
+  /**
+   * Sees an SSM input (`l<i>.x`, `l<i>.B`, `l<i>.C`, rows × width) and returns what the rest of the
+   * layer uses: the value itself, or a quantized version of it.
+   */
+  ssmInput?(g: Graph, name: string, value: string, width: number): string;
 }
 
 interface Ctx {
@@ -116,9 +121,12 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   const E = c.dInner, N = c.dState, R = c.dtRank;
   const xz = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, 2 * E, c.dModel);
   const [x, z] = split(g, xz, [E, E]);
-  const [xc, convOut] = causalConv(ctx, l, x, conv, E, L.convW, L.convB);
+  const [xcRaw, convOut] = causalConv(ctx, l, x, conv, E, L.convW, L.convB);
+  const xc = ctx.em.ssmInput?.(g, `l${l}.x`, xcRaw, E) ?? xcRaw;
   const xdbl = linear(g, xc, `l${l}.x_proj`, L.xProj, null, R + 2 * N, E);
-  const [dtLow, Bm, Cm] = split(g, xdbl, [R, N, N]);
+  const [dtLow, BmRaw, CmRaw] = split(g, xdbl, [R, N, N]);
+  const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BmRaw, N) ?? BmRaw;
+  const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CmRaw, N) ?? CmRaw;
   const dt = g.o("Softplus", [linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R)]); // (rows, E)
   const A = f32(ctx, `l${l}.A`, L.A, [E, N]);
   const D = f32(ctx, `l${l}.D`, L.D, [E]);
@@ -178,7 +186,10 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   const zxbcdt = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, E + convC + H, c.dModel);
   const [z, xBC, dtRaw] = split(g, zxbcdt, [E, convC, H]);
   const [xbc, convOut] = causalConv(ctx, l, xBC, conv, convC, L.convW, L.convB);
-  const [x, Bm, Cm] = split(g, xbc, [E, G * N, G * N]);
+  const [xRaw, BRaw, CRaw] = split(g, xbc, [E, G * N, G * N]);
+  const x = ctx.em.ssmInput?.(g, `l${l}.x`, xRaw, E) ?? xRaw;
+  const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BRaw, G * N) ?? BRaw;
+  const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CRaw, G * N) ?? CRaw;
   let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H)
   const [lo, hi] = c.dtLimit;
   if (lo > 0 || hi < Infinity) dt = g.o("Clip", [dt, g.floats([lo], []), g.floats([Math.min(hi, 3.4e38)], [])]);

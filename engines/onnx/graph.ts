@@ -47,6 +47,11 @@ export class Graph {
     return this.constant(`${this.name}/c${this.counter++}`, Float32Array.from(values), dims, DT.FLOAT);
   }
 
+  /** A small uint8 constant (zero points). */
+  uint8(values: number[], dims = [values.length]): string {
+    return this.constant(`${this.name}/c${this.counter++}`, Uint8Array.from(values), dims, DT.UINT8);
+  }
+
   /** A small int64 constant: axes, shapes, split sizes. */
   ints(values: number[], dims = [values.length]): string {
     return this.constant(`${this.name}/c${this.counter++}`, BigInt64Array.from(values.map(BigInt)), dims, DT.INT64);

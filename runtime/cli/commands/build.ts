@@ -1,5 +1,7 @@
 import type { Argv } from "yargs";
 import type { Recipe } from "../../engine/manifest.js";
+import { UserError } from "../../errors.js";
+import { progress, type Progress } from "../progress.js";
 
 export function buildCommand(y: Argv) {
   return y.command(
@@ -8,18 +10,45 @@ export function buildCommand(y: Argv) {
     (a) =>
       a
         .positional("model", { type: "string", demandOption: true, describe: "checkpoint directory (Hugging Face or state-spaces layout)" })
-        .option("quant", { choices: ["fp16"] as const, default: "fp16" as const, describe: "quantization recipe" })
+        .option("quant", {
+          choices: ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const,
+          default: "fp16" as const,
+          describe: "recipe: fp16 (baseline), w8a8 (Quamba), w4a8 / w4a16 (Quamba2), w8a8-naive (min-max, no Hadamard: an ablation)",
+        })
+        .option("calib", { type: "string", describe: "calibration text file (every recipe but fp16)" })
+        .option("calib-tokens", { type: "string", describe: "instead of --calib: a file of token ids (for checkpoints without tokenizer.json)" })
+        .option("calib-samples", { type: "number", default: 128, describe: "calibration windows" })
+        .option("calib-len", { type: "number", default: 512, describe: "tokens per calibration window" })
+        .option("percentile", { type: "number", default: 0.9995, describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)" })
+        .option("rtn", { type: "boolean", default: false, describe: "4-bit weights by round-to-nearest instead of GPTQ (an ablation)" })
         .option("out", { type: "string", demandOption: true, describe: "output directory, NAME.mamba" })
         .option("force", { type: "boolean", default: false, describe: "replace an existing package" }),
     async (args) => {
+      const int = (name: string, v: number) => {
+        if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name}: expected a positive integer, found ${v}`);
+        return v;
+      };
+      if (!(args.percentile > 0.5 && args.percentile <= 1)) throw new UserError(`--percentile: expected a number in (0.5, 1], found ${args.percentile}`);
       // the builder is only loaded by this command
       const { build } = await import("../../../engines/build.js");
+      let bar: Progress | null = null;
       const r = await build({
         modelDir: args.model,
         recipe: args.quant as Recipe,
         out: args.out,
         force: args.force,
+        calibText: args.calib,
+        calibTokens: args["calib-tokens"],
+        calibSamples: int("calib-samples", args["calib-samples"]),
+        calibLength: int("calib-len", args["calib-len"]),
+        percentile: args.percentile,
+        gptq: !args.rtn,
         log: (line) => process.stderr.write(`${line}\n`),
+        progress: (label, done, total) => {
+          bar ??= progress(label, total);
+          bar.update(done);
+          if (done === total) bar.stop();
+        },
       });
       process.stdout.write(`${args.out}: ${args.quant}, ${(r.bytes / 1e6).toFixed(2)} MB, built in ${r.seconds.toFixed(1)} s\n`);
     },

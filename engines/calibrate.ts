@@ -1,0 +1,147 @@
+// Calibration: runs the float model over calibration text with onnxruntime and collects, for every
+// linear layer's input and every SSM input, the statistics the recipes need: absolute maxima,
+// |x| percentiles, per-channel maxima (for Quamba2's clustering) and XᵀX (GPTQ's Hessian).
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { InferenceSession } from "onnxruntime-node";
+import { UserError } from "../runtime/errors.js";
+import type { MambaModel } from "../runtime/model/model.js";
+import { stateShape } from "../runtime/model/state.js";
+import { buildGraph, type Emitter } from "./onnx/export.js";
+import { DT, Graph } from "./onnx/graph.js";
+import { WeightFile } from "./onnx/weight-file.js";
+
+export interface CalibOptions {
+  samples: number;
+  length: number;
+  percentile: number;
+  hessians: boolean; // collect XᵀX per linear input (GPTQ)
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ActStats {
+  absmax: number;
+  /** |x| at the calibration percentile (SSM inputs only) */
+  percentile?: number;
+  /** per-channel absmax (SSM inputs only) */
+  channelAbsmax?: Float32Array;
+  /** XᵀX summed over calibration tokens, (in, in) row-major (linear inputs, with hessians) */
+  xtx?: Float64Array;
+  rows: number;
+}
+
+export interface Calibration {
+  stats: Map<string, ActStats>;
+  samples: number;
+  length: number;
+}
+
+/** Float32 emitter that also exposes every observed value as a graph output. */
+function observingEmitter(file: WeightFile, observed: Map<string, number>, hessians: boolean): Emitter {
+  const cache = new Map<string, string>();
+  const w = (g: Graph, name: string, W: Float32Array, dims: number[]) => {
+    const key = `${g.name}/${name}`;
+    if (!cache.has(key)) cache.set(key, g.external(name, file.add(name, W), dims, DT.FLOAT));
+    return cache.get(key)!;
+  };
+  const observe = (g: Graph, name: string, x: string, width: number, full: boolean) => {
+    if (observed.has(name)) return;
+    observed.set(name, width);
+    g.output(g.o("ReduceMax", [g.o("Abs", [x])], { keepdims: 0 }), `absmax/${name}`, DT.FLOAT, []);
+    if (full) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
+    if (hessians && !full) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
+  };
+  return {
+    linear(g, x, name, W, bias, outDim, inDim) {
+      if (name !== "lm_head") observe(g, name, x, inDim, false);
+      const inputs = [x, w(g, `${name}.w`, W, [outDim, inDim])];
+      if (bias) inputs.push(w(g, `${name}.b`, bias, [outDim]));
+      return g.o("Gemm", inputs, { transB: 1 });
+    },
+    gather(g, ids, name, W, rows, cols) {
+      return g.o("Gather", [w(g, name, W, [rows, cols]), ids], { axis: 0 });
+    },
+    ssmInput(g, name, value, width) {
+      observe(g, name, value, width, true);
+      return value;
+    },
+  };
+}
+
+/** Evenly spaced windows of `length` tokens from the token stream. */
+export function calibrationWindows(ids: number[], samples: number, length: number): number[][] {
+  if (ids.length < 2) throw new UserError(`calibration text: too short (${ids.length} tokens; need at least 2)`);
+  const len = Math.min(length, ids.length);
+  const n = Math.max(1, Math.min(samples, Math.floor(ids.length / len)));
+  const stride = n > 1 ? Math.floor((ids.length - len) / (n - 1)) : 0;
+  return Array.from({ length: n }, (_, i) => ids.slice(i * stride, i * stride + len));
+}
+
+export async function calibrate(model: MambaModel, windows: number[][], workDir: string, opts: CalibOptions): Promise<Calibration> {
+  const ort = (await import("onnxruntime-node")).default;
+  const c = model.config;
+  mkdirSync(workDir, { recursive: true });
+  const file = new WeightFile("calib.bin");
+  const observed = new Map<string, number>();
+  const g = new Graph("calibration");
+  buildGraph(g, c, model.weights, file, observingEmitter(file, observed, opts.hessians), "prefill");
+  writeFileSync(join(workDir, "calib.onnx"), g.serialize());
+  await file.write(join(workDir, "calib.bin"));
+  let session: InferenceSession | null = null;
+  try {
+    session = await ort.InferenceSession.create(join(workDir, "calib.onnx"), { graphOptimizationLevel: "all" });
+    const shape = stateShape(c);
+    const convC = shape.convPerLayer / (c.dConv - 1);
+    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, n.match(/\.(x|B|C)$/) ? `values/${n}` : opts.hessians ? `xtx/${n}` : null].filter((x): x is string => !!x));
+
+    const stats = new Map<string, ActStats>();
+    const samples = new Map<string, number[]>(); // |x| samples for percentiles
+    const totalTokens = windows.reduce((a, w) => a + w.length, 0);
+    // a fixed stride over the values keeps ~256k of them per tensor: deterministic and bounded
+    const stride = (width: number) => Math.max(1, Math.floor((totalTokens * width) / 262144));
+    for (const [name, width] of observed) {
+      stats.set(name, { absmax: 0, rows: 0, ...(name.match(/\.(x|B|C)$/) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !name.match(/\.(x|B|C)$/) ? { xtx: new Float64Array(width * width) } : {}) });
+      samples.set(name, []);
+    }
+    for (let i = 0; i < windows.length; i++) {
+      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = { tokens: new ort.Tensor("int64", BigInt64Array.from(windows[i], BigInt), [windows[i].length]) };
+      for (let l = 0; l < c.nLayer; l++) {
+        feeds[`conv_${l}`] = new ort.Tensor("float32", new Float32Array(shape.convPerLayer), [1, convC, c.dConv - 1]);
+        feeds[`ssm_${l}`] = new ort.Tensor("float32", new Float32Array(shape.ssmPerLayer), [1, ...ssmDims]);
+      }
+      const out = await session.run(feeds, fetch);
+      for (const [name, width] of observed) {
+        const s = stats.get(name)!;
+        s.absmax = Math.max(s.absmax, (out[`absmax/${name}`].data as Float32Array)[0]);
+        s.rows += windows[i].length;
+        if (s.channelAbsmax) {
+          const v = out[`values/${name}`].data as Float32Array;
+          const keep = samples.get(name)!;
+          const every = stride(width);
+          for (let k = 0; k < v.length; k++) {
+            const a = Math.abs(v[k]);
+            const ch = k % width;
+            if (a > s.channelAbsmax[ch]) s.channelAbsmax[ch] = a;
+            if (k % every === 0) keep.push(a);
+          }
+        }
+        if (s.xtx) {
+          const h = out[`xtx/${name}`].data as Float32Array;
+          for (let k = 0; k < h.length; k++) s.xtx[k] += h[k];
+        }
+      }
+      opts.onProgress?.(i + 1, windows.length);
+    }
+    for (const [name, keep] of samples) {
+      if (keep.length === 0) continue;
+      const sorted = Float32Array.from(keep).sort();
+      stats.get(name)!.percentile = sorted[Math.min(sorted.length - 1, Math.floor(opts.percentile * (sorted.length - 1)))];
+    }
+    return { stats, samples: windows.length, length: Math.max(...windows.map((w) => w.length)) };
+  } finally {
+    await session?.release();
+    rmSync(join(workDir, "calib.onnx"), { force: true });
+    rmSync(join(workDir, "calib.bin"), { force: true });
+  }
+}

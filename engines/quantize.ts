@@ -1,0 +1,225 @@
+// The numeric pieces of the recipes: weight transforms (norm folding, Hadamard rotation), int8 and
+// 4-bit group quantization, GPTQ, and Quamba2's clustering of SSM-input channels.
+
+/** Largest power of two dividing n: the block of the block-diagonal Hadamard rotation. */
+export function hadamardBlock(n: number): number {
+  let b = 1;
+  while (n % (b * 2) === 0) b *= 2;
+  return b;
+}
+
+/** Normalized Sylvester Hadamard matrix of size b (a power of two): orthogonal and symmetric. */
+export function hadamard(b: number): Float32Array {
+  const H = new Float32Array(b * b);
+  const s = 1 / Math.sqrt(b);
+  for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) H[i * b + j] = popcount(i & j) % 2 ? -s : s;
+  return H;
+}
+
+function popcount(x: number): number {
+  let c = 0;
+  for (; x; x &= x - 1) c++;
+  return c;
+}
+
+/** W (out, in) ← W · blockdiag(H): so that (x·H)(W·H)ᵀ = x·Wᵀ. */
+export function rotateInputs(W: Float32Array, outDim: number, inDim: number): Float32Array {
+  const b = hadamardBlock(inDim);
+  const H = hadamard(b);
+  const R = new Float32Array(W.length);
+  for (let o = 0; o < outDim; o++) {
+    for (let k0 = 0; k0 < inDim; k0 += b) {
+      for (let j = 0; j < b; j++) {
+        let acc = 0;
+        for (let i = 0; i < b; i++) acc += W[o * inDim + k0 + i] * H[i * b + j];
+        R[o * inDim + k0 + j] = acc;
+      }
+    }
+  }
+  return R;
+}
+
+/** W (out, in) ← W · diag(norm): the RMSNorm weight moves into the next linear layer. */
+export function foldNorm(W: Float32Array, outDim: number, inDim: number, norm: Float32Array): Float32Array {
+  const R = new Float32Array(W.length);
+  for (let o = 0; o < outDim; o++) for (let i = 0; i < inDim; i++) R[o * inDim + i] = W[o * inDim + i] * norm[i];
+  return R;
+}
+
+export interface Int8Weights {
+  q: Int8Array; // (out, in)
+  scale: Float32Array; // (out) per output channel
+}
+
+/** Symmetric per-output-channel int8. */
+export function quantizeInt8(W: Float32Array, outDim: number, inDim: number): Int8Weights {
+  const q = new Int8Array(W.length);
+  const scale = new Float32Array(outDim);
+  for (let o = 0; o < outDim; o++) {
+    let m = 0;
+    for (let i = 0; i < inDim; i++) m = Math.max(m, Math.abs(W[o * inDim + i]));
+    const s = m > 0 ? m / 127 : 1;
+    scale[o] = s;
+    for (let i = 0; i < inDim; i++) q[o * inDim + i] = Math.max(-127, Math.min(127, Math.round(W[o * inDim + i] / s)));
+  }
+  return { q, scale };
+}
+
+export interface Int4Weights {
+  q: Int8Array; // (out, in) values in [-8, 7]
+  scale: Float32Array; // (out, ceil(in / group))
+  group: number;
+}
+
+const q4 = (w: number, s: number) => Math.max(-8, Math.min(7, Math.round(w / s)));
+
+function groupScale(W: Float32Array, row: number, inDim: number, g0: number, g1: number): number {
+  let m = 0;
+  for (let i = g0; i < g1; i++) m = Math.max(m, Math.abs(W[row * inDim + i]));
+  return m > 0 ? m / 7 : 1;
+}
+
+/** Round-to-nearest symmetric 4-bit, one scale per group of `group` inputs. */
+export function quantizeInt4Rtn(W: Float32Array, outDim: number, inDim: number, group: number): Int4Weights {
+  const nG = Math.ceil(inDim / group);
+  const q = new Int8Array(W.length);
+  const scale = new Float32Array(outDim * nG);
+  for (let o = 0; o < outDim; o++) {
+    for (let g = 0; g < nG; g++) {
+      const s = groupScale(W, o, inDim, g * group, Math.min(inDim, (g + 1) * group));
+      scale[o * nG + g] = s;
+      for (let i = g * group; i < Math.min(inDim, (g + 1) * group); i++) q[o * inDim + i] = q4(W[o * inDim + i], s);
+    }
+  }
+  return { q, scale, group };
+}
+
+/**
+ * GPTQ (Frantar et al. 2022): quantizes the inputs' columns one at a time and spreads each column's
+ * rounding error over the columns not yet quantized, weighted by the inverse Hessian of the layer's
+ * calibration inputs (H = XᵀX). Group scales are set when a group is reached, from the weights as
+ * updated so far.
+ */
+export function quantizeInt4Gptq(W0: Float32Array, outDim: number, inDim: number, group: number, xtx: Float64Array, damp = 0.01): Int4Weights {
+  const W = Float64Array.from(W0);
+  const H = Float64Array.from(xtx);
+  let meanDiag = 0;
+  for (let i = 0; i < inDim; i++) meanDiag += H[i * inDim + i];
+  meanDiag /= inDim;
+  for (let i = 0; i < inDim; i++) {
+    if (H[i * inDim + i] === 0) {
+      H[i * inDim + i] = 1; // an input that never fired: its weights do not matter
+      for (let o = 0; o < outDim; o++) W[o * inDim + i] = 0;
+    }
+    H[i * inDim + i] += damp * meanDiag;
+  }
+  const U = upperCholeskyOfInverse(H, inDim);
+  const nG = Math.ceil(inDim / group);
+  const q = new Int8Array(W.length);
+  const scale = new Float32Array(outDim * nG);
+  for (let i = 0; i < inDim; i++) {
+    if (i % group === 0) {
+      const g = i / group;
+      for (let o = 0; o < outDim; o++) {
+        let m = 0;
+        for (let k = i; k < Math.min(inDim, i + group); k++) m = Math.max(m, Math.abs(W[o * inDim + k]));
+        scale[o * nG + g] = m > 0 ? m / 7 : 1;
+      }
+    }
+    const d = U[i * inDim + i];
+    const g = Math.floor(i / group);
+    for (let o = 0; o < outDim; o++) {
+      const w = W[o * inDim + i];
+      const s = scale[o * nG + g];
+      const qv = q4(w, s);
+      q[o * inDim + i] = qv;
+      const err = (w - qv * s) / d;
+      for (let k = i + 1; k < inDim; k++) W[o * inDim + k] -= err * U[i * inDim + k];
+    }
+  }
+  return { q, scale, group };
+}
+
+/** U with Uᵀ U = H⁻¹ (H symmetric positive definite, n × n). */
+function upperCholeskyOfInverse(H: Float64Array, n: number): Float64Array {
+  // H = L Lᵀ; H⁻¹ = L⁻ᵀ L⁻¹; then the upper Cholesky factor of H⁻¹.
+  const L = cholesky(H, n);
+  const Linv = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    Linv[i * n + i] = 1 / L[i * n + i];
+    for (let j = 0; j < i; j++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s += L[i * n + k] * Linv[k * n + j];
+      Linv[i * n + j] = -s / L[i * n + i];
+    }
+  }
+  const Hinv = new Float64Array(n * n); // Linvᵀ Linv
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let k = i; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
+      Hinv[i * n + j] = s;
+      Hinv[j * n + i] = s;
+    }
+  }
+  const C = cholesky(Hinv, n); // Hinv = C Cᵀ, C lower; U = Cᵀ
+  const U = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = C[j * n + i];
+  return U;
+}
+
+function cholesky(A: Float64Array, n: number): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = A[i * n + j];
+      for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
+      if (i === j) L[i * n + i] = Math.sqrt(Math.max(s, 1e-12));
+      else L[i * n + j] = s / L[j * n + j];
+    }
+  }
+  return L;
+}
+
+/** Packs 4-bit values for onnxruntime's MatMulNBits: (out, blocks, block/2) bytes, low nibble first, zero point 8. */
+export function packNBits(w: Int4Weights, outDim: number, inDim: number): Uint8Array {
+  const blocks = Math.ceil(inDim / w.group);
+  const blob = w.group / 2;
+  const out = new Uint8Array(outDim * blocks * blob).fill(0x88);
+  for (let o = 0; o < outDim; o++) {
+    for (let i = 0; i < inDim; i++) {
+      const byte = o * blocks * blob + Math.floor(i / w.group) * blob + Math.floor((i % w.group) / 2);
+      const nib = (w.q[o * inDim + i] + 8) & 0xf;
+      out[byte] = i % 2 === 0 ? (out[byte] & 0xf0) | nib : (out[byte] & 0x0f) | (nib << 4);
+    }
+  }
+  return out;
+}
+
+/**
+ * Quamba2's sort-and-cluster scales for a Mamba-2 SSM input x (nHeads × headDim channels): heads are
+ * sorted by their calibrated range and cut into `headGroups` groups; within a group, channel
+ * positions are sorted by range and cut into `channelGroups` clusters; each cluster gets one scale.
+ * Returns a per-channel scale vector and the channel permutation that makes clusters contiguous.
+ */
+export function sortAndCluster(channelAbsmax: Float32Array, nHeads: number, headDim: number, headGroups: number, channelGroups: number) {
+  const headMax = Array.from({ length: nHeads }, (_, h) => Math.max(...channelAbsmax.subarray(h * headDim, (h + 1) * headDim)));
+  const heads = Array.from(headMax.keys()).sort((a, b) => headMax[a] - headMax[b]);
+  const hg = Math.min(headGroups, nHeads);
+  const cg = Math.min(channelGroups, headDim);
+  const scale = new Float32Array(nHeads * headDim);
+  const perm: number[] = [];
+  for (let gi = 0; gi < hg; gi++) {
+    const group = heads.slice(Math.floor((gi * nHeads) / hg), Math.floor(((gi + 1) * nHeads) / hg));
+    // a channel position's range within the group: its max over the group's heads
+    const posMax = Array.from({ length: headDim }, (_, p) => Math.max(...group.map((h) => channelAbsmax[h * headDim + p])));
+    const positions = Array.from(posMax.keys()).sort((a, b) => posMax[a] - posMax[b]);
+    for (let ci = 0; ci < cg; ci++) {
+      const cluster = positions.slice(Math.floor((ci * headDim) / cg), Math.floor(((ci + 1) * headDim) / cg));
+      const s = Math.max(...cluster.map((p) => posMax[p])) / 127 || 1;
+      for (const h of group) for (const p of cluster) scale[h * headDim + p] = s;
+    }
+    for (const h of group) for (const p of positions) perm.push(h * headDim + p);
+  }
+  return { scale, perm };
+}
