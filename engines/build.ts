@@ -6,6 +6,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "../runtime/errors.js";
 import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../runtime/engine/manifest.js";
 import { MambaModel } from "../runtime/model/model.js";
+import { randomModel, SHAPES } from "../runtime/model/random.js";
 import type { Mamba1Layer, Mamba2Layer } from "../runtime/model/weights.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
@@ -22,7 +23,9 @@ export const RECIPES = ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const 
 export const BUILDER_VERSION = "0.1.0";
 
 export interface BuildOptions {
+  /** checkpoint directory, or a published shape with random weights (see runtime/model/random.ts) */
   modelDir: string;
+  random?: boolean;
   recipe: Recipe;
   out: string;
   force?: boolean;
@@ -58,7 +61,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (quantized && !opts.calibText && !opts.calibTokens) throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
   const text = quantized ? readCalibText((opts.calibText ?? opts.calibTokens)!) : null;
   log(`loading ${opts.modelDir}`);
-  const model = MambaModel.load(opts.modelDir);
+  const model = opts.random ? randomModel(opts.modelDir) : MambaModel.load(opts.modelDir);
   const c = model.config;
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
@@ -108,30 +111,33 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
 
     const tokenizer = join(opts.modelDir, "tokenizer.json");
-    if (existsSync(tokenizer)) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
+    if (!opts.random && existsSync(tokenizer)) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(existsSync(tokenizer) ? ["tokenizer.json"] : [])]) {
+    const hasTokenizer = !opts.random && existsSync(tokenizer);
+    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
       const p = join(tmp, name);
       files[name] = { sha256: sha256File(p), bytes: readFileSync(p).length };
     }
-    const sourceWeights = ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
+    const sourceWeights = opts.random ? null : ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
     const manifest: Manifest = {
       format: FORMAT,
       version: FORMAT_VERSION,
       builder: { name: "mamba-edge", version: BUILDER_VERSION },
       created: new Date().toISOString(),
-      source: {
-        name: basename(resolve(opts.modelDir)),
-        configSha256: sha256File(join(opts.modelDir, "config.json")),
-        weightsSha256: sha256File(join(opts.modelDir, sourceWeights)),
-      },
+      source: sourceWeights
+        ? {
+            name: basename(resolve(opts.modelDir)),
+            configSha256: sha256File(join(opts.modelDir, "config.json")),
+            weightsSha256: sha256File(join(opts.modelDir, sourceWeights)),
+          }
+        : { name: `${opts.modelDir} (random weights, seed 0)`, configSha256: sha256(JSON.stringify(SHAPES[opts.modelDir])), weightsSha256: sha256(`random:${opts.modelDir}:0`) },
       config: c,
       quant: { recipe: opts.recipe, params, scales },
       calibration: calib && text !== null
         ? { textSha256: createHash("sha256").update(text).digest("hex"), samples: calib.samples, length: calib.length, percentile: (params.percentile as number | null) ?? null }
         : null,
-      tokenizer: existsSync(tokenizer) ? "tokenizer.json" : null,
+      tokenizer: hasTokenizer ? "tokenizer.json" : null,
       targets: ["cpu"],
       files,
     };
@@ -146,6 +152,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     throw e;
   }
 }
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 function parseTokenFile(path: string, text: string, vocab: number): number[] {
   const parts = text.split(/[\s,\[\]]+/).filter(Boolean);

@@ -155,7 +155,8 @@ function selectiveStep1(g: Graph, l: number, h: string, dt: string, x: string, B
   const dA = g.o("Exp", [g.o("Mul", [dt3, A])]); // (B, E, N)
   const dBx = g.o("Mul", [g.o("Mul", [dt3, g.o("Unsqueeze", [Bm, ax1])]), g.o("Unsqueeze", [x, ax2])]);
   const h1 = g.o("Add", [g.o("Mul", [dA, h]), dBx]);
-  const y = g.o("ReduceSum", [g.o("Mul", [h1, g.o("Unsqueeze", [Cm, ax1])]), g.ints([2])], { keepdims: 0 });
+  // y = h·C as a batched matrix product: no (B, E, N) temporary
+  const y = g.o("Squeeze", [g.o("MatMul", [h1, g.o("Unsqueeze", [Cm, ax2])]), ax2]);
   return [y, h1];
 }
 
@@ -214,7 +215,8 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
     const dA = g.o("Unsqueeze", [g.o("Exp", [g.o("Mul", [dt3, g.o("Unsqueeze", [A, ax("u1", [1])])])]), ax("u3", [3])]); // (B, H, 1, 1)
     const dBx = g.o("Mul", [g.o("Unsqueeze", [g.o("Mul", [dt3, xh]), ax("u3b", [3])]), g.o("Unsqueeze", [Bh, ax("u2b", [2])])]); // (B, H, P, N)
     ssmOut = g.o("Add", [g.o("Mul", [ssm, dA]), dBx]);
-    y = g.o("ReduceSum", [g.o("Mul", [ssmOut, g.o("Unsqueeze", [Ch, ax("u2c", [2])])]), ax("r3", [3])], { keepdims: 0 });
+    const ax3 = ax("u3c", [3]);
+    y = g.o("Squeeze", [g.o("MatMul", [ssmOut, g.o("Unsqueeze", [Ch, ax3])]), ax3]); // (B, H, P)
   } else {
     const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
     const [hT, ys] = g.op("Scan", [h0, dt, xh, Bh, Ch], { body: scanBody2(H, P, N, A, l), num_scan_inputs: 4 }, 2);

@@ -25,6 +25,8 @@ export interface Opened {
   tokenizerDir: string | null;
   /** bytes of weights the backend holds (reference: float32 in memory; engine: package on disk) */
   weightBytes: number;
+  /** the engine's quantization recipe, or "fp32" for the reference */
+  recipe: string;
 }
 
 export interface Target {
@@ -52,6 +54,7 @@ export async function openTarget(t: Target): Promise<Opened> {
       label: shortPath(t.engine),
       tokenizerDir: m.tokenizer ? t.engine : null,
       weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
+      recipe: m.quant.recipe,
     };
   }
   const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
@@ -63,6 +66,7 @@ export async function openTarget(t: Target): Promise<Opened> {
     label: t.random ? `${t.random} (random weights)` : shortPath(t.model ?? defaultModelDir),
     tokenizerDir: t.random ? null : (t.model ?? defaultModelDir),
     weightBytes: tensors.filter((x): x is Float32Array => x instanceof Float32Array).reduce((s, x) => s + x.byteLength, 0),
+    recipe: "fp32",
   };
 }
 

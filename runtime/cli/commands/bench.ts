@@ -60,6 +60,7 @@ export function benchCommand(y: Argv) {
         model: o.label,
         arch: o.config.arch,
         backend: o.backend.info.name,
+        recipe: o.recipe,
         ...provenance(),
         promptTokens: promptLen,
         loadSeconds: +(loadMs / 1000).toFixed(2),

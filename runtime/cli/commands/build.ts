@@ -2,14 +2,18 @@ import type { Argv } from "yargs";
 import type { Recipe } from "../../engine/manifest.js";
 import { UserError } from "../../errors.js";
 import { progress, type Progress } from "../progress.js";
+import { SHAPES } from "../../model/random.js";
+import { provenance, writeResult } from "../results.js";
 
 export function buildCommand(y: Argv) {
   return y.command(
-    "build <model>",
+    "build [model]",
     "compile a checkpoint into an engine package NAME.mamba (onnxruntime graphs + weights)",
     (a) =>
       a
-        .positional("model", { type: "string", demandOption: true, describe: "checkpoint directory (Hugging Face or state-spaces layout)" })
+        .positional("model", { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout)" })
+        .option("random", { choices: Object.keys(SHAPES), describe: "instead of a checkpoint: random weights of this published shape (for benchmarks)" })
+        .option("record", { type: "boolean", default: false, describe: "also write a build record (time, size) to bench/results/" })
         .option("quant", {
           choices: ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const,
           default: "fp16" as const,
@@ -29,11 +33,13 @@ export function buildCommand(y: Argv) {
         return v;
       };
       if (!(args.percentile > 0.5 && args.percentile <= 1)) throw new UserError(`--percentile: expected a number in (0.5, 1], found ${args.percentile}`);
+      if ((args.model === undefined) === (args.random === undefined)) throw new UserError("build: give a checkpoint directory or --random SHAPE");
       // the builder is only loaded by this command
       const { build } = await import("../../../engines/build.js");
       let bar: Progress | null = null;
       const r = await build({
-        modelDir: args.model,
+        modelDir: (args.model ?? args.random)!,
+        random: args.random !== undefined,
         recipe: args.quant as Recipe,
         out: args.out,
         force: args.force,
@@ -51,6 +57,19 @@ export function buildCommand(y: Argv) {
         },
       });
       process.stdout.write(`${args.out}: ${args.quant}, ${(r.bytes / 1e6).toFixed(2)} MB, built in ${r.seconds.toFixed(1)} s\n`);
+      if (args.record) {
+        const rec = {
+          tool: "mamba-edge build",
+          model: r.manifest.source.name,
+          recipe: args.quant,
+          engine: args.out.split(/[\\/]/).pop(),
+          seconds: +r.seconds.toFixed(2),
+          engineMB: +(r.bytes / 1e6).toFixed(2),
+          calibration: r.manifest.calibration,
+          ...provenance(),
+        };
+        process.stderr.write(`wrote ${writeResult("build", args.quant, `${rec.model}-${args.quant}`, rec)}\n`);
+      }
     },
   );
 }
