@@ -85,6 +85,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         length: opts.calibLength ?? 512,
         percentile,
         hessians: gptq,
+        rotate: rotates(opts.recipe),
         onProgress: (d, t) => opts.progress?.("calibrating", d, t),
       });
       Object.assign(params, {

@@ -10,12 +10,14 @@ import { stateShape } from "../runtime/model/state.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { DT, Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
+import { emitRotation } from "./recipes/rotate.js";
 
 export interface CalibOptions {
   samples: number;
   length: number;
   percentile: number;
   hessians: boolean; // collect XᵀX per linear input (GPTQ)
+  rotate: boolean; // out_proj's input is Hadamard-rotated (its weight already is)
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -37,7 +39,7 @@ export interface Calibration {
 }
 
 /** Float32 emitter that also exposes every observed value as a graph output. */
-function observingEmitter(file: WeightFile, observed: Map<string, number>, hessians: boolean): Emitter {
+function observingEmitter(file: WeightFile, observed: Map<string, number>, hessians: boolean, rotate: boolean): Emitter {
   const cache = new Map<string, string>();
   const w = (g: Graph, name: string, W: Float32Array, dims: number[]) => {
     const key = `${g.name}/${name}`;
@@ -49,11 +51,13 @@ function observingEmitter(file: WeightFile, observed: Map<string, number>, hessi
     observed.set(name, width);
     g.output(g.o("ReduceMax", [g.o("Abs", [x])], { keepdims: 0 }), `absmax/${name}`, DT.FLOAT, []);
     if (full) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
-    if (hessians && !full) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
+    if (hessians && !name.match(/\.(x|B|C)$/)) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
   };
   return {
-    linear(g, x, name, W, bias, outDim, inDim) {
-      if (name !== "lm_head") observe(g, name, x, inDim, false);
+    linear(g, xIn, name, W, bias, outDim, inDim) {
+      const x = rotate && name.endsWith(".out_proj") ? emitRotation(g, xIn, inDim) : xIn;
+      // out_proj's input keeps its values too: its scale is a percentile (see recipes/quantized.ts)
+      if (name !== "lm_head") observe(g, name, x, inDim, name.endsWith(".out_proj"));
       const inputs = [x, w(g, `${name}.w`, W, [outDim, inDim])];
       if (bias) inputs.push(w(g, `${name}.b`, bias, [outDim]));
       return g.o("Gemm", inputs, { transB: 1 });
@@ -84,7 +88,7 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
   const file = new WeightFile("calib.bin");
   const observed = new Map<string, number>();
   const g = new Graph("calibration");
-  buildGraph(g, c, model.weights, file, observingEmitter(file, observed, opts.hessians), "prefill");
+  buildGraph(g, c, model.weights, file, observingEmitter(file, observed, opts.hessians, opts.rotate), "prefill");
   writeFileSync(join(workDir, "calib.onnx"), g.serialize());
   await file.write(join(workDir, "calib.bin"));
   let session: InferenceSession | null = null;
@@ -93,7 +97,8 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     const shape = stateShape(c);
     const convC = shape.convPerLayer / (c.dConv - 1);
     const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
-    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, n.match(/\.(x|B|C)$/) ? `values/${n}` : opts.hessians ? `xtx/${n}` : null].filter((x): x is string => !!x));
+    const keepsValues = (n: string) => /\.(x|B|C|out_proj)$/.test(n);
+    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !/\.(x|B|C)$/.test(n) ? `xtx/${n}` : null].filter((x): x is string => !!x));
 
     const stats = new Map<string, ActStats>();
     const samples = new Map<string, number[]>(); // |x| samples for percentiles
@@ -101,7 +106,7 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     // a fixed stride over the values keeps ~256k of them per tensor: deterministic and bounded
     const stride = (width: number) => Math.max(1, Math.floor((totalTokens * width) / 262144));
     for (const [name, width] of observed) {
-      stats.set(name, { absmax: 0, rows: 0, ...(name.match(/\.(x|B|C)$/) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !name.match(/\.(x|B|C)$/) ? { xtx: new Float64Array(width * width) } : {}) });
+      stats.set(name, { absmax: 0, rows: 0, ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !/\.(x|B|C)$/.test(name) ? { xtx: new Float64Array(width * width) } : {}) });
       samples.set(name, []);
     }
     for (let i = 0; i < windows.length; i++) {

@@ -2,16 +2,19 @@
 # Builds every recipe for both demo models, scores each engine on the Brown held-out text and
 # benchmarks it; then does the same for a random mamba-130m (build time and speed only). Every
 # figure goes to bench/results/ as JSON; `node scripts/results-table.mjs` puts them in the README.
-# Usage: bash scripts/bench-engines.sh [demo|130m|all]   (all: about half an hour on 2 cores)
+# Usage: bash scripts/bench-engines.sh [all|demo|engines|130m]   (all: about 40 minutes on 2 cores;
+# engines: the demo models' engines without the reference's slow eval)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 cli() { node bin/mamba-edge.js "$@"; }
 mkdir -p bench/tmp
-if [ "$what" = demo ] || [ "$what" = all ]; then
+if [ "$what" = demo ] || [ "$what" = engines ] || [ "$what" = all ]; then
   for m in mamba1-brown mamba2-brown; do
-    cli eval --model models/$m --text data/brown/heldout.txt --out
-    cli bench --model models/$m --out
+    if [ "$what" != engines ]; then
+      cli eval --model models/$m --text data/brown/heldout.txt --out
+      cli bench --model models/$m --out
+    fi
     for q in fp16 w8a8 w4a8 w4a16 w8a8-naive; do
       e=bench/tmp/$m-$q.mamba
       cli build models/$m --quant $q --calib data/brown/calib.txt --out $e --force --record

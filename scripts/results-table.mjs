@@ -1,36 +1,60 @@
 #!/usr/bin/env node
 // Regenerates the README's results tables from the records under bench/results/ (written by
-// `mamba-edge eval --out` and `mamba-edge bench --out`): the newest record per model and backend.
-// Usage: node scripts/results-table.mjs [--check]   (--check: exit 1 if the README is stale)
+// `mamba-edge eval --out`, `bench --out` and `build --record`): the newest record per model, backend
+// and recipe. Usage: node scripts/results-table.mjs [--check]   (--check: exit 1 if stale)
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
 const dir = join(root, "bench", "results");
 const records = readdirSync(dir)
   .filter((f) => f.endsWith(".json"))
-  .map((f) => ({ file: f, ...JSON.parse(readFileSync(join(dir, f), "utf8")) }))
+  .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")))
   .sort((a, b) => a.date.localeCompare(b.date));
 
-function newest(tool) {
-  const byKey = new Map();
-  for (const r of records.filter((r) => r.tool === tool)) byKey.set(`${r.model}|${r.backend}`, r);
-  return [...byKey.values()].sort((a, b) => a.model.localeCompare(b.model));
-}
+// "models/mamba1-brown", "bench/tmp/mamba1-brown-w8a8.mamba", "mamba-130m (random weights)" -> "mamba1-brown", "mamba-130m"
+const recipeOf = (r) => r.recipe ?? (r.backend === "ref" ? "fp32" : "?");
+const modelOf = (r) => basename(r.model.replace(/ \(random weights.*\)$/, "")).replace(/\.mamba$/, "").replace(new RegExp(`-${recipeOf(r)}$`), "");
+const newest = new Map();
+for (const r of records) newest.set(`${r.tool}|${modelOf(r)}|${recipeOf(r)}`, r);
+const get = (tool, model, recipe) => newest.get(`mamba-edge ${tool}|${model}|${recipe}`);
 
-const machine = (r) => `${r.machine.cpu}, ${r.machine.cores} cores`;
+const RECIPES = ["fp32", "fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"];
+const label = { fp32: "fp32 (reference)", fp16: "fp16", w8a8: "w8a8 (Quamba)", w4a8: "w4a8 (Quamba2)", w4a16: "w4a16 (Quamba2)", "w8a8-naive": "w8a8-naive (ablation)" };
+const num = (x, d = 1) => (x === undefined || x === null ? "–" : Number(x).toFixed(d));
+const used = new Set();
 const lines = [];
 
-lines.push("Perplexity of the Brown held-out split (`data/brown/heldout.txt`), the whole text through one recurrent state:", "");
-lines.push("| model | backend | tokens | perplexity | bits/byte | tokens/s | machine | date | commit |", "|---|---|---:|---:|---:|---:|---|---|---|");
-for (const r of newest("mamba-edge eval")) {
-  lines.push(`| ${r.model} | ${r.backend} | ${r.tokens} | ${r.perplexity.toFixed(2)} | ${r.bitsPerByte.toFixed(4)} | ${r.tokensPerSecond.toFixed(0)} | ${machine(r)} | ${r.date.slice(0, 10)} | ${r.commit ?? "-"} |`);
+for (const model of ["mamba1-brown", "mamba2-brown"]) {
+  const base = get("eval", model, "fp16")?.perplexity;
+  lines.push(`**${model}** (held-out Brown: ${get("eval", model, "fp32")?.tokens ?? "–"} tokens, the whole text through one recurrent state):`, "");
+  lines.push("| recipe | backend | size MB | perplexity | × fp16 | bits/byte | prefill tok/s (512) | decode tok/s b=1 | decode tok/s b=8 | build s |");
+  lines.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+  for (const recipe of RECIPES) {
+    const e = get("eval", model, recipe), b = get("bench", model, recipe), k = get("build", model, recipe);
+    if (!e && !b) continue;
+    [e, b, k].forEach((r) => r && used.add(r));
+    const size = recipe === "fp32" ? b?.weightMB : (k?.engineMB ?? b?.weightMB);
+    lines.push(`| ${label[recipe]} | ${(e ?? b).backend} | ${num(size, 2)} | ${num(e?.perplexity, 2)} | ${base && e ? (e.perplexity / base).toFixed(3) : "–"} | ${num(e?.bitsPerByte, 4)} | ${num(b?.prefillTokensPerSecond, 0)} | ${num(b?.decode?.batch1?.tokensPerSecond, 0)} | ${num(b?.decode?.batch8?.tokensPerSecond, 0)} | ${recipe === "fp32" ? "–" : num(k?.seconds, 1)} |`);
+  }
+  lines.push("");
 }
-lines.push("", "Speed (`mamba-edge bench`): prefill of a 512-token prompt, greedy decode at batch 1 and 8:", "");
-lines.push("| model | backend | prefill tokens/s | TTFT ms | decode b=1 tokens/s | decode b=8 tokens/s | weights MB | peak RSS MB | machine | date | commit |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|");
-for (const r of newest("mamba-edge bench")) {
-  lines.push(`| ${r.model} | ${r.backend} | ${r.prefillTokensPerSecond} | ${r.ttftMs} | ${r.decode.batch1?.tokensPerSecond ?? "-"} | ${r.decode.batch8?.tokensPerSecond ?? "-"} | ${r.weightMB} | ${r.peakRssMB} | ${machine(r)} | ${r.date.slice(0, 10)} | ${r.commit ?? "-"} |`);
+
+lines.push("**mamba-130m shape, random weights** (speed only; `mamba-edge bench --random mamba-130m` and engines built with `build --random mamba-130m`):", "");
+lines.push("| recipe | backend | size MB | prefill tok/s (512) | TTFT ms | decode tok/s b=1 | decode tok/s b=8 | peak RSS MB | build s |");
+lines.push("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+for (const model of ["mamba-130m", "mamba2-130m"]) {
+  for (const recipe of RECIPES) {
+    const b = get("bench", model, recipe), k = get("build", model, recipe);
+    if (!b) continue;
+    [b, k].forEach((r) => r && used.add(r));
+    lines.push(`| ${model === "mamba-130m" ? "" : "mamba2-130m "}${label[recipe]} | ${b.backend} | ${num(recipe === "fp32" ? b.weightMB : (k?.engineMB ?? b.weightMB), 1)} | ${num(b.prefillTokensPerSecond, 1)} | ${num(b.ttftMs, 0)} | ${num(b.decode?.batch1?.tokensPerSecond, 1)} | ${num(b.decode?.batch8?.tokensPerSecond, 1)} | ${b.peakRssMB} | ${recipe === "fp32" ? "–" : num(k?.seconds, 0)} |`);
+  }
 }
+const machines = [...new Set([...used].map((r) => `${r.machine.cpu}, ${r.machine.cores} cores, Node ${r.machine.node}`))];
+const dates = [...new Set([...used].map((r) => r.date.slice(0, 10)))];
+const commits = [...new Set([...used].map((r) => r.commit).filter(Boolean))];
+lines.push("", `Measured on ${machines.join("; ")}; ${dates.join(", ")}; commit ${commits.join(", ")}. Sizes: the engine package on disk, or the reference's float32 weights in memory.`);
 
 const readmePath = join(root, "README.md");
 const readme = readFileSync(readmePath, "utf8");
@@ -47,5 +71,5 @@ if (process.argv.includes("--check")) {
   }
 } else {
   writeFileSync(readmePath, next);
-  console.log(`README.md: ${newest("mamba-edge eval").length} eval and ${newest("mamba-edge bench").length} bench records`);
+  console.log(`README.md: tables from ${used.size} records`);
 }

@@ -7,6 +7,16 @@ import { cli, root } from "./helpers/cli.js";
 const demos = ["mamba1-brown", "mamba2-brown"].filter((d) => existsSync(join(root, "models", d)));
 
 describe("demo models", () => {
+  it("with no model given, builds the default engine once and generates with it", () => {
+    const r = cli(["generate", "--prompt", "The jury said", "--max-tokens", "12", "--seed", "2"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.startsWith("The jury said")).toBe(true);
+    expect(existsSync(join(root, "models", "engines", "mamba2-brown-w8a8.mamba", "manifest.json"))).toBe(true);
+    const again = cli(["generate", "--prompt", "The jury said", "--max-tokens", "12", "--seed", "2"]);
+    expect(again.stdout).toBe(r.stdout);
+    expect(again.stderr).not.toMatch(/building the default engine/);
+  });
+
   it("ships both demo models", () => {
     expect(demos).toEqual(["mamba1-brown", "mamba2-brown"]);
   });

@@ -15,6 +15,8 @@ import { Tokenizer } from "../tokenizer.js";
 /** The repository (or installed package) root: dist/runtime/cli -> ../../.. */
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");
+/** The engine the CLI runs when given no model: built from the demo model on first use. */
+export const defaultEngineDir = join(packageRoot, "models", "engines", "mamba2-brown-w8a8.mamba");
 
 export interface Opened {
   backend: Backend;
@@ -41,9 +43,9 @@ function shortPath(dir: string): string {
 }
 
 export async function openTarget(t: Target): Promise<Opened> {
-  if ([t.model, t.engine, t.random].filter((x) => x !== undefined).length > 1) {
-    throw new UserError("give one of --model, --engine, --random");
-  }
+  const given = [t.model, t.engine, t.random].filter((x) => x !== undefined).length;
+  if (given > 1) throw new UserError("give one of --model, --engine, --random");
+  if (given === 0) t = { engine: await ensureDefaultEngine() };
   if (t.engine !== undefined) {
     const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
     const backend = await OrtBackend.open(t.engine);
@@ -70,6 +72,32 @@ export async function openTarget(t: Target): Promise<Opened> {
   };
 }
 
+/** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
+async function ensureDefaultEngine(): Promise<string> {
+  if (existsSync(join(defaultEngineDir, "manifest.json"))) return defaultEngineDir;
+  const { build } = await import("../../engines/build.js");
+  const { progress } = await import("./progress.js");
+  process.stderr.write(`building the default engine ${shortPath(defaultEngineDir)} from ${shortPath(defaultModelDir)} (once)\n`);
+  let bar: ReturnType<typeof progress> | null = null;
+  try {
+    await build({
+      modelDir: defaultModelDir,
+      recipe: "w8a8",
+      out: defaultEngineDir,
+      calibText: join(packageRoot, "data", "brown", "calib.txt"),
+      progress: (label, done, total) => {
+        bar ??= progress(label, total);
+        bar.update(done);
+        if (done === total) bar.stop();
+      },
+    });
+  } catch (e) {
+    // another process may have built it meanwhile
+    if (!existsSync(join(defaultEngineDir, "manifest.json"))) throw e;
+  }
+  return defaultEngineDir;
+}
+
 function loadModel(dir: string): MambaModel {
   if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
   return MambaModel.load(dir);
@@ -82,6 +110,6 @@ export function openTokenizer(o: Opened): Tokenizer {
 
 /** The --model / --engine options every command that runs a model takes. */
 export const targetOptions = {
-  model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference; default: the bundled demo model" },
-  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU" },
+  model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
+  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU; default: the demo engine, built on first use" },
 } as const;

@@ -1,0 +1,92 @@
+// Quantization recipes: every recipe builds, runs consistently, stays near the float model, and on
+// the trained demo model keeps held-out perplexity close to fp16.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { OrtBackend } from "../runtime/backends/ort.js";
+import { MambaModel } from "../runtime/model/model.js";
+import { cli, root } from "./helpers/cli.js";
+import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
+
+const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-recipes-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+// calibration token ids for the tokenizer-less fixtures (vocabularies of 101 and 131)
+const calibTokens = join(scratch, "calib-tokens.txt");
+writeFileSync(calibTokens, Array.from({ length: 4096 }, (_, i) => (i * 7919 + 11) % 97).join(" "));
+
+const recipes = ["w8a8", "w8a8-naive", "w4a16", "w4a8"] as const;
+// max|logits − reference| / max|reference| on tiny random models: int8 stays close; 4-bit on
+// 48-to-128-wide random matrices is coarse, but a wrong scale or packing gives errors ≫ 1
+const bound = { w8a8: 0.2, "w8a8-naive": 0.2, w4a16: 0.6, w4a8: 0.7 };
+
+for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
+  describe(`recipes on ${name}`, () => {
+    const model = MambaModel.load(join(fixtureRoot, name));
+    const { ids } = reference(name);
+    const want = model.prefill(ids, model.newState(), true);
+
+    for (const recipe of recipes) {
+      it(`${recipe}: builds, prefill and step agree, logits near the float model`, async () => {
+        const out = join(scratch, `${name}-${recipe}.mamba`);
+        const r = cli(["build", join(fixtureRoot, name), "--quant", recipe, "--calib-tokens", calibTokens, "--calib-samples", "8", "--calib-len", "64", "--out", out]);
+        expect(r.code, r.stderr).toBe(0);
+        const be = await OrtBackend.open(out);
+        const prefill = await be.prefill(Int32Array.from(ids), be.newState(), true);
+        const s = be.newState();
+        const V = be.info.vocabSize;
+        const steps = new Float32Array(ids.length * V);
+        for (let t = 0; t < ids.length; t++) steps.set(await be.step(Int32Array.of(ids[t]), [s]), t * V);
+        expect(relErr(steps, prefill)).toBeLessThanOrEqual(1e-4);
+        expect(relErr(prefill, want)).toBeLessThanOrEqual(bound[recipe]);
+        const m = be.manifest;
+        expect(m.quant.recipe).toBe(recipe);
+        expect(m.calibration).toMatchObject({ samples: 8, length: 64 });
+        expect(m.calibration!.textSha256).toMatch(/^[0-9a-f]{64}$/);
+        await be.close();
+      });
+    }
+  });
+}
+
+describe("recipes on the demo model", () => {
+  const heldout = join(root, "data", "brown", "heldout.txt");
+  const ppl = (engine: string) => {
+    const r = cli(["eval", "--engine", engine, "--text", heldout, "--max-tokens", "3000", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout).perplexity as number;
+  };
+  const build = (recipe: string) => {
+    const out = join(scratch, `demo-${recipe}.mamba`);
+    const args = ["build", join(root, "models", "mamba2-brown"), "--quant", recipe, "--out", out];
+    if (recipe !== "fp16") args.push("--calib", join(root, "data", "brown", "calib.txt"), "--calib-samples", "16", "--calib-len", "256");
+    const r = cli(args);
+    expect(r.code, r.stderr).toBe(0);
+    return out;
+  };
+
+  it("w8a8 and w4a16 keep held-out perplexity within 3% and 6% of fp16", () => {
+    const fp16 = ppl(build("fp16"));
+    expect(fp16).toBeLessThan(150);
+    expect(ppl(build("w8a8"))).toBeLessThanOrEqual(fp16 * 1.03);
+    expect(ppl(build("w4a16"))).toBeLessThanOrEqual(fp16 * 1.06);
+  });
+
+  it("records the calibration text's sha256 and the recipe's parameters", () => {
+    const m = JSON.parse(readFileSync(join(scratch, "demo-w8a8.mamba", "manifest.json"), "utf8"));
+    expect(m.quant.params).toMatchObject({ percentile: 0.9995, hadamard: true, weightBits: 8, activationBits: 8 });
+    expect(m.calibration.samples).toBe(16);
+  });
+
+  it("refuses an empty calibration text and a missing one", () => {
+    const empty = join(scratch, "empty.txt");
+    writeFileSync(empty, "  \n");
+    const r = cli(["build", join(root, "models", "mamba2-brown"), "--quant", "w8a8", "--calib", empty, "--out", join(scratch, "x.mamba")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^mamba-edge: .*empty\.txt: calibration text is empty$/);
+    const r2 = cli(["build", join(root, "models", "mamba2-brown"), "--quant", "w4a16", "--out", join(scratch, "y.mamba")]);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr.trim()).toMatch(/--calib: quantized recipes need a calibration text file/);
+  });
+});
