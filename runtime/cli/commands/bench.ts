@@ -14,7 +14,7 @@ export function benchCommand(y: Argv) {
         .options(targetOptions)
         .option("random", { choices: Object.keys(SHAPES), describe: "a randomly initialised model of this published shape instead" })
         .option("prompt-len", { type: "number", default: 512, describe: "prompt tokens to prefill" })
-        .option("gen-tokens", { type: "number", default: 32, describe: "decode steps timed per batch size" })
+        .option("gen-tokens", { type: "number", default: 64, describe: "decode steps timed per batch size" })
         .option("batch", { type: "array", default: [1, 8], describe: "decode batch sizes" })
         .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
         .option("out", { type: "boolean", default: false, describe: "also write the JSON to bench/results/" })
@@ -46,7 +46,8 @@ export function benchCommand(y: Argv) {
       for (const B of batches) {
         const states = Array.from({ length: B }, () => state.clone());
         let tokens = Int32Array.from({ length: B }, () => first);
-        await o.backend.step(tokens, states); // warm-up
+        // warm-up: first runs allocate, start threads and fill caches
+        for (let i = 0; i < 4; i++) await o.backend.step(tokens, states);
         const ts = performance.now();
         for (let i = 0; i < gen; i++) {
           const logits = await o.backend.step(tokens, states);
