@@ -1,7 +1,7 @@
 // The offline builder: checkpoint -> engine package (NAME.mamba). Writes into a temporary directory
 // next to the target and renames it into place at the end, so a failed build leaves nothing half
 // written.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "../runtime/errors.js";
 import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../runtime/engine/manifest.js";
@@ -81,8 +81,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
       log(`calibrating on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens${gptq ? " (with GPTQ Hessians)" : ""}`);
       calib = await calibrate(model, windows, tmp, {
-        samples: windows.length,
-        length: opts.calibLength ?? 512,
         percentile,
         hessians: gptq,
         rotate: rotates(opts.recipe),
@@ -112,13 +110,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
 
     const tokenizer = join(opts.modelDir, "tokenizer.json");
-    if (!opts.random && existsSync(tokenizer)) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
+    const hasTokenizer = !opts.random && existsSync(tokenizer);
+    if (hasTokenizer) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    const hasTokenizer = !opts.random && existsSync(tokenizer);
     for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
       const p = join(tmp, name);
-      files[name] = { sha256: sha256File(p), bytes: readFileSync(p).length };
+      files[name] = { sha256: sha256File(p), bytes: statSync(p).size };
     }
     const sourceWeights = opts.random ? null : ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
     const manifest: Manifest = {
@@ -136,7 +134,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       config: c,
       quant: { recipe: opts.recipe, params, scales },
       calibration: calib && text !== null
-        ? { textSha256: createHash("sha256").update(text).digest("hex"), samples: calib.samples, length: calib.length, percentile: (params.percentile as number | null) ?? null }
+        ? { textSha256: sha256(text), samples: calib.samples, length: calib.length, percentile: (params.percentile as number | null) ?? null }
         : null,
       tokenizer: hasTokenizer ? "tokenizer.json" : null,
       targets: ["cpu"],

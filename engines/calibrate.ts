@@ -6,15 +6,14 @@ import { join } from "node:path";
 import type { InferenceSession } from "onnxruntime-node";
 import { UserError } from "../runtime/errors.js";
 import type { MambaModel } from "../runtime/model/model.js";
-import { stateShape } from "../runtime/model/state.js";
+import { SequenceState, stateShape } from "../runtime/model/state.js";
+import { graphFeeds, type Ort } from "../runtime/backends/ort.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { DT, Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
 import { emitRotation } from "./recipes/rotate.js";
 
 export interface CalibOptions {
-  samples: number;
-  length: number;
   percentile: number;
   hessians: boolean; // collect XᵀX per linear input (GPTQ)
   rotate: boolean; // out_proj's input is Hadamard-rotated (its weight already is)
@@ -23,13 +22,12 @@ export interface CalibOptions {
 
 export interface ActStats {
   absmax: number;
-  /** |x| at the calibration percentile (SSM inputs only) */
+  /** |x| at the calibration percentile (values kept whole only) */
   percentile?: number;
-  /** per-channel absmax (SSM inputs only) */
+  /** per-channel absmax (values kept whole only) */
   channelAbsmax?: Float32Array;
   /** XᵀX summed over calibration tokens, (in, in) row-major (linear inputs, with hessians) */
   xtx?: Float64Array;
-  rows: number;
 }
 
 export interface Calibration {
@@ -37,6 +35,10 @@ export interface Calibration {
   samples: number;
   length: number;
 }
+
+const isSsmInput = (name: string) => /\.(x|B|C)$/.test(name);
+/** Values kept whole for percentiles and per-channel maxima: the SSM inputs and out_proj's input. */
+const keepsValues = (name: string) => isSsmInput(name) || name.endsWith(".out_proj");
 
 /** Float32 emitter that also exposes every observed value as a graph output. */
 function observingEmitter(file: WeightFile, observed: Map<string, number>, hessians: boolean, rotate: boolean): Emitter {
@@ -46,18 +48,17 @@ function observingEmitter(file: WeightFile, observed: Map<string, number>, hessi
     if (!cache.has(key)) cache.set(key, g.external(name, file.add(name, W), dims, DT.FLOAT));
     return cache.get(key)!;
   };
-  const observe = (g: Graph, name: string, x: string, width: number, full: boolean) => {
+  const observe = (g: Graph, name: string, x: string, width: number) => {
     if (observed.has(name)) return;
     observed.set(name, width);
     g.output(g.o("ReduceMax", [g.o("Abs", [x])], { keepdims: 0 }), `absmax/${name}`, DT.FLOAT, []);
-    if (full) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
-    if (hessians && !name.match(/\.(x|B|C)$/)) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
+    if (keepsValues(name)) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
+    if (hessians && !isSsmInput(name)) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
   };
   return {
     linear(g, xIn, name, W, bias, outDim, inDim) {
       const x = rotate && name.endsWith(".out_proj") ? emitRotation(g, xIn, inDim) : xIn;
-      // out_proj's input keeps its values too: its scale is a percentile (see recipes/quantized.ts)
-      if (name !== "lm_head") observe(g, name, x, inDim, name.endsWith(".out_proj"));
+      if (name !== "lm_head") observe(g, name, x, inDim);
       const inputs = [x, w(g, `${name}.w`, W, [outDim, inDim])];
       if (bias) inputs.push(w(g, `${name}.b`, bias, [outDim]));
       return g.o("Gemm", inputs, { transB: 1 });
@@ -66,7 +67,7 @@ function observingEmitter(file: WeightFile, observed: Map<string, number>, hessi
       return g.o("Gather", [w(g, name, W, [rows, cols]), ids], { axis: 0 });
     },
     ssmInput(g, name, value, width) {
-      observe(g, name, value, width, true);
+      observe(g, name, value, width);
       return value;
     },
   };
@@ -94,11 +95,8 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
   let session: InferenceSession | null = null;
   try {
     session = await ort.InferenceSession.create(join(workDir, "calib.onnx"), { graphOptimizationLevel: "all" });
-    const shape = stateShape(c);
-    const convC = shape.convPerLayer / (c.dConv - 1);
-    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
-    const keepsValues = (n: string) => /\.(x|B|C|out_proj)$/.test(n);
-    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !/\.(x|B|C)$/.test(n) ? `xtx/${n}` : null].filter((x): x is string => !!x));
+    const zero = new SequenceState(stateShape(c));
+    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !isSsmInput(n) ? `xtx/${n}` : null].filter((x): x is string => !!x));
 
     const stats = new Map<string, ActStats>();
     const samples = new Map<string, number[]>(); // |x| samples for percentiles
@@ -106,20 +104,14 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     // a fixed stride over the values keeps ~256k of them per tensor: deterministic and bounded
     const stride = (width: number) => Math.max(1, Math.floor((totalTokens * width) / 262144));
     for (const [name, width] of observed) {
-      stats.set(name, { absmax: 0, rows: 0, ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !/\.(x|B|C)$/.test(name) ? { xtx: new Float64Array(width * width) } : {}) });
+      stats.set(name, { absmax: 0, ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !isSsmInput(name) ? { xtx: new Float64Array(width * width) } : {}) });
       samples.set(name, []);
     }
     for (let i = 0; i < windows.length; i++) {
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = { tokens: new ort.Tensor("int64", BigInt64Array.from(windows[i], BigInt), [windows[i].length]) };
-      for (let l = 0; l < c.nLayer; l++) {
-        feeds[`conv_${l}`] = new ort.Tensor("float32", new Float32Array(shape.convPerLayer), [1, convC, c.dConv - 1]);
-        feeds[`ssm_${l}`] = new ort.Tensor("float32", new Float32Array(shape.ssmPerLayer), [1, ...ssmDims]);
-      }
-      const out = await session.run(feeds, fetch);
+      const out = await session.run(graphFeeds(ort as unknown as Ort, c, windows[i], [zero]), fetch); // each window from a zero state
       for (const [name, width] of observed) {
         const s = stats.get(name)!;
         s.absmax = Math.max(s.absmax, (out[`absmax/${name}`].data as Float32Array)[0]);
-        s.rows += windows[i].length;
         if (s.channelAbsmax) {
           const v = out[`values/${name}`].data as Float32Array;
           const keep = samples.get(name)!;

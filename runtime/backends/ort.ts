@@ -6,10 +6,11 @@ import { join } from "node:path";
 import type { InferenceSession, Tensor } from "onnxruntime-node";
 import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
+import type { ModelConfig } from "../model/config.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
 import type { Backend, BackendInfo } from "./backend.js";
 
-type Ort = typeof import("onnxruntime-node");
+export type Ort = typeof import("onnxruntime-node");
 
 export class OrtBackend implements Backend {
   readonly info: BackendInfo;
@@ -57,8 +58,8 @@ export class OrtBackend implements Backend {
 
   async prefill(tokens: Int32Array, s: SequenceState, allLogits = false): Promise<Float32Array> {
     if (tokens.length === 0) throw new UserError("prefill: no tokens");
-    const feeds = this.stateFeeds([s]);
-    feeds.tokens = new this.ort.Tensor("int64", BigInt64Array.from(tokens, (t) => BigInt(this.checkToken(t))), [tokens.length]);
+    tokens.forEach((t) => this.checkToken(t));
+    const feeds = graphFeeds(this.ort, this.manifest.config, tokens, [s]);
     const want = allLogits ? "logits" : "last_logits";
     const out = await this.prefillSession.run(feeds, [want, ...this.stateOutputNames()]);
     this.readStates(out, [s]);
@@ -67,8 +68,8 @@ export class OrtBackend implements Backend {
   }
 
   async step(tokens: Int32Array, states: SequenceState[]): Promise<Float32Array> {
-    const feeds = this.stateFeeds(states);
-    feeds.tokens = new this.ort.Tensor("int64", BigInt64Array.from(tokens, (t) => BigInt(this.checkToken(t))), [tokens.length]);
+    tokens.forEach((t) => this.checkToken(t));
+    const feeds = graphFeeds(this.ort, this.manifest.config, tokens, states);
     const out = await this.stepSession.run(feeds);
     this.readStates(out, states);
     for (const s of states) s.tokens++;
@@ -98,26 +99,6 @@ export class OrtBackend implements Backend {
     return names;
   }
 
-  /** (B, ...) tensors of every layer's conv and SSM states. */
-  private stateFeeds(states: SequenceState[]): Record<string, Tensor> {
-    const c = this.manifest.config;
-    const B = states.length;
-    const convC = this.shape.convPerLayer / (c.dConv - 1);
-    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
-    const feeds: Record<string, Tensor> = {};
-    for (let l = 0; l < this.shape.nLayer; l++) {
-      const conv = new Float32Array(B * this.shape.convPerLayer);
-      const ssm = new Float32Array(B * this.shape.ssmPerLayer);
-      states.forEach((s, b) => {
-        conv.set(s.conv(l), b * this.shape.convPerLayer);
-        ssm.set(s.ssm(l), b * this.shape.ssmPerLayer);
-      });
-      feeds[`conv_${l}`] = new this.ort.Tensor("float32", conv, [B, convC, c.dConv - 1]);
-      feeds[`ssm_${l}`] = new this.ort.Tensor("float32", ssm, [B, ...ssmDims]);
-    }
-    return feeds;
-  }
-
   private readStates(out: InferenceSession.ReturnType, states: SequenceState[]): void {
     for (let l = 0; l < this.shape.nLayer; l++) {
       const conv = out[`conv_${l}_out`].data as Float32Array;
@@ -128,4 +109,27 @@ export class OrtBackend implements Backend {
       });
     }
   }
+}
+
+/**
+ * Inputs of an engine graph: the tokens, and every layer's conv and SSM states gathered into
+ * (B, ...) tensors (the builder's calibration feeds the same graph inputs).
+ */
+export function graphFeeds(ort: Ort, c: ModelConfig, tokens: ArrayLike<number>, states: SequenceState[]): Record<string, Tensor> {
+  const shape = stateShape(c);
+  const B = states.length;
+  const convC = shape.convPerLayer / (c.dConv - 1);
+  const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+  const feeds: Record<string, Tensor> = { tokens: new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]) };
+  for (let l = 0; l < shape.nLayer; l++) {
+    const conv = new Float32Array(B * shape.convPerLayer);
+    const ssm = new Float32Array(B * shape.ssmPerLayer);
+    states.forEach((s, b) => {
+      conv.set(s.conv(l), b * shape.convPerLayer);
+      ssm.set(s.ssm(l), b * shape.ssmPerLayer);
+    });
+    feeds[`conv_${l}`] = new ort.Tensor("float32", conv, [B, convC, c.dConv - 1]);
+    feeds[`ssm_${l}`] = new ort.Tensor("float32", ssm, [B, ...ssmDims]);
+  }
+  return feeds;
 }

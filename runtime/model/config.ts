@@ -109,7 +109,7 @@ export function parseConfig(raw: unknown, where = "config.json"): ModelConfig {
   if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new UserError(`${where}: expected a JSON object`);
   const f = new Fields(raw as Raw, where);
   const r = raw as Raw;
-  if (r.model_type === undefined && r.d_model !== undefined) return parseStateSpaces(f, where);
+  if (r.model_type === undefined && r.d_model !== undefined) return parseStateSpaces(f, r, where);
   if ((r.model_type === "mamba" || r.model_type === "mamba2") && !["silu", "swish", undefined].includes(r.hidden_act as string)) {
     throw new UserError(`${where}: field hidden_act: only "silu" is supported, found ${describe(r.hidden_act)}`);
   }
@@ -174,7 +174,7 @@ function parseHfMamba2(f: Fields, where: string): ModelConfig {
   };
 }
 
-function parseStateSpaces(f: Fields, where: string): ModelConfig {
+function parseStateSpaces(f: Fields, r: Raw, where: string): ModelConfig {
   const dModel = f.int("d_model");
   const ssm = f.sub("ssm_cfg");
   const layer = ssm.str("layer", "Mamba1");
@@ -182,8 +182,7 @@ function parseStateSpaces(f: Fields, where: string): ModelConfig {
   if (f.has("d_intermediate") && f.int("d_intermediate", 0, 0) !== 0) {
     throw new UserError(`${where}: field d_intermediate: MLP blocks are not supported, expected 0`);
   }
-  const attn = (f as unknown as { raw: Raw }).raw.attn_layer_idx;
-  if (Array.isArray(attn) && attn.length > 0) {
+  if (Array.isArray(r.attn_layer_idx) && r.attn_layer_idx.length > 0) {
     throw new UserError(`${where}: field attn_layer_idx: attention layers are not supported, expected []`);
   }
   const multiple = f.int("pad_vocab_size_multiple", 8);
