@@ -31,10 +31,14 @@ export interface Opened {
   recipe: string;
 }
 
+export type BackendName = "ref" | "ort" | "cuda";
+
 export interface Target {
   model?: string;
   engine?: string;
   random?: string;
+  /** which backend runs an engine: ort (default, CPU) or cuda */
+  backend?: BackendName;
 }
 
 function shortPath(dir: string): string {
@@ -46,7 +50,10 @@ export async function openTarget(t: Target): Promise<Opened> {
   const given = [t.model, t.engine, t.random].filter((x) => x !== undefined).length;
   if (given > 1) throw new UserError("give one of --model, --engine, --random");
   if (given === 0) t = { engine: await ensureDefaultEngine() };
+  if (t.backend === "cuda") return openCuda(t);
+  if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {
+    if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
     const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
     const backend = await OrtBackend.open(t.engine);
     const m = backend.manifest;
@@ -70,6 +77,11 @@ export async function openTarget(t: Target): Promise<Opened> {
     weightBytes: tensors.filter((x): x is Float32Array => x instanceof Float32Array).reduce((s, x) => s + x.byteLength, 0),
     recipe: "fp32",
   };
+}
+
+async function openCuda(t: Target): Promise<Opened> {
+  if (t.engine === undefined) throw new UserError("--backend cuda runs an engine package: give --engine NAME.mamba");
+  throw new UserError("backend cuda is not built into this version yet");
 }
 
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
@@ -111,5 +123,6 @@ export function openTokenizer(o: Opened): Tokenizer {
 /** The --model / --engine options every command that runs a model takes. */
 export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
+  backend: { type: "string", choices: ["ref", "ort", "cuda"], describe: "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)" },
   engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU; default: the demo engine, built on first use" },
 } as const;
