@@ -1,0 +1,73 @@
+import type { Argv } from "yargs";
+import { loadConfig, mqttMode } from "../../daemon/config.js";
+import { Daemon } from "../../daemon/daemon.js";
+import { makeLogger } from "../../daemon/log.js";
+import { startBroker, type EmbeddedBroker } from "../../transports/broker.js";
+import { MqttTransport } from "../../transports/mqtt.js";
+import { StdioTransport } from "../../transports/stdio.js";
+import { targetOptions } from "../open.js";
+
+/** Flags that map one to one onto config fields (kebab-case here, camelCase in the file). */
+const flags = {
+  mqtt: { type: "string", describe: "embedded (a broker inside the daemon, 127.0.0.1:1883), off, or a broker URL mqtt://host:1883 / mqtts://…; default: embedded, or off with --stdio" },
+  stdio: { type: "boolean", describe: "serve JSON lines on stdin/stdout" },
+  node: { type: "string", describe: "this daemon's name in topics (default: the host name)" },
+  "topic-prefix": { type: "string", describe: "first level of every topic (default mamba-edge)" },
+  "mqtt-version": { type: "number", describe: "5 or 4 (3.1.1) towards an outside broker (default 5)" },
+  "client-id": { type: "string", describe: "MQTT client id (default mamba-edge-<node>)" },
+  username: { type: "string", describe: "MQTT user name" },
+  password: { type: "string", describe: "MQTT password (better: MAMBA_EDGE_PASSWORD in the environment)" },
+  ca: { type: "string", describe: "PEM file of the CA for mqtts://" },
+  cert: { type: "string", describe: "PEM client certificate for mqtts://" },
+  key: { type: "string", describe: "PEM client key for mqtts://" },
+  "broker-host": { type: "string", describe: "where the embedded broker listens (default 127.0.0.1)" },
+  "broker-port": { type: "number", describe: "port of the embedded broker (default 1883)" },
+  "state-dir": { type: "string", describe: "where session states are kept (default $STATE_DIRECTORY/sessions or ~/.local/state/mamba-edge/sessions)" },
+  "max-active": { type: "number", describe: "sequences decoded together (default 16)" },
+  "max-queue": { type: "number", describe: "requests waiting beyond that before `overloaded` (default 64)" },
+  "max-prompt-tokens": { type: "number", describe: "longest prompt accepted (default 4096)" },
+  "max-tokens": { type: "number", describe: "largest max_tokens a request may ask for (default 1024)" },
+  "default-max-tokens": { type: "number", describe: "max_tokens when a request gives none (default 128)" },
+  "metrics-port": { type: "number", describe: "serve Prometheus /metrics on this local port" },
+  "log-level": { type: "string", describe: "fatal, error, warn, info (default), debug, trace or silent" },
+} as const;
+
+const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+export function serveCommand(y: Argv) {
+  return y.command(
+    "serve",
+    "serve generation requests over MQTT and/or stdio (JSON lines) until SIGTERM / SIGINT",
+    (a) => a.options(targetOptions).options(flags).option("config", { type: "string", describe: "JSON file of settings (see README); env MAMBA_EDGE_* and flags override it" }),
+    async (args) => {
+      const given: Record<string, unknown> = {};
+      for (const k of [...Object.keys(flags), ...Object.keys(targetOptions)]) if (args[k] !== undefined) given[camel(k)] = args[k];
+      const config = loadConfig({ file: args.config, flags: given });
+      const log = makeLogger(config.logLevel);
+      const daemon = await Daemon.open(config, log);
+
+      let broker: EmbeddedBroker | null = null;
+      const stopped = new Promise<string>((resolve) => {
+        process.once("SIGTERM", () => resolve("SIGTERM"));
+        process.once("SIGINT", () => resolve("SIGINT"));
+        if (config.stdio) void daemon.add(new StdioTransport(daemon, () => resolve("stdin closed")));
+      });
+      try {
+        const mode = mqttMode(config);
+        if (mode === "embedded") {
+          broker = await startBroker(config.brokerHost, config.brokerPort);
+          log.info({ url: broker.url }, "embedded broker (MQTT 3.1.1) listening");
+        }
+        if (mode !== "off") await daemon.add(new MqttTransport(daemon, config, { url: broker?.url ?? mode, embedded: broker !== null }));
+      } catch (e) {
+        await daemon.stop("start failed");
+        await broker?.close();
+        throw e;
+      }
+      log.info({ node: config.node, prefix: config.topicPrefix }, "ready");
+      const reason = await stopped;
+      await daemon.stop(reason);
+      await broker?.close();
+    },
+  );
+}

@@ -1,0 +1,133 @@
+// The daemon's settings: one JSON file, then environment variables (MAMBA_EDGE_<FIELD>, e.g.
+// MAMBA_EDGE_MAX_QUEUE=32), then command-line flags, each overriding the one before. Validated once
+// at start; every bad field is reported on its own line.
+import { readFileSync } from "node:fs";
+import { homedir, hostname } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { UserError } from "../errors.js";
+import { defaultLimits } from "../scheduler/scheduler.js";
+
+const positive = z.int().min(1);
+
+export const configSchema = z.strictObject({
+  /** engine package to serve (backend ort or cuda) */
+  engine: z.string().min(1).optional(),
+  /** checkpoint directory to serve with the TypeScript reference */
+  model: z.string().min(1).optional(),
+  backend: z.enum(["ref", "ort", "cuda"]).optional(),
+  /** "embedded" (a broker inside the daemon), "off", or a broker URL: mqtt://host:1883, mqtts://… */
+  mqtt: z.string().refine((s) => s === "embedded" || s === "off" || /^(mqtts?|wss?):\/\/[^\s]+$/.test(s), "expected embedded, off or a URL mqtt://host:port (mqtts://, ws://, wss://)").optional(),
+  /** serve JSON lines on stdin/stdout */
+  stdio: z.boolean().default(false),
+  /** this daemon's name in topics; default: the host name */
+  node: z.string().regex(/^[^/+#\s]{1,64}$/, "expected 1-64 characters without / + # or spaces").default(() => hostname().replace(/[/+#\s]/g, "-") || "mamba-edge"),
+  topicPrefix: z.string().regex(/^[^+#\s]{1,64}$/, "expected 1-64 characters without + # or spaces").default("mamba-edge"),
+  /** MQTT protocol version towards an outside broker (the embedded one speaks 4, that is 3.1.1) */
+  mqttVersion: z.union([z.literal(5), z.literal(4)]).default(5),
+  clientId: z.string().min(1).max(128).optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  /** PEM files for mqtts:// */
+  ca: z.string().optional(),
+  cert: z.string().optional(),
+  key: z.string().optional(),
+  rejectUnauthorized: z.boolean().default(true),
+  /** where the embedded broker listens */
+  brokerHost: z.string().default("127.0.0.1"),
+  brokerPort: z.int().min(0).max(65535).default(1883),
+  /** session states on disk; default $STATE_DIRECTORY/sessions (systemd) or ~/.local/state/mamba-edge/sessions */
+  stateDir: z.string().min(1).default(() => join(process.env.STATE_DIRECTORY ?? join(homedir(), ".local", "state", "mamba-edge"), "sessions")),
+  /** bytes of session states kept in memory (all are on disk as well) */
+  sessionMemoryBytes: z.int().min(0).default(64 << 20),
+  maxQueue: z.int().min(0).default(defaultLimits.maxQueue),
+  maxActive: positive.default(defaultLimits.maxActive),
+  maxPromptTokens: positive.default(defaultLimits.maxPromptTokens),
+  maxTokens: positive.default(defaultLimits.maxTokens),
+  defaultMaxTokens: positive.default(defaultLimits.defaultMaxTokens),
+  prefillChunk: positive.default(defaultLimits.prefillChunk),
+  /** largest incoming message in bytes */
+  maxMessageBytes: positive.default(64 << 10),
+  /** Prometheus /metrics on this local port (off when absent) */
+  metricsPort: z.int().min(0).max(65535).optional(),
+  metricsHost: z.string().default("127.0.0.1"),
+  /** how long a shutdown lets running requests finish before cancelling them */
+  shutdownDeadlineMs: z.int().min(0).default(10_000),
+  statusIntervalMs: positive.default(5_000),
+  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type DaemonConfig = z.infer<typeof configSchema>;
+type Raw = Record<string, unknown>;
+
+const envName = (field: string) => "MAMBA_EDGE_" + field.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase();
+
+/** Reads MAMBA_EDGE_* variables: JSON values (numbers, true/false) where the field takes them, else the text. */
+function fromEnv(env: NodeJS.ProcessEnv): Raw {
+  const out: Raw = {};
+  for (const [field, type] of Object.entries(configSchema.shape)) {
+    const v = env[envName(field)];
+    if (v === undefined) continue;
+    let parsed: unknown = v;
+    try {
+      parsed = JSON.parse(v);
+    } catch {
+      /* plain text */
+    }
+    out[field] = (type as z.ZodType).safeParse(parsed).success ? parsed : v;
+  }
+  return out;
+}
+
+function fromFile(file: string): Raw {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new UserError(`${file}: cannot read config (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new UserError(`${file}: expected a JSON object of settings`);
+  return obj as Raw;
+}
+
+/** file < env < flags; `flags` holds only what was given on the command line. */
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags?: Raw }): DaemonConfig {
+  const sources: [string, Raw][] = [];
+  if (opts.file) sources.push([opts.file, fromFile(opts.file)]);
+  sources.push(["environment", fromEnv(opts.env ?? process.env)]);
+  sources.push(["flags", Object.fromEntries(Object.entries(opts.flags ?? {}).filter(([, v]) => v !== undefined))]);
+  const merged: Raw = {};
+  const origin: Record<string, string> = {};
+  for (const [name, raw] of sources) {
+    for (const [k, v] of Object.entries(raw)) {
+      merged[k] = v;
+      origin[k] = name === "environment" ? envName(k) : name === "flags" ? `--${k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}` : `${name}: ${k}`;
+    }
+  }
+  const r = configSchema.safeParse(merged);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      if (i.code === "unrecognized_keys") return `${opts.file ?? "config"}: unknown setting${i.keys.length > 1 ? "s" : ""} ${i.keys.join(", ")}`;
+      const k = String(i.path[0]);
+      return `${origin[k] ?? k}: ${i.message.replace(/^Invalid input: /, "").replace(/, received \w+$/, "")}, found ${JSON.stringify(merged[k])}`;
+    });
+    throw new UserError(lines.join("\nmamba-edge: "));
+  }
+  const c = r.data;
+  const targets = [c.engine, c.model].filter((x) => x !== undefined).length;
+  if (targets > 1) throw new UserError("config: give one of engine and model");
+  if (c.defaultMaxTokens > c.maxTokens) throw new UserError(`config: defaultMaxTokens (${c.defaultMaxTokens}) is over maxTokens (${c.maxTokens})`);
+  if (c.ca === undefined && (c.cert === undefined) !== (c.key === undefined)) throw new UserError("config: a client certificate needs both cert and key");
+  return c;
+}
+
+/** Where requests come from: MQTT unless only stdio was asked for. */
+export function mqttMode(c: DaemonConfig): string {
+  return c.mqtt ?? (c.stdio ? "off" : "embedded");
+}

@@ -1,0 +1,223 @@
+// MQTT transport (mqtt.js): requests on <prefix>/<node>/generate and the fleet topic (a shared
+// subscription, so one daemon of a fleet takes each request), cancels on <prefix>/<node>/cancel, a
+// retained status with a Last Will. Replies go to the MQTT v5 Response Topic with the request's
+// Correlation Data, or to the request's `reply_to` for MQTT 3.1.1 clients. QoS 1 both ways, and a
+// persistent session, so requests published while the daemon was away are delivered when it is back.
+import { readFileSync } from "node:fs";
+import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import { UserError } from "../errors.js";
+import type { DaemonConfig } from "../daemon/config.js";
+import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
+
+/** Redelivered requests are recognised for this long. */
+const DEDUP_MS = 10 * 60_000;
+const DEDUP_MAX = 4096;
+
+export interface MqttOptions {
+  url: string;
+  /** the embedded broker: MQTT 3.1.1 and no shared subscriptions */
+  embedded: boolean;
+}
+
+export function topics(prefix: string, node: string) {
+  return {
+    generate: `${prefix}/${node}/generate`,
+    cancel: `${prefix}/${node}/cancel`,
+    status: `${prefix}/${node}/status`,
+    fleet: `${prefix}/fleet/generate`,
+  };
+}
+
+/** A topic a reply may be published to: no wildcards, not empty, not too long. */
+function validReplyTopic(t: unknown): t is string {
+  return typeof t === "string" && t.length > 0 && t.length <= 1024 && !/[+#\u0000]/.test(t);
+}
+
+function replyToOf(payload: Buffer): string | undefined {
+  try {
+    const v = JSON.parse(payload.toString("utf8"))?.reply_to;
+    return validReplyTopic(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class MqttTransport implements Transport {
+  readonly name = "mqtt";
+  private client: MqttClient | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly t: ReturnType<typeof topics>;
+  private readonly fleetSub: string;
+  private readonly seen = new Map<string, { at: number; final: Outgoing | null }>();
+
+  constructor(
+    private readonly daemon: Daemon,
+    private readonly cfg: DaemonConfig,
+    private readonly opts: MqttOptions,
+  ) {
+    this.t = topics(cfg.topicPrefix, cfg.node);
+    this.fleetSub = opts.embedded ? this.t.fleet : `$share/${cfg.topicPrefix}/${this.t.fleet}`;
+  }
+
+  private get version(): 4 | 5 {
+    return this.opts.embedded ? 4 : this.cfg.mqttVersion;
+  }
+
+  async start(): Promise<void> {
+    const c = this.cfg;
+    const log = this.daemon.log;
+    const read = (what: string, f: string | undefined) => {
+      if (f === undefined) return undefined;
+      try {
+        return readFileSync(f);
+      } catch (e) {
+        throw new UserError(`${what}: cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+    };
+    const options: IClientOptions = {
+      protocolVersion: this.version,
+      clientId: c.clientId ?? `mamba-edge-${c.node}`,
+      clean: false, // a persistent session: the broker keeps our subscriptions and queued requests
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      username: c.username,
+      password: c.password,
+      ca: read("ca", c.ca),
+      cert: read("cert", c.cert),
+      key: read("key", c.key),
+      rejectUnauthorized: c.rejectUnauthorized,
+      will: { topic: this.t.status, payload: Buffer.from(JSON.stringify({ state: "offline", node: c.node })), qos: 1, retain: true },
+      ...(this.version === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
+    };
+    const client = connect(this.opts.url, options);
+    this.client = client;
+    client.on("message", (topic, payload, packet) => this.onMessage(topic, payload, packet));
+    client.on("connect", (ack) => {
+      log.info({ url: this.opts.url, version: this.version, sessionPresent: ack.sessionPresent }, "mqtt connected");
+      if (!ack.sessionPresent) {
+        client.subscribe([this.t.generate, this.fleetSub, this.t.cancel], { qos: 1 }, (err) => {
+          if (err) log.error({ err }, "mqtt subscribe failed");
+        });
+      }
+      this.publishStatus();
+    });
+    client.on("reconnect", () => log.debug("mqtt reconnecting"));
+    client.on("offline", () => log.warn({ url: this.opts.url }, "mqtt offline; will reconnect"));
+    client.on("error", (err) => log.error({ code: (err as { code?: unknown }).code }, `mqtt: ${err.message}`));
+
+    // Wait for the first connection so that a wrong URL or refused credentials fail at start.
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = () => {
+        cleanup();
+        resolve();
+      };
+      const onError = (err: Error & { code?: unknown }) => {
+        // connack refusals (bad credentials, not authorized, bad protocol) will not cure themselves
+        if (typeof err.code === "number" && err.code !== 0) {
+          cleanup();
+          client.end(true);
+          reject(new UserError(`mqtt ${this.opts.url}: broker refused the connection (${err.message})`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        log.warn({ url: this.opts.url }, "mqtt broker not reachable yet; serving when it is");
+        resolve();
+      }, 10_000);
+      const cleanup = () => {
+        clearTimeout(timer);
+        client.off("connect", onConnect);
+        client.off("error", onError);
+      };
+      client.on("connect", onConnect);
+      client.on("error", onError);
+    });
+    this.timer = setInterval(() => this.publishStatus(), c.statusIntervalMs);
+    this.timer.unref();
+  }
+
+  private publishStatus(state: "online" | "offline" = "online"): Promise<void> {
+    const client = this.client;
+    if (!client) return Promise.resolve();
+    return new Promise((resolve) => {
+      client.publish(this.t.status, JSON.stringify(this.daemon.status(state)), { qos: 1, retain: true }, () => resolve());
+    });
+  }
+
+  private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    const log = this.daemon.log;
+    if (topic === this.t.cancel) {
+      let id: unknown;
+      try {
+        id = JSON.parse(payload.toString("utf8"))?.id;
+      } catch {
+        /* reported below */
+      }
+      if ((typeof id === "string" && id.length > 0) || Number.isInteger(id)) this.daemon.cancel(id as string | number, "mqtt");
+      else log.warn({ topic }, 'cancel: expected {"id": ...}');
+      return;
+    }
+    const props = packet.properties;
+    const responseTopic = validReplyTopic(props?.responseTopic) ? props!.responseTopic : replyToOf(payload);
+    const correlationData = props?.correlationData;
+    const client = this.client!;
+    const send = responseTopic
+      ? (m: Outgoing) => {
+          client.publish(responseTopic, JSON.stringify(m), { qos: 1, ...(this.version === 5 && correlationData ? { properties: { correlationData } } : {}) }, (err) => {
+            if (err) log.warn({ topic: responseTopic, err: err.message }, "reply not published");
+          });
+        }
+      : null;
+
+    // A QoS 1 request can arrive twice (redelivery after a lost acknowledgement): run it once.
+    const id = (() => {
+      try {
+        const v = JSON.parse(payload.toString("utf8"))?.id;
+        return typeof v === "string" || typeof v === "number" ? v : undefined;
+      } catch {
+        return undefined;
+      }
+    })();
+    let key: string | null = null;
+    if (id !== undefined && responseTopic) {
+      key = `${responseTopic}\u0000${correlationData ? Buffer.from(correlationData).toString("hex") : ""}\u0000${JSON.stringify(id)}`;
+      const prior = this.seen.get(key);
+      if (prior && Date.now() - prior.at < DEDUP_MS) {
+        log.info({ id, dup: packet.dup }, "redelivered request: not run again");
+        if (prior.final) send!(prior.final);
+        return;
+      }
+      this.remember(key);
+    }
+    const entry = key ? this.seen.get(key) : undefined;
+    this.daemon.dispatch(payload, send, `mqtt:${topic === this.t.fleet ? "fleet" : "node"}`, {
+      onFinal: (r) => {
+        if (entry) entry.final = r;
+      },
+    });
+  }
+
+  private remember(key: string): void {
+    const now = Date.now();
+    this.seen.set(key, { at: now, final: null });
+    if (this.seen.size > DEDUP_MAX) {
+      for (const [k, v] of this.seen) {
+        if (this.seen.size <= DEDUP_MAX && now - v.at < DEDUP_MS) break;
+        this.seen.delete(k);
+      }
+    }
+  }
+
+  async stopAccepting(): Promise<void> {
+    // Stay subscribed: the persistent session keeps requests that arrive while the daemon is down
+    // for its next start; the few that arrive while draining get an error reply (overloaded).
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    const client = this.client;
+    if (!client) return;
+    if (client.connected) await Promise.race([this.publishStatus("offline"), new Promise((r) => setTimeout(r, 2000))]);
+    await new Promise<void>((r) => client.end(false, {}, () => r()));
+  }
+}
