@@ -81,7 +81,17 @@ export async function openTarget(t: Target): Promise<Opened> {
 
 async function openCuda(t: Target): Promise<Opened> {
   if (t.engine === undefined) throw new UserError("--backend cuda runs an engine package: give --engine NAME.mamba");
-  throw new UserError("backend cuda is not built into this version yet");
+  const { CudaBackend } = await import("../backends/cuda.js"); // loads koffi and the native library only here
+  const backend = await CudaBackend.open(t.engine);
+  const m = backend.manifest;
+  return {
+    backend,
+    config: m.config,
+    label: shortPath(t.engine),
+    tokenizerDir: m.tokenizer ? t.engine : null,
+    weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
+    recipe: m.quant.recipe,
+  };
 }
 
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */

@@ -1,0 +1,52 @@
+// Small device helpers shared by the kernels.
+#pragma once
+#include <cuda_fp16.h>
+#include <cstdint>
+
+namespace me {
+
+__device__ __forceinline__ float siluf(float x) { return x / (1.f + __expf(-x)); }
+// PyTorch's softplus with threshold 20
+__device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(__expf(x)); }
+
+// symmetric int8 as onnxruntime's QuantizeLinear does it: x / s rounded half to even, saturated
+__device__ __forceinline__ int quant8(float v, float s) {
+  float q = rintf(v / s);
+  return (int)fminf(fmaxf(q, -128.f), 127.f);
+}
+__device__ __forceinline__ float qdq(float v, float s) { return s > 0.f ? (float)quant8(v, s) * s : v; }
+
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result
+__device__ __forceinline__ float blockSum(float v, float* scratch /* 32 floats */) {
+  v = warpSum(v);
+  const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+  __syncthreads();
+  if (l == 0) scratch[w] = v;
+  __syncthreads();
+  const int nw = blockDim.x >> 5;
+  v = l < nw ? scratch[l] : 0.f;
+  return warpSum(v);
+}
+
+// one causal-conv step of one channel: window = [state (K-1, oldest first), x]; the state shifts
+__device__ __forceinline__ float convStepOne(float x, const float* w, float b, float* st, int K) {
+  float acc = b;
+  float prev[8];
+#pragma unroll
+  for (int k = 0; k < 8; k++) if (k < K - 1) prev[k] = st[k];
+#pragma unroll
+  for (int k = 0; k < 8; k++) if (k < K - 1) acc += w[k] * prev[k];
+  acc += w[K - 1] * x;
+#pragma unroll
+  for (int k = 0; k < 8; k++) if (k < K - 2) st[k] = prev[k + 1];
+  st[K - 2] = x;
+  return siluf(acc);
+}
+
+}  // namespace me

@@ -1,0 +1,111 @@
+// The kernels of the native runner, each callable on raw device pointers (no engine, no TensorRT):
+// the runner and the TensorRT plugins only adapt shapes and buffers to these launchers.
+// Conventions: row-major; linear weights in PyTorch's (out, in) layout; activations between
+// kernels in float32 or int8 (symmetric, static per-tensor scale); SSM and conv states in float32.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+namespace me {
+
+// ---- linear layers: y[m, n] = sum_k x[m, k] * W[n, k] (rescaled) + bias[n] -----------------------
+enum WType : int { W_F16 = 0, W_I8 = 1, W_I4 = 2 };
+
+struct LinearW {
+  int type;             // WType
+  int N, K;             // outputs, inputs
+  const void* w;        // F16: (N, K) half; I8: (N, K) int8; I4: (N, K/group, group/2) bytes, low nibble first, zero point 8
+  const float* scale;   // I8: (N) per output channel; I4: (N, K/group); F16: null
+  int group;            // I4 group size (a multiple of 32)
+  const float* bias;    // (N) or null
+};
+
+// The causal-conv step fused into a decode GEMV's epilogue: output columns [c0, c0+C) are conv
+// channels; their new input goes through one conv step (state (C, K-1) per sequence, oldest
+// first), silu, then an optional fake quantization per channel.
+struct ConvStep {
+  int c0, C, K;
+  const float* w;       // (C, K)
+  const float* b;       // (C) or null
+  float* states;        // state of channel c, row m: states + slots[m] * slotStride + c * (K-1)
+  long long slotStride;
+  const int* slots;     // (M)
+  const float* qscale;  // (C) quantize-dequantize scale per channel (0: none), or null
+  float* xc; int ldxc;  // (M, C) output after silu (and fake quantization)
+  int8_t* xq; float xqScale; int ldxq; // optional int8 copy (scale xqScale) for the next linear
+};
+
+// x: float32 (W_F16 / W_I4) or int8 with scale xScale (W_I8). Decode (M <= 8 rows per launch,
+// bandwidth-bound GEMV) or prefill (tensor-core GEMM); `linear` picks.
+cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s);
+cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
+cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
+
+// ---- causal depthwise conv1d over T rows of one sequence (prefill) --------------------------------
+// in: (T, ldin) with channel c at column c0 + c; out (T, C) = fake-quant(silu(conv)); state (C, K-1)
+// continued and updated; xq (optional) int8 of out with xqScale.
+cudaError_t conv1dPrefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state,
+                          const float* qscale, float* out, int8_t* xq, float xqScale, cudaStream_t s);
+// one step for M sequences: in (M, ldin); state of row m at states + slots[m]*slotStride
+cudaError_t conv1dStep(const float* in, int ldin, int c0, int M, int C, int K, const float* w, const float* b, float* states,
+                       long long slotStride, const int* slots, const float* qscale, float* out, int8_t* xq, float xqScale, cudaStream_t s);
+
+// ---- Mamba-1 selective scan ----------------------------------------------------------------------
+struct Scan1 {
+  int E, N, R;
+  const float* dbl; int lddbl;     // (rows, R + 2N): [dt_low | B | C] from x_proj
+  const float* dtRaw;              // prefill: (T, E) dt_proj output without bias; step: null (dt_proj fused)
+  const __half* dtW;               // (E, R) dt_proj weight (step)
+  const float* dtB;                // (E) dt_proj bias
+  const float* A;                  // (E, N)
+  const float* D;                  // (E)
+  const float* x;                  // (rows, E) SSM input after conv (and fake quantization)
+  const float* z; int ldz;         // gate
+  float sB, sC;                    // fake-quantization scales of B and C (0: none)
+  // output y = (C·h + D x) * silu(z): float32, or int8 with outScale (outInt8), or fake-quantized (outScale > 0)
+  float* y; int8_t* yq; float outScale;
+};
+// prefill: T rows of one sequence, state h (E, N)
+cudaError_t scan1Prefill(const Scan1& p, int T, float* h, cudaStream_t s);
+// step: M sequences; state of row m at states + slots[m]*slotStride
+cudaError_t scan1Step(const Scan1& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s);
+
+// ---- Mamba-2 SSD ---------------------------------------------------------------------------------
+struct Ssd {
+  int H, P, N, G;                  // heads, head dim, state size, groups
+  const float* xbc; int ldxbc;     // (rows, H*P + 2*G*N): [x | B | C] after conv
+  const float* dtRaw; int lddt;    // (rows, H) before bias
+  const float* dtBias, *A, *D;     // (H)
+  float dtLo, dtHi;
+  const float* z; int ldz;         // gate (applied here when gateHere)
+  int gateHere;
+  float* y;                        // (rows, H*P)
+};
+// prefill over T rows of one sequence, recurrent form with the state in registers; state (H, P, N)
+cudaError_t ssdPrefill(const Ssd& p, int T, float* S, cudaStream_t s);
+cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s);
+
+// ---- norms, rotation, quantization --------------------------------------------------------------
+// hidden (M, D) += add (if add); out = hidden / rms * w: float32 (fake-quantized when scale > 0 and
+// outQ is null) or int8 with scale into outQ.
+cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale, cudaStream_t s);
+// per row of y (M, E): optional gate silu(z) before (or after) an RMSNorm over groups of gs channels
+// (gs = 0: no norm), then an optional block Hadamard rotation (block hb, 0: none), then output as
+// above (float32 / fake-quantized / int8).
+struct RowPost {
+  int E;
+  const float* z; int ldz; int gate; int normBeforeGate;
+  int gs; const float* w; float eps;
+  int hb;
+  float scale;
+};
+cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s);
+
+// ---- embedding, argmax, top-k -------------------------------------------------------------------
+cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s);
+cudaError_t argmax(const float* logits, int M, int V, int* out, cudaStream_t s);
+// the k largest (value, then lowest index first) of each row: values (M, k), indices (M, k); k <= 256
+cudaError_t topk(const float* logits, int M, int V, int k, float* vals, int* idx, cudaStream_t s);
+
+}  // namespace me

@@ -1,0 +1,59 @@
+// extern "C" entry points for each kernel on raw device pointers, so the kernels can be checked one
+// by one (scripts/gpu/kernel_check.py calls these through ctypes on PyTorch tensors). Each call
+// synchronizes and returns the CUDA error code (0 = success).
+#include "kernels/kernels.cuh"
+
+using namespace me;
+
+static int done(cudaError_t e) {
+  if (e != cudaSuccess) return (int)e;
+  return (int)cudaDeviceSynchronize();
+}
+
+extern "C" {
+
+int me_k_linear(int gemmOnly, int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const void* x, int lda,
+                float xScale, int M, float* y, int ldy) {
+  LinearW W{wtype, N, K, w, scale, group, bias};
+  return done(gemmOnly ? gemm(W, x, lda, xScale, M, y, ldy, 0) : gemv(W, x, lda, xScale, M, y, ldy, nullptr, 0));
+}
+
+int me_k_conv1d_prefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state, const float* qscale,
+                        float* out, int8_t* xq, float xqScale) {
+  return done(conv1dPrefill(in, ldin, c0, T, C, K, w, b, state, qscale, out, xq, xqScale, 0));
+}
+
+int me_k_conv1d_step(const float* in, int ldin, int c0, int M, int C, int K, const float* w, const float* b, float* states, long long slotStride,
+                     const int* slots, const float* qscale, float* out, int8_t* xq, float xqScale) {
+  return done(conv1dStep(in, ldin, c0, M, C, K, w, b, states, slotStride, slots, qscale, out, xq, xqScale, 0));
+}
+
+int me_k_scan1(int prefill, int E, int N, int R, const float* dbl, int lddbl, const float* dtRaw, const __half* dtW, const float* dtB, const float* A,
+               const float* D, const float* x, const float* z, int ldz, float sB, float sC, float* y, int8_t* yq, float outScale, int rows,
+               float* states, long long slotStride, const int* slots) {
+  Scan1 p{E, N, R, dbl, lddbl, dtRaw, dtW, dtB, A, D, x, z, ldz, sB, sC, y, yq, outScale};
+  return done(prefill ? scan1Prefill(p, rows, states, 0) : scan1Step(p, rows, states, slotStride, slots, 0));
+}
+
+int me_k_ssd(int prefill, int H, int P, int N, int G, const float* xbc, int ldxbc, const float* dtRaw, int lddt, const float* dtBias, const float* A,
+             const float* D, float dtLo, float dtHi, const float* z, int ldz, int gate, float* y, int rows, float* states, long long slotStride,
+             const int* slots) {
+  Ssd p{H, P, N, G, xbc, ldxbc, dtRaw, lddt, dtBias, A, D, dtLo, dtHi, z, ldz, gate, y};
+  return done(prefill ? ssdPrefill(p, rows, states, 0) : ssdStep(p, rows, states, slotStride, slots, 0));
+}
+
+int me_k_add_rmsnorm(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale) {
+  return done(addRmsnormQuant(hidden, add, M, D, w, eps, out, outQ, scale, 0));
+}
+
+int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, int gs, const float* w, float eps, int hb, float scale, const float* y,
+                  int M, float* out, int8_t* outQ) {
+  RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale};
+  return done(rowNormRotateQuant(p, y, M, out, outQ, 0));
+}
+
+int me_k_embed(const __half* table, int D, const int* tokens, int M, float* out) { return done(embed(table, D, tokens, M, out, 0)); }
+
+int me_k_topk(const float* logits, int M, int V, int k, float* vals, int* idx) { return done(topk(logits, M, V, k, vals, idx, 0)); }
+
+}  // extern "C"
