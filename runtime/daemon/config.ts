@@ -62,7 +62,7 @@ type Raw = Record<string, unknown>;
 
 const envName = (field: string) => "MAMBA_EDGE_" + field.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase();
 
-/** Reads MAMBA_EDGE_* variables: JSON values (numbers, true/false) where the field takes them, else the text. */
+/** Reads MAMBA_EDGE_* variables: the text where the field takes text, else its JSON value (numbers, true/false). */
 function fromEnv(env: NodeJS.ProcessEnv): Raw {
   const out: Raw = {};
   for (const [field, type] of Object.entries(configSchema.shape)) {
@@ -74,7 +74,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Raw {
     } catch {
       /* plain text */
     }
-    out[field] = (type as z.ZodType).safeParse(parsed).success ? parsed : v;
+    out[field] = (type as z.ZodType).safeParse(v).success ? v : parsed;
   }
   return out;
 }
