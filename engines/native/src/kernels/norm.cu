@@ -32,6 +32,25 @@ cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const
   return cudaGetLastError();
 }
 
+__global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
+  extern __shared__ float sm[];  // one Hadamard block of one row
+  const int m = blockIdx.y, hb = p.hb;
+  const size_t base = (size_t)m * p.E + (size_t)blockIdx.x * hb;
+  for (int i = threadIdx.x; i < hb; i += blockDim.x) sm[i] = y[base + i];
+  __syncthreads();
+  for (int len = 1; len < hb; len <<= 1) {
+    for (int q = threadIdx.x; q < hb / 2; q += blockDim.x) {
+      const int i = (q / len) * 2 * len + (q % len), j = i + len;
+      const float a = sm[i], b = sm[j];
+      sm[i] = a + b;
+      sm[j] = a - b;
+    }
+    __syncthreads();
+  }
+  const float post = rsqrtf((float)hb);
+  for (int i = threadIdx.x; i < hb; i += blockDim.x) emit(base + i, sm[i] * post, p.scale, out, outQ);
+}
+
 __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
   extern __shared__ float sm[];  // one row
   __shared__ float scratch[32];
@@ -51,6 +70,7 @@ __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __r
       const float r = 1.f / sqrtf(ss / p.gs + p.eps);
       for (int i = g0 + threadIdx.x; i < g0 + p.gs; i += blockDim.x) sm[i] = sm[i] * r * p.w[i];
     }
+    __syncthreads();
   }
   if (p.gate && p.normBeforeGate)
     for (int i = threadIdx.x; i < E; i += blockDim.x) sm[i] *= siluf(z[i]);
@@ -75,6 +95,15 @@ __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __r
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s) {
   if (p.hb > 1 && (p.E % p.hb != 0 || (p.hb & (p.hb - 1)) != 0)) return cudaErrorInvalidValue;
   if (p.gs > 0 && p.E % p.gs != 0) return cudaErrorInvalidValue;
+  if (p.gs == 0 && !p.gate && p.hb > 1) {
+    const size_t sm = (size_t)p.hb * sizeof(float);
+    if (sm > 48 * 1024) {
+      cudaError_t e = cudaFuncSetAttribute(rotateKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+      if (e) return e;
+    }
+    rotateKernel<<<dim3(p.E / p.hb, M), p.hb / 2 < 1024 ? (p.hb / 2 < 32 ? 32 : p.hb / 2) : 1024, sm, s>>>(p, y, out, outQ);
+    return cudaGetLastError();
+  }
   const size_t smem = (size_t)p.E * sizeof(float);
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(rowPostKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -136,8 +165,55 @@ __global__ void topkKernel(const float* __restrict__ logits, int V, int k, float
   }
 }
 
-cudaError_t argmax(const float* logits, int M, int V, int* out, cudaStream_t s) {
-  topkKernel<<<M, 256, 0, s>>>(logits, V, 1, nullptr, out);
+// argmax in two passes: ARGMAX_PARTS blocks per row find the best of their slice, one block per row
+// picks among them (lowest index on ties, as top-k)
+constexpr int ARGMAX_PARTS = 64;
+__global__ void argmaxPartKernel(const float* __restrict__ logits, int V, float* pv, int* pi) {
+  const int m = blockIdx.y, part = blockIdx.x;
+  const int per = (V + ARGMAX_PARTS - 1) / ARGMAX_PARTS, a = part * per, b = min(V, a + per);
+  __shared__ float sv[256];
+  __shared__ int si[256];
+  float bv = -FLT_MAX;
+  int bi = 0x7fffffff;
+  for (int i = a + threadIdx.x; i < b; i += blockDim.x) {
+    const float v = logits[(size_t)m * V + i];
+    if (better(v, i, bv, bi)) bv = v, bi = i;
+  }
+  sv[threadIdx.x] = bv, si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+    if (threadIdx.x < k && better(sv[threadIdx.x + k], si[threadIdx.x + k], sv[threadIdx.x], si[threadIdx.x]))
+      sv[threadIdx.x] = sv[threadIdx.x + k], si[threadIdx.x] = si[threadIdx.x + k];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) pv[m * ARGMAX_PARTS + part] = sv[0], pi[m * ARGMAX_PARTS + part] = si[0];
+}
+
+__global__ void argmaxFinalKernel(const float* pv, const int* pi, int* out) {
+  const int m = blockIdx.x;
+  float bv = pv[m * ARGMAX_PARTS + threadIdx.x];
+  int bi = pi[m * ARGMAX_PARTS + threadIdx.x];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int i = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (better(v, i, bv, bi)) bv = v, bi = i;
+  }
+  __shared__ float wv[ARGMAX_PARTS / 32];
+  __shared__ int wi[ARGMAX_PARTS / 32];
+  if ((threadIdx.x & 31) == 0) wv[threadIdx.x >> 5] = bv, wi[threadIdx.x >> 5] = bi;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < ARGMAX_PARTS / 32; w++)
+      if (better(wv[w], wi[w], wv[0], wi[0])) wv[0] = wv[w], wi[0] = wi[w];
+    out[m] = wi[0];
+  }
+}
+
+cudaError_t argmax(const float* logits, int M, int V, int* out, float* scratch, cudaStream_t s) {
+  float* pv = scratch;
+  int* pi = (int*)(scratch + (size_t)M * ARGMAX_PARTS);
+  argmaxPartKernel<<<dim3(ARGMAX_PARTS, M), 256, 0, s>>>(logits, V, pv, pi);
+  argmaxFinalKernel<<<M, ARGMAX_PARTS, 0, s>>>(pv, pi, out);
   return cudaGetLastError();
 }
 

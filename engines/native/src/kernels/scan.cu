@@ -12,6 +12,9 @@ __device__ __forceinline__ void scan1Out(const Scan1& p, size_t i, float v) {
   else p.y[i] = qdq(v, p.outScale);
 }
 
+// four lanes per channel: each takes a quarter of the dt_proj dot product and of the states
+constexpr int SCAN_SUB = 4;
+
 __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots) {
   extern __shared__ float sm[];  // [dt_low (R) | B (N) | C (N)] of this row
   const int m = blockIdx.y;
@@ -24,22 +27,31 @@ __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long s
     sm[i] = v;
   }
   __syncthreads();
-  const int ch = blockIdx.x * blockDim.x + threadIdx.x;
-  if (ch >= E) return;
-  float d = p.dtB[ch];
-  const __half* wr = p.dtW + (size_t)ch * R;
-  for (int r = 0; r < R; r++) d += __half2float(wr[r]) * sm[r];
-  const float dt = softplusf(d);
-  const float x = p.x[(size_t)m * E + ch];
-  float* h = states + (long long)slots[m] * slotStride + (size_t)ch * N;
-  const float* A = p.A + (size_t)ch * N;
-  float acc = 0.f;
-  for (int n = 0; n < N; n++) {
-    const float hn = expf(dt * A[n]) * h[n] + dt * sm[R + n] * x;
-    h[n] = hn;
-    acc += hn * sm[R + N + n];
+  const int ch = blockIdx.x * (blockDim.x / SCAN_SUB) + threadIdx.x / SCAN_SUB;
+  const int sub = threadIdx.x % SCAN_SUB;
+  const bool live = ch < E;
+  float d = 0.f;
+  if (live) {
+    const __half* wr = p.dtW + (size_t)ch * R;
+    for (int r = sub; r < R; r += SCAN_SUB) d += __half2float(wr[r]) * sm[r];
   }
-  scan1Out(p, (size_t)m * E + ch, (acc + p.D[ch] * x) * siluf(p.z[(size_t)m * p.ldz + ch]));
+  d += __shfl_xor_sync(0xffffffffu, d, 1);
+  d += __shfl_xor_sync(0xffffffffu, d, 2);
+  const float dt = softplusf(d + (live ? p.dtB[ch] : 0.f));
+  const float x = live ? p.x[(size_t)m * E + ch] : 0.f;
+  float acc = 0.f;
+  if (live) {
+    float* h = states + (long long)slots[m] * slotStride + (size_t)ch * N;
+    const float* A = p.A + (size_t)ch * N;
+    for (int n = sub; n < N; n += SCAN_SUB) {
+      const float hn = expf(dt * A[n]) * h[n] + dt * sm[R + n] * x;
+      h[n] = hn;
+      acc += hn * sm[R + N + n];
+    }
+  }
+  acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+  acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+  if (live && sub == 0) scan1Out(p, (size_t)m * E + ch, (acc + p.D[ch] * x) * siluf(p.z[(size_t)m * p.ldz + ch]));
 }
 
 template <int NMAX>
@@ -81,7 +93,7 @@ cudaError_t scan1Prefill(const Scan1& p, int T, float* h, cudaStream_t s) {
 }
 
 cudaError_t scan1Step(const Scan1& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s) {
-  scan1StepKernel<<<dim3((p.E + 63) / 64, M), 64, (p.R + 2 * p.N) * sizeof(float), s>>>(p, states, slotStride, slots);
+  scan1StepKernel<<<dim3((p.E + 31) / 32, M), 32 * SCAN_SUB, (p.R + 2 * p.N) * sizeof(float), s>>>(p, states, slotStride, slots);
   return cudaGetLastError();
 }
 
