@@ -13,8 +13,11 @@ import type { Backend, BackendInfo } from "./backend.js";
 
 /** Where the library is looked for: $MAMBA_EDGE_CUDA_LIB, else the CMake build directory. */
 export function cudaLibraryPath(): string {
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-  return process.env.MAMBA_EDGE_CUDA_LIB ?? join(root, "engines", "native", "build", "libmamba_edge.so");
+  if (process.env.MAMBA_EDGE_CUDA_LIB) return process.env.MAMBA_EDGE_CUDA_LIB;
+  // compiled: dist/runtime/backends; from source (tests): runtime/backends
+  const here = dirname(fileURLToPath(import.meta.url));
+  const root = [resolve(here, "..", "..", ".."), resolve(here, "..", "..")].find((r) => existsSync(join(r, "engines", "native"))) ?? resolve(here, "..", "..", "..");
+  return join(root, "engines", "native", "build", "libmamba_edge.so");
 }
 
 export const BUILD_HINT = "cmake -S engines/native -B engines/native/build && cmake --build engines/native/build -j";
@@ -38,11 +41,12 @@ export interface NativeLib {
   me_bench_prefill: (h: unknown, n: number, iters: number, ms: Float32Array) => number;
 }
 
-let loaded: NativeLib | null = null;
+const loaded = new Map<string, NativeLib>();
 
 /** Loads the native library once; a missing library or koffi is a one-line UserError. */
 export async function loadNativeLibrary(path = cudaLibraryPath()): Promise<NativeLib> {
-  if (loaded) return loaded;
+  const cached = loaded.get(path);
+  if (cached) return cached;
   if (!existsSync(path)) throw new UserError(`backend cuda: the native library is not built (${path} is missing; build it with \`${BUILD_HINT}\`)`);
   let koffi: typeof import("koffi");
   try {
@@ -57,7 +61,7 @@ export async function loadNativeLibrary(path = cudaLibraryPath()): Promise<Nativ
     throw new UserError(`backend cuda: cannot load ${path} (${(e as Error).message.split("\n")[0]})`);
   }
   const f = (sig: string) => lib.func(sig) as Fn;
-  loaded = {
+  const native: NativeLib = {
     me_last_error: f("const char* me_last_error()") as NativeLib["me_last_error"],
     me_device_count: f("int me_device_count()") as NativeLib["me_device_count"],
     me_create: f("void* me_create(const char* dir, int maxBatch, int slots)") as NativeLib["me_create"],
@@ -74,7 +78,8 @@ export async function loadNativeLibrary(path = cudaLibraryPath()): Promise<Nativ
     me_bench_step: f("int me_bench_step(void* h, int b, int iters, void* ms)") as NativeLib["me_bench_step"],
     me_bench_prefill: f("int me_bench_prefill(void* h, int n, int iters, void* ms)") as NativeLib["me_bench_prefill"],
   };
-  return loaded;
+  loaded.set(path, native);
+  return native;
 }
 
 /** A sequence state whose authoritative copy may sit in a device slot of its backend. */
