@@ -3,7 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { bin, root } from "./cli.js";
@@ -62,7 +62,19 @@ export class Mosquitto {
     const m = new Mosquitto(await freePort());
     writeFileSync(
       join(m.dir, "mosquitto.conf"),
-      [`listener ${m.port} 127.0.0.1`, "allow_anonymous true", "persistence true", `persistence_location ${m.dir}/`, "autosave_interval 1", "log_dest none", ""].join("\n"),
+      [
+        `listener ${m.port} 127.0.0.1`,
+        "allow_anonymous true",
+        // keep running as this user (as root, mosquitto would switch to one that cannot write here)
+        `user ${userInfo().username}`,
+        "persistence true",
+        `persistence_location ${m.dir}/`,
+        "autosave_interval 1",
+        // the fuzz test floods one client: queue everything rather than drop
+        "max_queued_messages 0",
+        "log_dest none",
+        "",
+      ].join("\n"),
     );
     await m.restart();
     return m;

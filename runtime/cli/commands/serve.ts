@@ -28,6 +28,8 @@ const flags = {
   "max-prompt-tokens": { type: "number", describe: "longest prompt accepted (default 4096)" },
   "max-tokens": { type: "number", describe: "largest max_tokens a request may ask for (default 1024)" },
   "default-max-tokens": { type: "number", describe: "max_tokens when a request gives none (default 128)" },
+  "status-interval-ms": { type: "number", describe: "how often the retained status is refreshed (default 5000)" },
+  "shutdown-deadline-ms": { type: "number", describe: "on SIGTERM, how long running requests may finish before being cancelled (default 10000)" },
   "metrics-port": { type: "number", describe: "serve Prometheus /metrics on this local port" },
   "log-level": { type: "string", describe: "fatal, error, warn, info (default), debug, trace or silent" },
 } as const;

@@ -1,0 +1,259 @@
+// The MQTT transport against a real mosquitto (started here on a free port) and the embedded broker,
+// with the daemon as a child process and mosquitto's own clients as outside robots.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { promisify } from "node:util";
+import { connectAsync, type MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Mosquitto, demoModel, freePort, mosquittoBinary, serve, tempDir, type Served } from "./helpers/daemon.js";
+
+const run = promisify(execFile);
+type Msg = Record<string, unknown>;
+
+if (!mosquittoBinary()) throw new Error("these tests need mosquitto and mosquitto-clients (apt-get install mosquitto mosquitto-clients)");
+
+/** A robot: an MQTT client that collects everything published to its reply topic. */
+async function robot(url: string, version: 4 | 5 = 5, clientId = `robot-${randomBytes(4).toString("hex")}`, clean = true) {
+  const client: MqttClient = await connectAsync(url, { protocolVersion: version, clientId, clean, reconnectPeriod: 200, ...(version === 5 && !clean ? { properties: { sessionExpiryInterval: 600 } } : {}) });
+  const replyTopic = `robots/${clientId}/reply`;
+  const got: Msg[] = [];
+  const waiters: { pred: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
+  client.on("message", (topic, payload, packet) => {
+    const m = JSON.parse(payload.toString()) as Msg;
+    m._topic = topic;
+    if (packet.properties?.correlationData) m._corr = packet.properties.correlationData.toString();
+    got.push(m);
+    for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(m);
+  });
+  await client.subscribeAsync(replyTopic, { qos: 1 });
+  const next = (pred: (m: Msg) => boolean, ms = 60_000) =>
+    got.find(pred)
+      ? Promise.resolve(got.find(pred)!)
+      : new Promise<Msg>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`no matching message in ${ms} ms; got ${JSON.stringify(got).slice(0, 300)}`)), ms);
+          waiters.push({ pred, resolve: (m) => (clearTimeout(t), resolve(m)) });
+        });
+  /** publishes a request: v5 with Response Topic + Correlation Data, v3.1.1 with reply_to */
+  const ask = (topic: string, req: Msg, corr = String(req.id)) =>
+    version === 5
+      ? client.publishAsync(topic, JSON.stringify(req), { qos: 1, properties: { responseTopic: replyTopic, correlationData: Buffer.from(corr) } })
+      : client.publishAsync(topic, JSON.stringify({ ...req, reply_to: replyTopic }), { qos: 1 });
+  const final = (id: unknown) => next((m) => m.id === id && ("error" in m || ("text" in m && (m.done === true || !("seq" in m)))));
+  return { client, got, next, ask, final, replyTopic };
+}
+
+const daemonArgs = (url: string, node: string, dir = tempDir()) => ["--mqtt", url, "--node", node, "--model", demoModel, "--state-dir", dir, "--status-interval-ms", "500"];
+
+describe("MQTT transport on mosquitto", () => {
+  let broker: Mosquitto;
+  let d: Served;
+  const node = "jetson-a";
+  const t = (x: string) => `mamba-edge/${node}/${x}`;
+
+  beforeAll(async () => {
+    broker = await Mosquitto.start();
+    d = await serve(daemonArgs(broker.url, node));
+  });
+  afterAll(async () => {
+    await d?.stop();
+    await broker?.stop();
+  });
+
+  it("answers mosquitto_rr (MQTT v5, Response Topic) with one JSON reply", async () => {
+    const { stdout } = await run("mosquitto_rr", ["-V", "5", "-p", String(broker.port), "-h", "127.0.0.1", "-t", t("generate"), "-e", "robots/rr/reply", "-W", "60", "-m", '{"prompt":"The jury said","max_tokens":16}']);
+    const lines = stdout.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    const r = JSON.parse(lines[0]);
+    expect(r).toMatchObject({ text: expect.any(String), finish_reason: "length", usage: { prompt_tokens: 4, completion_tokens: 16 } });
+    expect(r.timings.ttft_ms).toBeGreaterThan(0);
+  });
+
+  it("echoes Correlation Data and streams chunks before the final reply", async () => {
+    const r = await robot(broker.url, 5);
+    await r.ask(t("generate"), { id: "s1", prompt: "The city", max_tokens: 8, temperature: 0, stream: true }, "corr-42");
+    const fin = await r.final("s1");
+    const chunks = r.got.filter((m) => m.id === "s1" && "delta" in m);
+    expect(chunks.length).toBeGreaterThan(0);
+    expect(chunks.map((c) => c.delta).join("")).toBe(fin.text);
+    expect(r.got.filter((m) => m.id === "s1").every((m) => m._corr === "corr-42")).toBe(true);
+    expect(fin.done).toBe(true);
+    await r.client.endAsync();
+  });
+
+  it("serves MQTT 3.1.1 clients through reply_to", async () => {
+    const r = await robot(broker.url, 4);
+    await r.ask(t("generate"), { id: 7, prompt: "He was", max_tokens: 5, temperature: 0 });
+    expect(await r.final(7)).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 5 } });
+    await r.client.endAsync();
+  });
+
+  it("publishes a retained online status with queue and activity", async () => {
+    const { stdout } = await run("mosquitto_sub", ["-p", String(broker.port), "-h", "127.0.0.1", "-t", t("status"), "-C", "1", "-W", "10"]);
+    expect(JSON.parse(stdout)).toMatchObject({ state: "online", node, backend: "ref", queue: expect.any(Number), active: expect.any(Number) });
+  });
+
+  it("cancels through the cancel topic", async () => {
+    const r = await robot(broker.url, 5);
+    await r.ask(t("generate"), { id: "c1", prompt: "The", max_tokens: 1000, temperature: 0, stream: true });
+    await r.next((m) => m.id === "c1" && "delta" in m);
+    await r.client.publishAsync(t("cancel"), JSON.stringify({ id: "c1" }), { qos: 1 });
+    const fin = await r.final("c1");
+    expect(fin.finish_reason).toBe("cancelled");
+    await r.client.endAsync();
+  });
+
+  it("runs a redelivered request (same reply address and id) once", async () => {
+    const r = await robot(broker.url, 5);
+    const req = { id: "dup-1", prompt: "The", max_tokens: 4, temperature: 0 };
+    await r.ask(t("generate"), req, "same");
+    await r.ask(t("generate"), req, "same"); // while the first runs: dropped, its reply is coming
+    await r.final("dup-1");
+    await r.ask(t("generate"), req, "same"); // after it finished: answered with the same reply
+    await r.next(() => r.got.filter((x) => x.id === "dup-1").length >= 2);
+    await new Promise((res) => setTimeout(res, 300));
+    const replies = r.got.filter((m) => m.id === "dup-1");
+    expect(replies.length).toBeGreaterThanOrEqual(2);
+    for (const x of replies) expect(x).toEqual(replies[0]);
+    expect(d.logs.filter((l) => l.msg === "done" && l.id === "dup-1")).toHaveLength(1);
+    await r.client.endAsync();
+  });
+
+  it("keeps serving after 10,000 malformed messages, answering each one that has a reply address", async () => {
+    const r = await robot(broker.url, 5);
+    const bad = [
+      "not json",
+      "[1,2,3]",
+      "null",
+      '{"prompt": 5}',
+      '{"prompt":"x","max_tokens":-3}',
+      '{"prompt":"x","unknown_field":true}',
+      '{"messages":[{"role":"robot","content":"hi"}]}',
+      '{"prompt":"x","messages":[]}',
+      '{"op":"explode"}',
+      '{"prompt":"x","session":"../../etc"}',
+      '{"prompt":"x","stop":[1]}',
+      JSON.stringify({ prompt: "x".repeat(70_000) }),
+      "\u0000\u0001\u0002",
+    ];
+    const N = 10_000;
+    const withReply = N / 2;
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < N; i++) {
+      const payload = bad[i % bad.length];
+      // half carry a Response Topic; half have no reply address (logged and dropped)
+      sends.push(i < withReply ? r.client.publishAsync(t("generate"), payload, { qos: 1, properties: { responseTopic: r.replyTopic, correlationData: Buffer.from(`f${i}`) } }) : r.client.publishAsync(t("generate"), payload, { qos: 1 }));
+      if (sends.length >= 500) await Promise.all(sends.splice(0));
+    }
+    await Promise.all(sends);
+    await r.next(() => r.got.filter((m) => "error" in m).length >= withReply, 120_000);
+    expect(r.got.filter((m) => "error" in m)).toHaveLength(withReply);
+    expect(new Set(r.got.map((m) => (m.error as { code: string }).code))).toEqual(new Set(["bad_request", "too_large"]));
+    await r.ask(t("generate"), { id: "after-fuzz", prompt: "The", max_tokens: 3 });
+    expect(await r.final("after-fuzz")).toMatchObject({ finish_reason: "length" });
+    expect(d.proc.exitCode).toBe(null);
+    await r.client.endAsync();
+  });
+});
+
+describe("MQTT faults", () => {
+  it("a fleet request goes to exactly one daemon of two (shared subscription)", async () => {
+    const broker = await Mosquitto.start();
+    const [a, b] = await Promise.all([serve(daemonArgs(broker.url, "fleet-a")), serve(daemonArgs(broker.url, "fleet-b"))]);
+    try {
+      const r = await robot(broker.url, 5);
+      const ids = Array.from({ length: 6 }, (_, i) => `fleet-${i}`);
+      for (const id of ids) await r.ask("mamba-edge/fleet/generate", { id, prompt: "The", max_tokens: 2 });
+      for (const id of ids) await r.final(id);
+      await new Promise((res) => setTimeout(res, 300));
+      for (const id of ids) expect(r.got.filter((m) => m.id === id)).toHaveLength(1);
+      const servedBy = (x: Served) => x.logs.filter((l) => l.msg === "done" && String(l.id).startsWith("fleet-")).length;
+      expect(servedBy(a) + servedBy(b)).toBe(ids.length);
+      await r.client.endAsync();
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await broker.stop();
+    }
+  });
+
+  it("kill -9: the Last Will says offline, and after a restart every answered session continues with the same state", async () => {
+    const broker = await Mosquitto.start();
+    const dir = tempDir();
+    const node = "crashy";
+    const turn1 = { prompt: "The jury said", max_tokens: 6, temperature: 0 };
+    const turn2 = { prompt: " and the", max_tokens: 6, temperature: 0 };
+    let d = await serve(daemonArgs(broker.url, node, dir));
+    try {
+      const r = await robot(broker.url, 5);
+      const gen = `mamba-edge/${node}/generate`;
+      // Reference: the same two turns without a crash.
+      await r.ask(gen, { ...turn1, id: "ref-1", session: "ref" });
+      await r.final("ref-1");
+      await r.ask(gen, { ...turn2, id: "ref-2", session: "ref" });
+      const expected = await r.final("ref-2");
+      // Turn 1 of the crash session is answered; then the daemon dies in the middle of other work.
+      await r.ask(gen, { ...turn1, id: "k-1", session: "k" });
+      await r.final("k-1");
+      await r.ask(gen, { id: "busy", prompt: "The", max_tokens: 1000, temperature: 0, stream: true, session: "busy" });
+      await r.next((m) => m.id === "busy" && "delta" in m);
+      d.proc.kill("SIGKILL");
+      await d.exited;
+      const { stdout } = await run("mosquitto_sub", ["-p", String(broker.port), "-h", "127.0.0.1", "-t", `mamba-edge/${node}/status`, "-C", "1", "-W", "10"]);
+      expect(JSON.parse(stdout).state).toBe("offline");
+
+      d = await serve(daemonArgs(broker.url, node, dir));
+      await r.ask(gen, { ...turn2, id: "k-2", session: "k" });
+      const resumed = await r.final("k-2");
+      expect(resumed.text).toBe(expected.text);
+      await r.client.endAsync();
+    } finally {
+      await d.stop();
+      await broker.stop();
+    }
+  });
+
+  it("a broker restart in the middle of a request loses nothing that was accepted", async () => {
+    const broker = await Mosquitto.start();
+    const node = "steady";
+    const d = await serve(daemonArgs(broker.url, node));
+    try {
+      const r = await robot(broker.url, 5, "robot-steady", false);
+      const gen = `mamba-edge/${node}/generate`;
+      await r.ask(gen, { id: "during", prompt: "The", max_tokens: 150, temperature: 0, stream: true });
+      await r.next((m) => m.id === "during" && "delta" in m);
+      await broker.stop();
+      await new Promise((res) => setTimeout(res, 500));
+      // published by the robot while the broker is down: kept by its client, sent after reconnecting
+      void r.ask(gen, { id: "while-down", prompt: "He was", max_tokens: 4 });
+      await broker.restart();
+      expect(await r.final("during")).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 150 } });
+      expect(await r.final("while-down")).toMatchObject({ finish_reason: "length" });
+      expect(d.proc.exitCode).toBe(null);
+      await r.client.endAsync();
+    } finally {
+      await d.stop();
+      await broker.stop();
+    }
+  });
+});
+
+describe("embedded broker", () => {
+  it("serves robots on the box without any other broker, and /metrics in Prometheus text", async () => {
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const d = await serve(["--broker-port", String(port), "--node", "solo", "--model", demoModel, "--state-dir", tempDir(), "--metrics-port", String(metricsPort)]);
+    try {
+      const r = await robot(`mqtt://127.0.0.1:${port}`, 4);
+      await r.ask("mamba-edge/solo/generate", { id: "e1", prompt: "The jury said", max_tokens: 5 });
+      expect(await r.final("e1")).toMatchObject({ finish_reason: "length" });
+      await r.ask("mamba-edge/fleet/generate", { id: "e2", prompt: "The", max_tokens: 2 });
+      expect(await r.final("e2")).toMatchObject({ finish_reason: "length" });
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(text).toMatch(/^mamba_edge_generated_tokens_total 7$/m);
+      expect(text).toMatch(/mamba_edge_ttft_seconds_count 2/);
+      expect(text).toMatch(/mamba_edge_queue_depth 0/);
+      await r.client.endAsync();
+    } finally {
+      expect(await d.stop("SIGINT")).toBe(0);
+    }
+  });
+});
