@@ -5,17 +5,19 @@
 # TypeScript reference and the ort engine, and benchmarks random mamba-130m / 1.4b / 2.8b engines
 # beside the bandwidth floor and transformers. Writes gpu-check.json (and logs) to $OUT, or to
 # bench/results/gpu-check/ when OUT is unset.
-#   scripts/gpu-check.sh [--no-bench] [--shapes "mamba-130m mamba-1.4b mamba-2.8b"]
+#   scripts/gpu-check.sh [--no-bench] [--no-kernels] [--shapes "mamba-130m mamba-1.4b mamba-2.8b"]
 # Without Node on the machine, it unpacks one carried by scripts/gpu/pack-node.sh into .device/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-bench/results/gpu-check}
 mkdir -p "$OUTDIR"
 BENCH=1
+KERNELS=1
 SHAPES="mamba-130m mamba-1.4b mamba-2.8b"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) BENCH=0 ;;
+    --no-kernels) KERNELS=0 ;;
     --shapes) SHAPES="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -41,7 +43,7 @@ LIB=$PWD/engines/native/build/libmamba_edge.so
 ls -la "$LIB"
 
 step "kernels vs PyTorch float64"
-python3 scripts/gpu/kernel_check.py "$LIB" "$OUTDIR/kernels.json" 2>&1 | tee "$OUTDIR/kernels.log"
+[ $KERNELS = 1 ] && python3 scripts/gpu/kernel_check.py "$LIB" "$OUTDIR/kernels.json" 2>&1 | tee "$OUTDIR/kernels.log"
 
 step "demo engines, every recipe (built here, reduced calibration: 32 × 256 tokens)"
 ENG=/tmp/me-engines

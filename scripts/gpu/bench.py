@@ -96,6 +96,11 @@ def bench_engine(path):
     ms = ctypes.c_float()
     out = {"weightBytes": lib.me_weight_bytes(h)}
     try:
+        if os.environ.get("ME_PROFILE"):  # kernel time breakdown of a batch-1 decode step
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                lib.me_bench_step(h, 1, 20, ctypes.byref(ms))
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
         for b, iters in [(1, 100), (8, 30), (32, 15)]:
             if lib.me_bench_step(h, b, iters, ctypes.byref(ms)):
                 raise RuntimeError(lib.me_last_error().decode())
@@ -163,6 +168,8 @@ for name in shapes:
             print(f"{name} {recipe}: FAILED {ex}", flush=True)
             results["engines"].append({"shape": name, "recipe": recipe, "error": str(ex)})
         shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("ME_NO_TRANSFORMERS"):
+        continue
     try:
         tr = bench_transformers(name)
         tr["shape"] = name
