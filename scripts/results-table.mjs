@@ -11,12 +11,13 @@ const records = readdirSync(dir)
   .filter((f) => f.endsWith(".json"))
   .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")))
   .sort((a, b) => a.date.localeCompare(b.date));
+const cliRecords = records.filter((r) => typeof r.tool === "string" && r.tool.startsWith("mamba-edge "));
 
 // "models/mamba1-brown", "bench/tmp/mamba1-brown-w8a8.mamba", "mamba-130m (random weights)" -> "mamba1-brown", "mamba-130m"
 const recipeOf = (r) => r.recipe ?? (r.backend === "ref" ? "fp32" : "?");
 const modelOf = (r) => basename(r.model.replace(/ \(random weights.*\)$/, "")).replace(/\.mamba$/, "").replace(new RegExp(`-${recipeOf(r)}$`), "");
 const newest = new Map();
-for (const r of records) newest.set(`${r.tool}|${modelOf(r)}|${recipeOf(r)}`, r);
+for (const r of cliRecords) newest.set(`${r.tool}|${modelOf(r)}|${recipeOf(r)}`, r);
 const get = (tool, model, recipe) => newest.get(`mamba-edge ${tool}|${model}|${recipe}`);
 
 const RECIPES = ["fp32", "fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"];
@@ -56,14 +57,32 @@ const dates = [...new Set([...used].map((r) => r.date.slice(0, 10)))];
 const commits = [...new Set([...used].map((r) => r.commit).filter(Boolean))];
 lines.push("", `Measured on ${machines.join("; ")}; ${dates.join(", ")}; commit ${commits.join(", ")}. Sizes: the engine package on disk, or the reference's float32 weights in memory.`);
 
+// The daemon's load benchmark (scripts/load-bench.mjs): the newest record.
+const load = records.filter((r) => r.kind === "load").pop();
+const loadLines = [];
+if (load) {
+  loadLines.push(`${load.engine} (backend ${load.backend}), ${load.requestsPerRobot} requests per robot one after another, ${load.maxTokens} tokens each, at most ${load.maxActive} sequences per batch:`, "");
+  loadLines.push("| robots | answered | errors | tokens/s (all robots) | TTFT p50 ms | TTFT p99 ms | per token p50 ms | per token p99 ms |");
+  loadLines.push("|---:|---:|---|---:|---:|---:|---:|---:|");
+  for (const r of load.runs) {
+    const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+    loadLines.push(`| ${r.robots} | ${r.answered}/${r.requests} | ${errs} | ${num(r.tokens_per_s, 0)} | ${num(r.ttft_ms.p50)} | ${num(r.ttft_ms.p99)} | ${num(r.token_latency_ms.p50)} | ${num(r.token_latency_ms.p99)} |`);
+  }
+  loadLines.push("", `Measured on ${load.machine.cpu}, ${load.machine.cores} cores, Node ${load.machine.node}; ${load.date.slice(0, 10)}; commit ${load.commit}. Times as the robots see them, through a local mosquitto.`);
+}
+
 const readmePath = join(root, "README.md");
 const readme = readFileSync(readmePath, "utf8");
-const begin = "<!-- results:begin (scripts/results-table.mjs) -->";
 const end = "<!-- results:end -->";
-const i = readme.indexOf(begin);
-const j = readme.indexOf(end);
-if (i < 0 || j < i) throw new Error("README.md has no results markers");
-const next = readme.slice(0, i + begin.length) + "\n" + lines.join("\n") + "\n" + readme.slice(j);
+/** Replaces what lies between a begin marker and the next end marker. */
+function fill(text, begin, body) {
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end, i);
+  if (i < 0 || j < i) throw new Error(`README.md has no ${begin} ... ${end} markers`);
+  return text.slice(0, i + begin.length) + "\n" + body.join("\n") + "\n" + text.slice(j);
+}
+let next = fill(readme, "<!-- results:begin (scripts/results-table.mjs) -->", lines);
+if (load) next = fill(next, "<!-- results:begin load (scripts/results-table.mjs) -->", loadLines);
 if (process.argv.includes("--check")) {
   if (next !== readme) {
     console.error("README.md results are stale: run node scripts/results-table.mjs");
@@ -71,5 +90,5 @@ if (process.argv.includes("--check")) {
   }
 } else {
   writeFileSync(readmePath, next);
-  console.log(`README.md: tables from ${used.size} records`);
+  console.log(`README.md: tables from ${used.size + (load ? 1 : 0)} records`);
 }

@@ -93,6 +93,8 @@ export class MqttTransport implements Transport {
     this.client = client;
     client.on("message", (topic, payload, packet) => this.onMessage(topic, payload, packet));
     client.on("connect", (ack) => {
+      // small messages (one token each) must not wait for Nagle's algorithm
+      (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       log.info({ url: this.opts.url, version: this.version, sessionPresent: ack.sessionPresent }, "mqtt connected");
       if (!ack.sessionPresent) {
         client.subscribe([this.t.generate, this.fleetSub, this.t.cancel], { qos: 1 }, (err) => {

@@ -62,6 +62,7 @@ async function mqttClient(url: string, node: string, prefix: string): Promise<Ch
     }, 5000);
     client.once("connect", () => {
       clearTimeout(timer);
+      (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       resolve();
     });
     client.once("error", (e) => {
