@@ -37,21 +37,30 @@ export class Tokenizer {
 }
 
 /**
- * Turns a growing list of token ids into text deltas. A token can end in the middle of a UTF-8
- * character; such a tail decodes to U+FFFD and is held back until the next token completes it.
+ * Turns a growing list of token ids into text deltas. Each step decodes only a short window (the
+ * tokens since the last emitted text plus a few before them, which settle word boundaries), so the
+ * cost per token does not grow with the length of the text. A token can end in the middle of a
+ * UTF-8 character; such a tail decodes to U+FFFD and is held back until the next token completes it.
  */
 export class TextStream {
   private readonly ids: number[] = [];
+  private prefixOffset = 0; // window start
+  private readOffset = 0; // tokens before this are emitted
   private emitted = "";
 
   constructor(private readonly tokenizer: Tokenizer) {}
 
   async push(id: number): Promise<string> {
     this.ids.push(id);
-    const text = await this.tokenizer.decode(this.ids);
-    if (text.endsWith("\uFFFD")) return "";
-    const delta = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : "";
-    this.emitted = text;
+    const [before, now] = await Promise.all([
+      this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset)),
+      this.tokenizer.decode(this.ids.slice(this.prefixOffset)),
+    ]);
+    if (now.length <= before.length || now.endsWith("\uFFFD") || !now.startsWith(before)) return "";
+    const delta = now.slice(before.length);
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    this.emitted += delta;
     return delta;
   }
 

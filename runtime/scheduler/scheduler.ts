@@ -324,9 +324,9 @@ export class Scheduler {
       const t0 = performance.now();
       const logits = await this.backend.step(Int32Array.from(batch, (j) => j.next), batch.map((j) => j.state!));
       this.observer.step?.(batch.length, performance.now() - t0);
-      for (let i = 0; i < batch.length; i++) {
-        await this.accept(batch[i], batch[i].sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), batch[i].history));
-      }
+      const tokens = batch.map((j, i) => j.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), j.history));
+      // detokenizing is asynchronous (the tokenizer library): all sequences of the batch at once
+      await Promise.all(batch.map((j, i) => this.accept(j, tokens[i])));
     }
   }
 
