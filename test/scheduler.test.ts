@@ -108,12 +108,14 @@ describe("scheduler", () => {
 
   it("replies overloaded at once when the queue is full", async () => {
     const t = scheduler({ maxActive: 1, maxQueue: 1 });
-    const first = run(t, { id: 1, prompt: "The", max_tokens: 30, temperature: 0 });
-    await new Promise((r) => setTimeout(r, 50)); // admitted
+    const first = run(t, { id: 1, prompt: "The", max_tokens: 400, temperature: 0 });
+    while (t.running === 0) await new Promise((r) => setTimeout(r, 5)); // admitted: the queue is empty
     const second = run(t, { id: 2, prompt: "The", max_tokens: 2, temperature: 0 });
+    while (t.queued === 0) await new Promise((r) => setTimeout(r, 5));
     const third = await run(t, { id: 3, prompt: "The", max_tokens: 2 });
     expect("error" in third && third.error.code).toBe("overloaded");
-    expect(final(await first).finish_reason).toBe("length");
+    t.cancel(1);
+    expect(final(await first).finish_reason).toBe("cancelled");
     expect(final(await second).finish_reason).toBe("length");
     await t.shutdown(0);
   });
