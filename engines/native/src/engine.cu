@@ -79,7 +79,6 @@ struct Engine {
   float *hidden, *normed, *proj, *xc, *dbl, *dtraw, *y, *act, *out, *logits, *argScratch;
   int8_t *normedQ, *xq, *actQ;
   int *dTokens, *dSlots, *dArg;
-  unsigned* counter;
   int32_t *hTokens, *hSlots;  // pinned
   std::map<int, cudaGraphExec_t> graphs;
 
@@ -316,8 +315,6 @@ static void allocate(Engine& e) {
   e.dTokens = e.alloc<int>(R);
   e.dSlots = e.alloc<int>(R);
   e.dArg = e.alloc<int>(R);
-  e.counter = e.alloc<unsigned>(1);
-  CK(cudaMemset(e.counter, 0, 4));
   e.argScratch = e.alloc<float>((size_t)R * 2 * 64);
   e.states = e.alloc<float>((size_t)(e.nSlots + 1) * c.stateFloats());
   CK(cudaMemset(e.states, 0, (size_t)(e.nSlots + 1) * c.stateFloats() * 4));
@@ -339,9 +336,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   float* convBase = e.states + l * c.convPer();
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
-  // 1. residual add + RMSNorm (+ quantize): the block's input (decode: done by the previous
-  // out_proj's tail, or with the embedding)
-  if (!decode) CK(addRmsnormQuant(e.hidden, l ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
+  // 1. residual add + RMSNorm (+ quantize): the block's input
+  CK(addRmsnormQuant(e.hidden, l ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
 
   // 2. in_proj, and the causal conv over its conv channels
@@ -386,30 +382,20 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale};
     CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
   }
-  // 5. out_proj (its output joins the residual in the next norm; decode: in its tail)
-  if (decode) {
-    const bool last = l + 1 == c.nLayer;
-    const Layer* nx = last ? nullptr : &e.layers[l + 1];
-    NormTail t{e.hidden, last ? e.normF : nx->norm, c.eps, e.normed, !last && e.actInt8 ? e.normedQ : nullptr,
-               !last && (e.actInt8 || e.qdqAct) ? nx->sIn : 0.f, e.counter};
-    CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, nullptr, c.D, nullptr, s, &t));
-  } else {
-    CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
-  }
+  // 5. out_proj (its output joins the residual in the next norm)
+  CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
 }
 
 // final norm of rows [r0, r0+n) and lm_head into logits (n × vocab)
 static void head(Engine& e, int r0, int n, bool decode) {
   const Config& c = e.c;
-  if (!decode) CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
+  CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
   LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr};
   CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
 }
 
 static void decodeForward(Engine& e, int B) {
-  const Layer& L0 = e.layers[0];
-  CK(embedRmsnormQuant(e.embedding, e.c.D, e.dTokens, B, e.hidden, L0.norm, e.c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr,
-                       e.actInt8 || e.qdqAct ? L0.sIn : 0.f, e.st));
+  CK(embed(e.embedding, e.c.D, e.dTokens, B, e.hidden, e.st));
   for (int l = 0; l < e.c.nLayer; l++) layer(e, l, B, true, 0);
   head(e, 0, B, true);
   CK(argmax(e.logits, B, e.c.vocab, e.dArg, e.argScratch, e.st));

@@ -36,21 +36,9 @@ struct ConvStep {
   int8_t* xq; float xqScale; int ldxq; // optional int8 copy (scale xqScale) for the next linear
 };
 
-// The next block's input fused into a decode GEMV whose outputs are the residual stream's update:
-// the outputs are added into hidden (M, N), and the last block to finish normalizes those rows
-// (RMSNorm with w, then float32 / fake-quantized / int8 with scale, as addRmsnormQuant).
-struct NormTail {
-  float* hidden;
-  const float* w;
-  float eps;
-  float* out; int8_t* outQ; float scale;
-  unsigned* counter;    // zero before the launch; left zero after
-};
-
 // x: float32 (W_F16 / W_I4) or int8 with scale xScale (W_I8). Decode (M <= 8 rows per launch,
 // bandwidth-bound GEMV) or prefill (tensor-core GEMM); `linear` picks.
-cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
-                 const NormTail* tail = nullptr);
+cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s);
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 
@@ -116,9 +104,6 @@ cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* o
 
 // ---- embedding, argmax, top-k -------------------------------------------------------------------
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s);
-// embedding rows into hidden, and their RMSNorm (+ quantize) into out / outQ
-cudaError_t embedRmsnormQuant(const __half* table, int D, const int* tokens, int M, float* hidden, const float* w, float eps, float* out, int8_t* outQ,
-                              float scale, cudaStream_t s);
 // scratch: 2 * 64 * M floats of device memory
 cudaError_t argmax(const float* logits, int M, int V, int* out, float* scratch, cudaStream_t s);
 // the k largest (value, then lowest index first) of each row: values (M, k), indices (M, k); k <= 256

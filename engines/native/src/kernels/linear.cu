@@ -22,37 +22,9 @@ template <> struct Rw<W_I4> { static constexpr int v = 4; };
 template <int WT>
 __device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
 
-// the last block of the grid to finish normalizes the updated rows of hidden
-__device__ void normTail(const NormTail& t, int M, int D) {
-  __shared__ unsigned ticket;
-  __shared__ float scratch[32];
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) ticket = atomicAdd(t.counter, 1u);
-  __syncthreads();
-  if (ticket != gridDim.x - 1) return;
-  __threadfence();
-  for (int m = 0; m < M; m++) {
-    const float* h = t.hidden + (size_t)m * D;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-      const float v = __ldcg(h + i);
-      ss += v * v;
-    }
-    ss = blockSum(ss, scratch);
-    const float r = 1.f / sqrtf(ss / D + t.eps);
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-      const float o = __ldcg(h + i) * r * t.w[i];
-      if (t.outQ) t.outQ[(size_t)m * D + i] = (int8_t)quant8(o, t.scale);
-      else t.out[(size_t)m * D + i] = qdq(o, t.scale);
-    }
-  }
-  if (threadIdx.x == 0) *t.counter = 0u;
-}
-
 template <int WT, int MT>
 __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
-                                                  int ldy, ConvStep ep, int hasEp, int ks, NormTail tail, int hasTail) {
+                                                  int ldy, ConvStep ep, int hasEp, int ks) {
   constexpr int EPL = Epl<WT>::v;
   constexpr int CH = 32 * EPL;
   constexpr int RW = Rw<WT>::v;
@@ -173,45 +145,39 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
   }
   // lane (m * RW + r) finishes output (m, n0 + r)
   const int m = lane / RW, r = lane % RW, n = n0 + r;
-  if (part == 0 && lane < MT * RW && m < M && n < N) {
-    float v = 0.f;
+  if (part != 0 || lane >= MT * RW || m >= M || n >= N) return;
+  float v = 0.f;
 #pragma unroll
-    for (int mm = 0; mm < MT; mm++)
+  for (int mm = 0; mm < MT; mm++)
 #pragma unroll
-      for (int rr = 0; rr < RW; rr++)
-        if (mm * RW + rr == lane) v = acc[mm][rr];
-    if constexpr (WT == W_I8) v *= __ldg(W.scale + n) * xScale;
-    if (W.bias) v += __ldg(W.bias + n);
-    if (hasTail) {
-      float* hp = tail.hidden + (size_t)m * N + n;
-      __stcg(hp, __ldcg(hp) + v);
-    } else if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
-      const int c = n - ep.c0;
-      float* st = ep.states + (long long)ep.slots[m] * ep.slotStride + (size_t)c * (ep.K - 1);
-      float o = convStepOne(v, ep.w + (size_t)c * ep.K, ep.b ? ep.b[c] : 0.f, st, ep.K);
-      if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
-      if (ep.qscale) o = qdq(o, ep.qscale[c]);
-      ep.xc[(size_t)m * ep.ldxc + c] = o;
-    } else {
-      y[(size_t)m * ldy + n] = v;
-    }
+    for (int rr = 0; rr < RW; rr++)
+      if (mm * RW + rr == lane) v = acc[mm][rr];
+  if constexpr (WT == W_I8) v *= __ldg(W.scale + n) * xScale;
+  if (W.bias) v += __ldg(W.bias + n);
+  if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
+    const int c = n - ep.c0;
+    float* st = ep.states + (long long)ep.slots[m] * ep.slotStride + (size_t)c * (ep.K - 1);
+    float o = convStepOne(v, ep.w + (size_t)c * ep.K, ep.b ? ep.b[c] : 0.f, st, ep.K);
+    if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
+    if (ep.qscale) o = qdq(o, ep.qscale[c]);
+    ep.xc[(size_t)m * ep.ldxc + c] = o;
+  } else {
+    y[(size_t)m * ldy + n] = v;
   }
-  if (hasTail) normTail(tail, M, N);
 }
 
 template <int WT>
-static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, const NormTail& t,
-                       int hasTail, cudaStream_t s) {
+static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, cudaStream_t s) {
   constexpr int RW = Rw<WT>::v;
   const long long warps = (W.N + RW - 1) / RW;
   int ks = 1;
   while (ks < 8 && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
   const long long perBlock = 8 / ks;
   dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
-  if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, t, hasTail);
-  else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, t, hasTail);
-  else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, t, hasTail);
-  else gemvKernel<WT, 8><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, t, hasTail);
+  if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
+  else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
+  else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
+  else gemvKernel<WT, 8><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
 }
 
 static cudaError_t checkShape(const LinearW& W) {
@@ -221,8 +187,7 @@ static cudaError_t checkShape(const LinearW& W) {
   return cudaSuccess;
 }
 
-cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
-                 const NormTail* tail) {
+cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s) {
   if (cudaError_t e = checkShape(W)) return e;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
   for (int m0 = 0; m0 < M; m0 += GEMV_MT) {
@@ -234,18 +199,11 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
       e.xc += (size_t)m0 * e.ldxc;
       if (e.xq) e.xq += (size_t)m0 * e.ldxq;
     }
-    NormTail t{};
-    if (tail) {
-      t = *tail;
-      t.hidden += (size_t)m0 * W.N;
-      if (t.out) t.out += (size_t)m0 * W.N;
-      if (t.outQ) t.outQ += (size_t)m0 * W.N;
-    }
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
-    if (W.type == W_F16) launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, t, tail != nullptr, s);
-    else if (W.type == W_I8) launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, t, tail != nullptr, s);
-    else launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, t, tail != nullptr, s);
+    if (W.type == W_F16) launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
+    else if (W.type == W_I8) launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
+    else launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
   }
   return cudaGetLastError();
 }

@@ -113,28 +113,6 @@ cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* o
   return cudaGetLastError();
 }
 
-__global__ void embedNormKernel(const __half* __restrict__ table, int D, const int* __restrict__ tokens, float* __restrict__ hidden,
-                                const float* __restrict__ w, float eps, float* __restrict__ out, int8_t* __restrict__ outQ, float scale) {
-  __shared__ float scratch[32];
-  const int m = blockIdx.x;
-  const __half* row = table + (size_t)tokens[m] * D;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    const float v = __half2float(row[i]);
-    hidden[(size_t)m * D + i] = v;
-    ss += v * v;
-  }
-  ss = blockSum(ss, scratch);
-  const float r = 1.f / sqrtf(ss / D + eps);
-  for (int i = threadIdx.x; i < D; i += blockDim.x) emit((size_t)m * D + i, __half2float(row[i]) * r * w[i], scale, out, outQ);
-}
-
-cudaError_t embedRmsnormQuant(const __half* table, int D, const int* tokens, int M, float* hidden, const float* w, float eps, float* out, int8_t* outQ,
-                              float scale, cudaStream_t s) {
-  embedNormKernel<<<M, 256, 0, s>>>(table, D, tokens, hidden, w, eps, out, outQ, scale);
-  return cudaGetLastError();
-}
-
 __global__ void embedKernel(const __half* __restrict__ table, int D, const int* __restrict__ tokens, float* __restrict__ out) {
   const int m = blockIdx.x;
   const __half* row = table + (size_t)tokens[m] * D;
