@@ -64,8 +64,8 @@ for (const pair of pairs) {
   // a save / load round trip on cuda: the restored state continues exactly like the original
   const orig = runs.cuda.states[1];
   const restored = cuda.loadState(cuda.saveState(orig));
-  const pair = await cuda.step(Int32Array.of(9, 9), [orig, restored]);
-  const roundTrip = rel(pair.subarray(V), pair.subarray(0, V));
+  const twin = await cuda.step(Int32Array.of(9, 9), [orig, restored]);
+  const roundTrip = rel(twin.subarray(V), twin.subarray(0, V));
   const all = (name) => cat([...runs[name].logits, ...stepLogits[name]]);
   const row = {
     model: modelDir.split("/").pop(),
