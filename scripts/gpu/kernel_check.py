@@ -103,6 +103,32 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
             record("gemv" if not gemm_only else "gemm (tensor cores)", f"{name} M={M} N={N} K={K}", err, tol)
 
 
+# the decode GEMV with the block's RMSNorm fused into its input, adding into the residual stream
+for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
+    for M in [1, 5]:
+        N, K, group = 2048, 768, 128
+        hid, nw = torch.randn(M, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5
+        xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
+        bias = torch.randn(N, device=dev) * 0.1
+        y0 = torch.randn(M, N, device=dev)
+        if wtype == 0:
+            w, scale, s = (torch.randn(N, K, device=dev) * 0.05).half(), None, 0.0
+            ref = y0.double() + xn @ w.double().T + bias.double()
+        elif wtype == 1:
+            w = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+            scale, s = torch.rand(N, device=dev) * 0.01 + 1e-3, 0.04
+            ref = y0.double() + (q8(xn, s) @ w.double().T) * scale.double() * s + bias.double()
+        else:
+            q = torch.randint(0, 16, (N, K), device=dev, dtype=torch.uint8)
+            w = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+            scale, s = torch.rand(N, K // group, device=dev) * 0.01 + 1e-3, 0.04
+            wd = (q.double() - 8) * scale.double().repeat_interleave(group, 1)
+            ref = y0.double() + qdq(xn, s) @ wd.T + bias.double()
+        y = y0.clone()
+        call("me_k_gemv_norm", wtype, N, K, w, scale, group, bias, hid, nw, 1e-5, s, M, y, N)
+        record("gemv + fused RMSNorm input", f"{name}{' (+int8 input)' if wtype == 1 else ' (+fake-quant input)' if wtype == 2 else ''} M={M} N={N} K={K}", rel(y, ref), 2e-3)
+
+
 # ---- causal conv1d ------------------------------------------------------------------------------------
 def conv_ref(xin, state, w, b, qs):
     # xin (T, C), state (C, K-1) -> out (T, C), new state

@@ -336,15 +336,17 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   float* convBase = e.states + l * c.convPer();
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
-  // 1. residual add + RMSNorm (+ quantize): the block's input
-  CK(addRmsnormQuant(e.hidden, l ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
+  // 1. residual add + RMSNorm (+ quantize): the block's input (decode: fused into in_proj below,
+  // out_proj having added into the residual stream itself)
+  if (!decode) CK(addRmsnormQuant(e.hidden, l ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
 
   // 2. in_proj, and the causal conv over its conv channels
   int8_t* xq = e.actInt8 && !c.mamba2 ? e.xq : nullptr;
   if (decode) {
     ConvStep ep{c0, C, c.K, L.convW, L.convB, convBase, ss, e.dSlots, L.convQ, e.xc, C, xq, L.sXproj, c.E};
-    CK(gemv(L.inProj, xin, c.D, L.sIn, M, e.proj, NP, &ep, s));
+    NormIn nin{e.hidden, L.norm, c.eps, e.actInt8 || e.qdqAct ? L.sIn : 0.f};
+    CK(gemv(L.inProj, e.hidden, c.D, L.sIn, M, e.proj, NP, &ep, s, &nin));
   } else {
     CK(linear(L.inProj, xin, c.D, L.sIn, M, e.proj, NP, s));
     CK(conv1dPrefill(e.proj, NP, c0, M, C, c.K, L.convW, L.convB, e.convState(slot, l), L.convQ, e.xc, xq, L.sXproj, s));
@@ -383,13 +385,15 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
   }
   // 5. out_proj (its output joins the residual in the next norm)
-  CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
+  if (decode) CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1));
+  else CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
 }
 
 // final norm of rows [r0, r0+n) and lm_head into logits (n × vocab)
 static void head(Engine& e, int r0, int n, bool decode) {
   const Config& c = e.c;
-  CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
+  // decode: out_proj already added into hidden
+  CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, decode ? nullptr : e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
   LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr};
   CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
 }

@@ -18,6 +18,14 @@ int me_k_linear(int gemmOnly, int wtype, int N, int K, const void* w, const floa
   return done(gemmOnly ? gemm(W, x, lda, xScale, M, y, ldy, 0) : gemv(W, x, lda, xScale, M, y, ldy, nullptr, 0));
 }
 
+// decode GEMV with the RMSNorm fused into its input and the result added into y
+int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const float* hidden, const float* normW,
+                   float eps, float nScale, int M, float* y, int ldy) {
+  LinearW W{wtype, N, K, w, scale, group, bias};
+  NormIn n{hidden, normW, eps, nScale};
+  return done(gemv(W, hidden, K, nScale, M, y, ldy, nullptr, 0, &n, 1));
+}
+
 int me_k_conv1d_prefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state, const float* qscale,
                         float* out, int8_t* xq, float xqScale) {
   return done(conv1dPrefill(in, ldin, c0, T, C, K, w, b, state, qscale, out, xq, xqScale, 0));

@@ -36,9 +36,21 @@ struct ConvStep {
   int8_t* xq; float xqScale; int ldxq; // optional int8 copy (scale xqScale) for the next linear
 };
 
+// The block's RMSNorm fused into a decode GEMV's input: x[m, k] = hidden[m, k] / rms(hidden[m]) * w[k],
+// then quantized with `scale` (int8 for W_I8; fake-quantized when scale > 0 otherwise). Each block
+// computes the rows' norms itself, exactly as addRmsnormQuant does.
+struct NormIn {
+  const float* hidden;  // (M, lda)
+  const float* w;
+  float eps;
+  float scale;
+};
+
 // x: float32 (W_F16 / W_I4) or int8 with scale xScale (W_I8). Decode (M <= 8 rows per launch,
 // bandwidth-bound GEMV) or prefill (tensor-core GEMM); `linear` picks.
-cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s);
+// addToY: y += result (a residual update) instead of y = result
+cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
+                 const NormIn* norm = nullptr, int addToY = 0);
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 

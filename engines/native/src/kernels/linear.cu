@@ -22,9 +22,19 @@ template <> struct Rw<W_I4> { static constexpr int v = 4; };
 template <int WT>
 __device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
 
+// four normalized inputs (h * r * w, fake-quantized when s > 0)
+__device__ __forceinline__ float4 normed4(const NormIn& n, const float* hrow, int k, float r, float s) {
+  const float4 h = __ldg((const float4*)(hrow + k)), w = __ldg((const float4*)(n.w + k));
+  return make_float4(qdq(h.x * r * w.x, s), qdq(h.y * r * w.y, s), qdq(h.z * r * w.z, s), qdq(h.w * r * w.w, s));
+}
+__device__ __forceinline__ uint32_t pack4(float4 v, float s) {
+  return (uint32_t)(quant8(v.x, s) & 0xff) | ((uint32_t)(quant8(v.y, s) & 0xff) << 8) | ((uint32_t)(quant8(v.z, s) & 0xff) << 16) |
+         ((uint32_t)(quant8(v.w, s) & 0xff) << 24);
+}
+
 template <int WT, int MT>
 __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
-                                                  int ldy, ConvStep ep, int hasEp, int ks) {
+                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int hasNorm, int addToY) {
   constexpr int EPL = Epl<WT>::v;
   constexpr int CH = 32 * EPL;
   constexpr int RW = Rw<WT>::v;
@@ -39,6 +49,22 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
   for (int m = 0; m < MT; m++)
 #pragma unroll
     for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
+  float rn[MT];  // 1 / rms of each input row (fused norm)
+  if (hasNorm) {
+    __shared__ float scratch[32];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      float ss = 0.f;
+      if (m < M)
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+          const float v = nin.hidden[(size_t)m * lda + i];
+          ss += v * v;
+        }
+      ss = blockSum(ss, scratch);
+      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
+    }
+  }
+  const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
 
   if (n0 < N) {
     const int nIt = (K + CH - 1) / CH;
@@ -65,7 +91,13 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
           for (int m = 0; m < MT; m++) {
             if (m >= M) break;
             const float4* xp = (const float4*)((const float*)xv + (size_t)m * lda + k);
-            const float4 a = __ldg(xp), b = __ldg(xp + 1);
+            float4 a, b;
+            if (hasNorm) {
+              const float* hrow = nin.hidden + (size_t)m * lda;
+              a = normed4(nin, hrow, k, rn[m], fs), b = normed4(nin, hrow, k + 4, rn[m], fs);
+            } else {
+              a = __ldg(xp), b = __ldg(xp + 1);
+            }
 #pragma unroll
             for (int r = 0; r < RW; r++) {
               const __half2* h = (const __half2*)&wq[u][r];
@@ -77,7 +109,16 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 #pragma unroll
           for (int m = 0; m < MT; m++) {
             if (m >= M) break;
-            const uint4 a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
+            uint4 a;
+            if (hasNorm) {
+              const float* hrow = nin.hidden + (size_t)m * lda;
+              a.x = pack4(normed4(nin, hrow, k, rn[m], 0.f), nin.scale);
+              a.y = pack4(normed4(nin, hrow, k + 4, rn[m], 0.f), nin.scale);
+              a.z = pack4(normed4(nin, hrow, k + 8, rn[m], 0.f), nin.scale);
+              a.w = pack4(normed4(nin, hrow, k + 12, rn[m], 0.f), nin.scale);
+            } else {
+              a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
+            }
 #pragma unroll
             for (int r = 0; r < RW; r++) {
               int s = iacc[m][r];
@@ -99,7 +140,7 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
             float xr[32];
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-              const float4 a = __ldg(xp + j);
+              const float4 a = hasNorm ? normed4(nin, nin.hidden + (size_t)m * lda, k + 4 * j, rn[m], fs) : __ldg(xp + j);
               xr[4 * j] = a.x, xr[4 * j + 1] = a.y, xr[4 * j + 2] = a.z, xr[4 * j + 3] = a.w;
             }
 #pragma unroll
@@ -161,23 +202,26 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
     if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
     if (ep.qscale) o = qdq(o, ep.qscale[c]);
     ep.xc[(size_t)m * ep.ldxc + c] = o;
+  } else if (addToY) {
+    y[(size_t)m * ldy + n] += v;
   } else {
     y[(size_t)m * ldy + n] = v;
   }
 }
 
 template <int WT>
-static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, cudaStream_t s) {
+static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
+                       int hasNorm, int addToY, cudaStream_t s) {
   constexpr int RW = Rw<WT>::v;
   const long long warps = (W.N + RW - 1) / RW;
   int ks = 1;
   while (ks < 8 && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
   const long long perBlock = 8 / ks;
   dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
-  if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
-  else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
-  else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
-  else gemvKernel<WT, 8><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks);
+  if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
+  else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
+  else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
+  else gemvKernel<WT, 8><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
 }
 
 static cudaError_t checkShape(const LinearW& W) {
@@ -187,7 +231,8 @@ static cudaError_t checkShape(const LinearW& W) {
   return cudaSuccess;
 }
 
-cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s) {
+cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
+                 const NormIn* norm, int addToY) {
   if (cudaError_t e = checkShape(W)) return e;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
   for (int m0 = 0; m0 < M; m0 += GEMV_MT) {
@@ -199,11 +244,16 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
       e.xc += (size_t)m0 * e.ldxc;
       if (e.xq) e.xq += (size_t)m0 * e.ldxq;
     }
+    NormIn nin{};
+    if (norm) {
+      nin = *norm;
+      nin.hidden += (size_t)m0 * lda;
+    }
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
-    if (W.type == W_F16) launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
-    else if (W.type == W_I8) launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
-    else launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, s);
+    if (W.type == W_F16) launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    else if (W.type == W_I8) launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    else launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
   }
   return cudaGetLastError();
 }
