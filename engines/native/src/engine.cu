@@ -338,7 +338,10 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
 
   // 1. residual add + RMSNorm (+ quantize): the block's input (decode: fused into in_proj below,
   // out_proj having added into the residual stream itself)
-  if (!decode) CK(addRmsnormQuant(e.hidden, l ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
+  // Fused only for fp16 weights at batch 1: there it saves a launch; with quantized inputs or more
+  // rows, recomputing the normalized input in every block costs more than the launch.
+  const bool fuseNorm = decode && M == 1 && L.inProj.type == W_F16;
+  if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
 
   // 2. in_proj, and the causal conv over its conv channels
@@ -346,7 +349,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   if (decode) {
     ConvStep ep{c0, C, c.K, L.convW, L.convB, convBase, ss, e.dSlots, L.convQ, e.xc, C, xq, L.sXproj, c.E};
     NormIn nin{e.hidden, L.norm, c.eps, e.actInt8 || e.qdqAct ? L.sIn : 0.f};
-    CK(gemv(L.inProj, e.hidden, c.D, L.sIn, M, e.proj, NP, &ep, s, &nin));
+    CK(gemv(L.inProj, fuseNorm ? (const void*)e.hidden : xin, c.D, L.sIn, M, e.proj, NP, &ep, s, fuseNorm ? &nin : nullptr));
   } else {
     CK(linear(L.inProj, xin, c.D, L.sIn, M, e.proj, NP, s));
     CK(conv1dPrefill(e.proj, NP, c0, M, C, c.K, L.convW, L.convB, e.convState(slot, l), L.convQ, e.xc, xq, L.sXproj, s));
