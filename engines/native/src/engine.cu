@@ -336,10 +336,9 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   float* convBase = e.states + l * c.convPer();
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
-  // 1. residual add + RMSNorm (+ quantize): the block's input (decode: fused into in_proj below,
-  // out_proj having added into the residual stream itself)
-  // Fused only for fp16 weights at batch 1: there it saves a launch; with quantized inputs or more
-  // rows, recomputing the normalized input in every block costs more than the launch.
+  // 1. residual add + RMSNorm (+ quantize): the block's input. In decode out_proj has already added
+  // into hidden; fused into in_proj only for fp16 weights at batch 1: there it saves a launch, while
+  // with quantized inputs or more rows recomputing the input in every block costs more.
   const bool fuseNorm = decode && M == 1 && L.inProj.type == W_F16;
   if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
