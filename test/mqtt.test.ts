@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { connectAsync, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cliAsync } from "./helpers/cli.js";
 import { Mosquitto, demoModel, freePort, mosquittoBinary, serve, tempDir, type Served } from "./helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -116,6 +117,18 @@ describe("MQTT transport on mosquitto", () => {
     for (const x of replies) expect(x).toEqual(replies[0]);
     expect(d.logs.filter((l) => l.msg === "done" && l.id === "dup-1")).toHaveLength(1);
     await r.client.endAsync();
+  });
+
+  it("chat --mqtt talks to the daemon, keeps a session and resets it", async () => {
+    const piped = await cliAsync(["chat", "--mqtt", broker.url, "--node", node, "--max-tokens", "5", "--temperature", "0"], "The jury said\n/reset\nThe jury said\n/stats\n");
+    expect(piped.code).toBe(0);
+    const lines = piped.stdout.split("\n").filter(Boolean);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toBe(lines[0]);
+    expect(piped.stderr).toMatch(/last reply: 4 prompt tokens, 5 generated/);
+    const wrong = await cliAsync(["chat", "--mqtt", broker.url, "--node", "nobody"]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^mamba-edge: no daemon online at mamba-edge\/nobody\/generate/);
   });
 
   it("keeps serving after 10,000 malformed messages, answering each one that has a reply address", async () => {

@@ -14,6 +14,8 @@ export class WireError extends Error {
 
 const id = z.union([z.string().min(1).max(256), z.int()]);
 
+const replyTo = z.string().min(1).max(1024).optional();
+
 const message = z.strictObject({
   role: z.enum(["system", "user", "assistant"]),
   content: z.string(),
@@ -33,16 +35,16 @@ export const requestSchema = z.strictObject({
   seed: z.int().min(0).max(2 ** 32 - 1).optional(),
   stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]).optional(),
   stream: z.boolean().optional(),
-  reply_to: z.string().min(1).max(1024).optional(),
+  reply_to: replyTo,
 });
 
 export type Request = z.infer<typeof requestSchema>;
 export type RequestId = string | number;
 
 export const opSchema = z.discriminatedUnion("op", [
-  z.strictObject({ op: z.literal("cancel"), id }),
-  z.strictObject({ op: z.literal("status"), id: id.optional() }),
-  z.strictObject({ op: z.literal("reset"), session: z.string(), id: id.optional() }),
+  z.strictObject({ op: z.literal("cancel"), id, reply_to: replyTo }),
+  z.strictObject({ op: z.literal("status"), id: id.optional(), reply_to: replyTo }),
+  z.strictObject({ op: z.literal("reset"), session: z.string(), id: id.optional(), reply_to: replyTo }),
 ]);
 export type Op = z.infer<typeof opSchema>;
 

@@ -251,8 +251,15 @@ export class Scheduler {
     }
     for (const j of this.active.filter((j) => j.cancelled)) this.finish(j, "cancelled");
     await this.admit();
-    const pre = this.active.find((j) => j.phase === "prefill");
-    if (pre) await this.prefillChunk(pre);
+    // prompts are prefilled up to a budget of prefillChunk tokens per tick: many short ones, or
+    // one chunk of a long one, between two decode steps
+    let budget = this.limits.prefillChunk;
+    let pre = false;
+    for (const j of this.active.filter((j) => j.phase === "prefill")) {
+      if (budget <= 0 || j.cancelled) break;
+      budget -= await this.prefillChunk(j, budget);
+      pre = true;
+    }
     const dec = this.active.filter((j) => j.phase === "decode");
     if (dec.length) await this.decodeStep(dec);
     if (!pre && !dec.length && this.queue.length && this.active.length === 0 && this.saving.size) {
@@ -308,13 +315,17 @@ export class Scheduler {
     this.active.push(j);
   }
 
-  private async prefillChunk(j: Job): Promise<void> {
-    const end = Math.min(j.feed.length, j.fed + this.limits.prefillChunk);
+  /** Prefills up to `budget` tokens of one prompt; returns how many it ran. */
+  private async prefillChunk(j: Job, budget: number): Promise<number> {
+    const start = j.fed;
+    const end = Math.min(j.feed.length, j.fed + budget);
     const logits = await this.backend.prefill(j.feed.subarray(j.fed, end), j.state!);
     j.fed = end;
-    if (end < j.feed.length) return;
-    j.phase = "decode";
-    await this.accept(j, j.sampler.sample(logits, j.history));
+    if (end === j.feed.length) {
+      j.phase = "decode";
+      await this.accept(j, j.sampler.sample(logits, j.history));
+    }
+    return end - start;
   }
 
   private async decodeStep(jobs: Job[]): Promise<void> {

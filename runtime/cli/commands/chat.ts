@@ -92,7 +92,10 @@ async function mqttClient(url: string, node: string, prefix: string): Promise<Ch
     });
   });
   handlers.delete("status");
-  if (!status || status.state !== "online") throw new UserError(`no daemon online at ${t.generate} on ${url} (status: ${status ? String(status.state) : "none"}); is --node right?`);
+  if (!status || status.state !== "online") {
+    await client.endAsync();
+    throw new UserError(`no daemon online at ${t.generate} on ${url} (status: ${status ? String(status.state) : "none"}); is --node right?`);
+  }
   const publish = (topic: string, m: object) => client.publishAsync(topic, JSON.stringify(m), { qos: 1 });
   return {
     label: `${String(status.engine)} on ${node} via ${url}`,
