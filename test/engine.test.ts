@@ -55,6 +55,31 @@ describe("fp16 engines on onnxruntime", () => {
     await be.close();
   });
 
+  it("keeps a batch's states between steps exact: the same logits and states as the reference, also when the batch changes", async () => {
+    const be = await OrtBackend.open(join(scratch, "mamba1-untied-dtrank.mamba"));
+    const model = MambaModel.load(join(fixtureRoot, "mamba1-untied-dtrank"));
+    const V = be.info.vocabSize;
+    const seqs = [[1, 2, 3], [4], [5, 6]].map((p) => ({ p, s: be.newState(), r: model.newState() }));
+    for (const q of seqs) {
+      await be.prefill(Int32Array.from(q.p), q.s);
+      model.prefill(q.p, q.r);
+    }
+    const check = async (batch: typeof seqs, token: number) => {
+      const got = await be.step(Int32Array.from(batch, () => token), batch.map((q) => q.s));
+      const want = model.step(Int32Array.from(batch, () => token), batch.map((q) => q.r));
+      expect(relErr(got, want)).toBeLessThanOrEqual(5e-3);
+      expect(got.length).toBe(batch.length * V);
+    };
+    for (let t = 0; t < 4; t++) await check(seqs, 10 + t); // resident between these steps
+    expect(relErr(seqs[1].s.data, seqs[1].r.data)).toBeLessThanOrEqual(5e-3); // reading brings it home
+    await check(seqs, 20);
+    await check([seqs[2], seqs[0]], 21); // a new batch: the old one is written back first
+    const saved = be.loadState(be.saveState(seqs[0].s));
+    expect(Array.from(saved.data)).toEqual(Array.from(seqs[0].s.data));
+    expect(relErr(seqs[1].s.data, seqs[1].r.data)).toBeLessThanOrEqual(5e-3);
+    await be.close();
+  });
+
   it("`logits --engine` prints the engine's logits", () => {
     const { ids } = reference("mamba2-groups");
     const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));

@@ -1,6 +1,8 @@
 // Backend "ort": an engine package's graphs run by onnxruntime-node on the CPU. Prefill is one
-// session run over the whole prompt; a decode step is one run for the whole batch. States stay in
-// the reference's SequenceState layout and are gathered into (B, ...) tensors per run.
+// session run over the whole prompt; a decode step is one run for the whole batch. A batch's states
+// stay resident in (B, ...) tensors between steps while the batch is unchanged (each step's state
+// outputs are written into the buffers the next step reads); they go back into each sequence's
+// SequenceState only when something reads it or the batch changes.
 import { cpus } from "node:os";
 import { join } from "node:path";
 import type { InferenceSession, Tensor } from "onnxruntime-node";
@@ -16,6 +18,8 @@ export class OrtBackend implements Backend {
   readonly info: BackendInfo;
   readonly shape: StateShape;
   private readonly fingerprint: string;
+  private resident: { states: OrtState[]; cur: BatchStates; next: BatchStates } | null = null;
+  private readonly pools = new Map<number, [BatchStates, BatchStates]>();
 
   private constructor(
     readonly manifest: Manifest,
@@ -53,7 +57,7 @@ export class OrtBackend implements Backend {
   }
 
   newState(): SequenceState {
-    return new SequenceState(this.shape);
+    return new OrtState(this.shape, this);
   }
 
   async prefill(tokens: Int32Array, s: SequenceState, allLogits = false): Promise<Float32Array> {
@@ -69,11 +73,50 @@ export class OrtBackend implements Backend {
 
   async step(tokens: Int32Array, states: SequenceState[]): Promise<Float32Array> {
     tokens.forEach((t) => this.checkToken(t));
-    const feeds = graphFeeds(this.ort, this.manifest.config, tokens, states);
-    const out = await this.stepSession.run(feeds);
-    this.readStates(out, states);
+    if (!states.every((s) => s instanceof OrtState && s.owner === this)) {
+      // states of another backend: gather and scatter around this one run
+      this.flush();
+      const feeds = graphFeeds(this.ort, this.manifest.config, tokens, states);
+      const out = await this.stepSession.run(feeds);
+      this.readStates(out, states);
+      for (const s of states) s.tokens++;
+      return out.logits.data as Float32Array;
+    }
+    let r = this.resident;
+    if (!r || r.states.length !== states.length || r.states.some((s, i) => s !== states[i])) {
+      this.flush();
+      const [cur, next] = this.pool(states.length);
+      cur.gather(states as OrtState[]);
+      r = this.resident = { states: [...states] as OrtState[], cur, next };
+    }
+    const feeds: Record<string, Tensor> = { tokens: new this.ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]), ...r.cur.inputs };
+    const out = await this.stepSession.run(feeds, { logits: null, ...r.next.outputs });
+    [r.cur, r.next] = [r.next, r.cur];
     for (const s of states) s.tokens++;
     return out.logits.data as Float32Array;
+  }
+
+  /** Writes the resident batch's states back into their sequences (before anything reads them). */
+  flush(): void {
+    const r = this.resident;
+    if (!r) return;
+    this.resident = null;
+    r.cur.scatter(r.states);
+  }
+
+  /** `s` is about to be read or run alone: bring it (and its batch) home. */
+  touch(s: OrtState): void {
+    if (this.resident?.states.includes(s)) this.flush();
+  }
+
+  /** Two sets of batch buffers per batch size, reused from step to step. */
+  private pool(b: number): [BatchStates, BatchStates] {
+    let p = this.pools.get(b);
+    if (!p) {
+      p = [new BatchStates(this.ort, this.manifest.config, b), new BatchStates(this.ort, this.manifest.config, b)];
+      this.pools.set(b, p);
+    }
+    return p;
   }
 
   saveState(s: SequenceState): Uint8Array {
@@ -81,10 +124,14 @@ export class OrtBackend implements Backend {
   }
 
   loadState(b: Uint8Array): SequenceState {
-    return deserializeState(b, this.shape, this.fingerprint);
+    const plain = deserializeState(b, this.shape, this.fingerprint);
+    const s = new OrtState(this.shape, this, plain.data);
+    s.tokens = plain.tokens;
+    return s;
   }
 
   async close(): Promise<void> {
+    this.flush();
     await Promise.all([this.stepSession.release(), this.prefillSession.release()]);
   }
 
@@ -132,4 +179,63 @@ export function graphFeeds(ort: Ort, c: ModelConfig, tokens: ArrayLike<number>, 
     feeds[`ssm_${l}`] = new ort.Tensor("float32", ssm, [B, ...ssmDims]);
   }
   return feeds;
+}
+
+/** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
+class OrtState extends SequenceState {
+  constructor(shape: StateShape, readonly owner: OrtBackend, data?: Float32Array) {
+    super(shape, data);
+    const host = this.data;
+    Object.defineProperty(this, "data", {
+      get: () => {
+        owner.touch(this);
+        return host;
+      },
+      enumerable: true,
+    });
+  }
+}
+
+/** One batch's states as the step graph's (B, ...) input tensors and output buffers. */
+class BatchStates {
+  readonly inputs: Record<string, Tensor> = {};
+  readonly outputs: Record<string, Tensor> = {};
+  private readonly conv: Float32Array[] = [];
+  private readonly ssm: Float32Array[] = [];
+  private readonly shape: StateShape;
+
+  constructor(ort: Ort, c: ModelConfig, b: number) {
+    const shape = (this.shape = stateShape(c));
+    const convC = shape.convPerLayer / (c.dConv - 1);
+    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+    for (let l = 0; l < shape.nLayer; l++) {
+      const conv = new Float32Array(b * shape.convPerLayer);
+      const ssm = new Float32Array(b * shape.ssmPerLayer);
+      this.conv.push(conv);
+      this.ssm.push(ssm);
+      // the same memory serves as this step's output and the next step's input
+      this.inputs[`conv_${l}`] = this.outputs[`conv_${l}_out`] = new ort.Tensor("float32", conv, [b, convC, c.dConv - 1]);
+      this.inputs[`ssm_${l}`] = this.outputs[`ssm_${l}_out`] = new ort.Tensor("float32", ssm, [b, ...ssmDims]);
+    }
+  }
+
+  gather(states: SequenceState[]): void {
+    const { convPerLayer: nc, ssmPerLayer: ns } = this.shape;
+    states.forEach((s, b) => {
+      for (let l = 0; l < this.shape.nLayer; l++) {
+        this.conv[l].set(s.conv(l), b * nc);
+        this.ssm[l].set(s.ssm(l), b * ns);
+      }
+    });
+  }
+
+  scatter(states: SequenceState[]): void {
+    const { convPerLayer: nc, ssmPerLayer: ns } = this.shape;
+    states.forEach((s, b) => {
+      for (let l = 0; l < this.shape.nLayer; l++) {
+        s.conv(l).set(this.conv[l].subarray(b * nc, (b + 1) * nc));
+        s.ssm(l).set(this.ssm[l].subarray(b * ns, (b + 1) * ns));
+      }
+    });
+  }
 }
