@@ -249,6 +249,35 @@ describe("MQTT faults", () => {
   });
 });
 
+describe("MQTT over TLS with a password", () => {
+  it("joins an mqtts:// broker with a CA and a login, refuses a wrong password in one line, and says offline on SIGTERM", async () => {
+    const dir = tempDir("tls-");
+    const sh = (cmd: string) => run("sh", ["-c", cmd], { cwd: dir });
+    await sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2>/dev/null");
+    await sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+    await sh("printf 'subjectAltName=IP:127.0.0.1' > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null");
+    await sh("mosquitto_passwd -b -c passwd robot s3cret && chmod 0700 passwd");
+    const broker = await Mosquitto.start([`cafile ${dir}/ca.pem`, `certfile ${dir}/server.pem`, `keyfile ${dir}/server.key`, "allow_anonymous false", `password_file ${dir}/passwd`]);
+    const url = `mqtts://127.0.0.1:${broker.port}`;
+    const login = ["--ca", `${dir}/ca.pem`, "--username", "robot"];
+    try {
+      const refused = await cliAsync(["serve", "--mqtt", url, ...login, "--password", "wrong", "--node", "tls", "--model", demoModel, "--state-dir", tempDir()]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr.trim().split("\n").filter((l) => l.startsWith("mamba-edge:"))).toEqual([expect.stringMatching(/^mamba-edge: mqtt mqtts:\/\/127\.0\.0\.1:\d+: broker refused the connection/)]);
+
+      const d = await serve(["--mqtt", url, ...login, "--node", "tls", "--model", demoModel, "--state-dir", tempDir()], { MAMBA_EDGE_PASSWORD: "s3cret" });
+      const rr = ["-p", String(broker.port), "-h", "127.0.0.1", "--cafile", `${dir}/ca.pem`, "-u", "robot", "-P", "s3cret"];
+      const { stdout } = await run("mosquitto_rr", ["-V", "5", ...rr, "-t", "mamba-edge/tls/generate", "-e", "robots/tls/reply", "-W", "60", "-m", '{"prompt":"The jury said","max_tokens":4}']);
+      expect(JSON.parse(stdout)).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 4 } });
+      expect(await d.stop("SIGTERM")).toBe(0);
+      const status = await run("mosquitto_sub", [...rr, "-t", "mamba-edge/tls/status", "-C", "1", "-W", "10"]);
+      expect(JSON.parse(status.stdout)).toMatchObject({ state: "offline", node: "tls" });
+    } finally {
+      await broker.stop();
+    }
+  });
+});
+
 describe("embedded broker", () => {
   it("serves robots on the box without any other broker, and /metrics in Prometheus text", async () => {
     const port = await freePort();

@@ -58,7 +58,8 @@ export class Mosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<Mosquitto> {
+  /** `lines`: more settings for the listener (TLS, passwords), after the defaults so they win. */
+  static async start(lines: string[] = []): Promise<Mosquitto> {
     const m = new Mosquitto(await freePort());
     writeFileSync(
       join(m.dir, "mosquitto.conf"),
@@ -73,6 +74,7 @@ export class Mosquitto {
         // the fuzz test floods one client: queue everything rather than drop
         "max_queued_messages 0",
         "log_dest none",
+        ...lines,
         "",
       ].join("\n"),
     );
