@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { Backend } from "../backends/backend.js";
 import { RefBackend } from "../backends/ref.js";
 import { UserError } from "../errors.js";
+import type { Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { MambaModel } from "../model/model.js";
 import { randomModel } from "../model/random.js";
@@ -55,16 +56,7 @@ export async function openTarget(t: Target): Promise<Opened> {
   if (t.engine !== undefined) {
     if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
     const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
-    const backend = await OrtBackend.open(t.engine);
-    const m = backend.manifest;
-    return {
-      backend,
-      config: m.config,
-      label: shortPath(t.engine),
-      tokenizerDir: m.tokenizer ? t.engine : null,
-      weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
-      recipe: m.quant.recipe,
-    };
+    return engineOpened(t.engine, await OrtBackend.open(t.engine));
   }
   const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
   const w = model.weights;
@@ -82,13 +74,16 @@ export async function openTarget(t: Target): Promise<Opened> {
 async function openCuda(t: Target): Promise<Opened> {
   if (t.engine === undefined) throw new UserError("--backend cuda runs an engine package: give --engine NAME.mamba");
   const { CudaBackend } = await import("../backends/cuda.js"); // loads koffi and the native library only here
-  const backend = await CudaBackend.open(t.engine);
+  return engineOpened(t.engine, await CudaBackend.open(t.engine));
+}
+
+function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): Opened {
   const m = backend.manifest;
   return {
     backend,
     config: m.config,
-    label: shortPath(t.engine),
-    tokenizerDir: m.tokenizer ? t.engine : null,
+    label: shortPath(dir),
+    tokenizerDir: m.tokenizer ? dir : null,
     weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
     recipe: m.quant.recipe,
   };
