@@ -83,6 +83,14 @@ describe("serve config", () => {
     expect(r.stderr).toMatch(/--max-queue: Too small/);
   });
 
+  it("--backend picks what runs the default model", async () => {
+    const d = await serve(["--stdio", "--backend", "ref", "--state-dir", tempDir()]);
+    d.send({ op: "status" });
+    expect(await d.next((r) => r.op === "status")).toMatchObject({ backend: "ref", recipe: "fp32" });
+    d.proc.stdin!.end();
+    expect(await d.exited).toBe(0);
+  });
+
   it("refuses a bad broker URL and an unreadable config file in one line", () => {
     expect(cli(["serve", "--mqtt", "http://x"]).stderr).toMatch(/^mamba-edge: --mqtt: expected embedded, off or a URL/);
     const r = cli(["serve", "--config", "/nonexistent/x.json"]);

@@ -50,7 +50,8 @@ function shortPath(dir: string): string {
 export async function openTarget(t: Target): Promise<Opened> {
   const given = [t.model, t.engine, t.random].filter((x) => x !== undefined).length;
   if (given > 1) throw new UserError("give one of --model, --engine, --random");
-  if (given === 0) t = { engine: await ensureDefaultEngine() };
+  // with nothing named: the demo model for the reference, else the default engine
+  if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
   if (t.backend === "cuda") return openCuda(t);
   if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {
