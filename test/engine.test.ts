@@ -80,6 +80,21 @@ describe("fp16 engines on onnxruntime", () => {
     await be.close();
   });
 
+  it("prefills a prompt longer than one run in chunks, with the reference's logits and state", async () => {
+    const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"));
+    const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));
+    const ids = Array.from({ length: 1100 }, (_, i) => (i * 7919) % be.info.vocabSize);
+    const s = be.newState();
+    const got = await be.prefill(Int32Array.from(ids), s, true);
+    const r = model.newState();
+    const want = model.prefill(ids, r, true);
+    expect(got.length).toBe(want.length);
+    expect(relErr(got, want)).toBeLessThanOrEqual(5e-3);
+    expect(relErr(s.data, r.data)).toBeLessThanOrEqual(5e-3);
+    expect(s.tokens).toBe(1100);
+    await be.close();
+  });
+
   it("`logits --engine` prints the engine's logits", () => {
     const { ids } = reference("mamba2-groups");
     const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));

@@ -136,12 +136,17 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   if (ctx.mode === "step") {
     [y, ssmOut] = selectiveStep1(g, l, ssm, dt, xc, Bm, Cm, A);
   } else {
-    // Scan over time; the state has no batch axis inside (prefill is one sequence).
+    // Scan over time; the state has no batch axis inside (prefill is one sequence). Everything
+    // that does not depend on the state is computed for all T rows at once outside the loop, so
+    // the loop body is four nodes: ORT's per-node cost, paid T times per layer, dominates otherwise.
     const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
-    const body = scanBody1(E, N, A, ctx, l);
-    const [hT, ys] = g.op("Scan", [h0, dt, xc, Bm, Cm], { body, num_scan_inputs: 4 }, 2);
+    const dA = g.o("Exp", [g.o("Mul", [g.o("Unsqueeze", [dt, g.ints([2])]), A])]); // (T, E, N)
+    const dtx = g.o("Unsqueeze", [g.o("Mul", [dt, xc]), g.ints([2])]); // (T, E, 1)
+    const Bt = g.o("Unsqueeze", [Bm, g.ints([1])]); // (T, 1, N)
+    const Ct = g.o("Unsqueeze", [Cm, g.ints([2])]); // (T, N, 1)
+    const [hT, ys] = g.op("Scan", [h0, dA, dtx, Bt, Ct], { body: scanBody1(E, N, l), num_scan_inputs: 4 }, 2);
     ssmOut = g.o("Unsqueeze", [hT, g.ints([0])]);
-    y = ys;
+    y = g.o("Squeeze", [ys, g.ints([2])]); // (T, E, 1) -> (T, E)
   }
   y = g.o("Mul", [g.o("Add", [y, g.o("Mul", [xc, D])]), silu(g, z)]);
   return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
@@ -160,22 +165,18 @@ function selectiveStep1(g: Graph, l: number, h: string, dt: string, x: string, B
   return [y, h1];
 }
 
-function scanBody1(E: number, N: number, A: string, ctx: Ctx, l: number) {
-  // Subgraph: state h (E, N); scan inputs dt (E), x (E), B (N), C (N); outputs h, y (E).
+function scanBody1(E: number, N: number, l: number) {
+  // Subgraph: state h (E, N); scan inputs dA (E, N), dt*x (E, 1), B (1, N), C (N, 1); outputs h, y (E, 1).
   const b = new Graph(`scan1_l${l}`);
   const h = b.input("h", DT.FLOAT, [E, N]);
-  const dt = b.input("dt", DT.FLOAT, [E]);
-  const x = b.input("x", DT.FLOAT, [E]);
-  const Bm = b.input("B", DT.FLOAT, [N]);
-  const Cm = b.input("C", DT.FLOAT, [N]);
-  const ax1 = b.ints([1]);
-  const dt2 = b.o("Unsqueeze", [dt, ax1]); // (E, 1)
-  const dA = b.o("Exp", [b.o("Mul", [dt2, A])]); // A is an outer-scope initializer
-  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("Mul", [b.o("Mul", [dt2, b.o("Unsqueeze", [x, ax1])]), Bm])]);
-  const y = b.o("ReduceSum", [b.o("Mul", [h1, Cm]), ax1], { keepdims: 0 });
+  const dA = b.input("dA", DT.FLOAT, [E, N]);
+  const dtx = b.input("dtx", DT.FLOAT, [E, 1]);
+  const Bm = b.input("B", DT.FLOAT, [1, N]);
+  const Cm = b.input("C", DT.FLOAT, [N, 1]);
+  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("Mul", [dtx, Bm])]); // h = exp(dt A) h + dt x B
+  const y = b.o("MatMul", [h1, Cm]); // y = h·C
   b.output(h1, "h_out", DT.FLOAT, [E, N]);
-  b.output(y, "y_out", DT.FLOAT, [E]);
-  void ctx;
+  b.output(y, "y_out", DT.FLOAT, [E, 1]);
   return b.proto();
 }
 
@@ -218,10 +219,15 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
     const ax3 = ax("u3c", [3]);
     y = g.o("Squeeze", [g.o("MatMul", [ssmOut, g.o("Unsqueeze", [Ch, ax3])]), ax3]); // (B, H, P)
   } else {
+    // as for Mamba-1: the per-row work outside the loop, four nodes inside
     const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
-    const [hT, ys] = g.op("Scan", [h0, dt, xh, Bh, Ch], { body: scanBody2(H, P, N, A, l), num_scan_inputs: 4 }, 2);
+    const dA = g.o("Reshape", [g.o("Exp", [g.o("Mul", [dt, A])]), g.ints([-1, H, 1, 1])]); // (T, H, 1, 1)
+    const dtx = g.o("Unsqueeze", [g.o("Mul", [g.o("Unsqueeze", [dt, g.ints([2])]), xh]), g.ints([3])]); // (T, H, P, 1)
+    const Bt = g.o("Unsqueeze", [Bh, g.ints([2])]); // (T, H, 1, N)
+    const Ct = g.o("Unsqueeze", [Ch, g.ints([3])]); // (T, H, N, 1)
+    const [hT, ys] = g.op("Scan", [h0, dA, dtx, Bt, Ct], { body: scanBody2(H, P, N, l), num_scan_inputs: 4 }, 2);
     ssmOut = g.o("Unsqueeze", [hT, g.ints([0])]);
-    y = ys;
+    y = g.o("Squeeze", [ys, g.ints([3])]); // (T, H, P)
   }
   y = g.o("Add", [y, g.o("Mul", [xh, g.o("Unsqueeze", [D, g.ints([1])])])]);
   y = g.o("Reshape", [y, g.ints([-1, E])]);
@@ -229,21 +235,18 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
 }
 
-function scanBody2(H: number, P: number, N: number, A: string, l: number) {
-  // Subgraph: state S (H, P, N); scan inputs dt (H), x (H, P), B (H, N), C (H, N); outputs S, y (H, P).
+function scanBody2(H: number, P: number, N: number, l: number) {
+  // Subgraph: state S (H, P, N); scan inputs dA (H, 1, 1), dt*x (H, P, 1), B (H, 1, N), C (H, N, 1); outputs S, y (H, P, 1).
   const b = new Graph(`scan2_l${l}`);
   const S = b.input("S", DT.FLOAT, [H, P, N]);
-  const dt = b.input("dt", DT.FLOAT, [H]);
-  const x = b.input("x", DT.FLOAT, [H, P]);
-  const Bm = b.input("B", DT.FLOAT, [H, N]);
-  const Cm = b.input("C", DT.FLOAT, [H, N]);
-  const dA = b.o("Reshape", [b.o("Exp", [b.o("Mul", [dt, A])]), b.ints([H, 1, 1])]);
-  const dtx = b.o("Mul", [b.o("Unsqueeze", [dt, b.ints([1])]), x]); // (H, P)
-  const dBx = b.o("Mul", [b.o("Unsqueeze", [dtx, b.ints([2])]), b.o("Unsqueeze", [Bm, b.ints([1])])]);
-  const S1 = b.o("Add", [b.o("Mul", [S, dA]), dBx]);
-  const y = b.o("ReduceSum", [b.o("Mul", [S1, b.o("Unsqueeze", [Cm, b.ints([1])])]), b.ints([2])], { keepdims: 0 });
+  const dA = b.input("dA", DT.FLOAT, [H, 1, 1]);
+  const dtx = b.input("dtx", DT.FLOAT, [H, P, 1]);
+  const Bm = b.input("B", DT.FLOAT, [H, 1, N]);
+  const Cm = b.input("C", DT.FLOAT, [H, N, 1]);
+  const S1 = b.o("Add", [b.o("Mul", [S, dA]), b.o("Mul", [dtx, Bm])]); // S = exp(dt A) S + dt x B
+  const y = b.o("MatMul", [S1, Cm]); // y = S·C
   b.output(S1, "S_out", DT.FLOAT, [H, P, N]);
-  b.output(y, "y_out", DT.FLOAT, [H, P]);
+  b.output(y, "y_out", DT.FLOAT, [H, P, 1]);
   return b.proto();
 }
 

@@ -14,6 +14,9 @@ import type { Backend, BackendInfo } from "./backend.js";
 
 export type Ort = typeof import("onnxruntime-node");
 
+/** prompt tokens per prefill run */
+const PREFILL_CHUNK = 512;
+
 export class OrtBackend implements Backend {
   readonly info: BackendInfo;
   readonly shape: StateShape;
@@ -63,12 +66,20 @@ export class OrtBackend implements Backend {
   async prefill(tokens: Int32Array, s: SequenceState, allLogits = false): Promise<Float32Array> {
     if (tokens.length === 0) throw new UserError("prefill: no tokens");
     tokens.forEach((t) => this.checkToken(t));
-    const feeds = graphFeeds(this.ort, this.manifest.config, tokens, [s]);
+    // Long prompts go through in chunks: the graph holds a few (T, d_inner, d_state) tensors.
     const want = allLogits ? "logits" : "last_logits";
-    const out = await this.prefillSession.run(feeds, [want, ...this.stateOutputNames()]);
-    this.readStates(out, [s]);
-    s.tokens += tokens.length;
-    return out[want].data as Float32Array;
+    const parts: Float32Array[] = [];
+    for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
+      const chunk = tokens.subarray(at, at + PREFILL_CHUNK);
+      const out = await this.prefillSession.run(graphFeeds(this.ort, this.manifest.config, chunk, [s]), [want, ...this.stateOutputNames()]);
+      this.readStates(out, [s]);
+      s.tokens += chunk.length;
+      parts.push(out[want].data as Float32Array);
+    }
+    if (parts.length === 1 || !allLogits) return parts[parts.length - 1];
+    const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+    return all;
   }
 
   async step(tokens: Int32Array, states: SequenceState[]): Promise<Float32Array> {
