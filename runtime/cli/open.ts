@@ -130,5 +130,5 @@ export function openTokenizer(o: Opened): Tokenizer {
 export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
   backend: { type: "string", choices: ["ref", "ort", "cuda"], describe: "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)" },
-  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU; default: the demo engine, built on first use" },
+  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU, or by the GPU with --backend cuda; default: the demo engine, built on first use" },
 } as const;
