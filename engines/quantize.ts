@@ -140,31 +140,30 @@ export function quantizeInt4Gptq(W0: Float32Array, outDim: number, inDim: number
   return { q, scale, group };
 }
 
-/** U with Uᵀ U = H⁻¹ (H symmetric positive definite, n × n). */
-function upperCholeskyOfInverse(H: Float64Array, n: number): Float64Array {
-  // H = L Lᵀ; H⁻¹ = L⁻ᵀ L⁻¹; then the upper Cholesky factor of H⁻¹.
-  const L = cholesky(H, n);
-  const Linv = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    Linv[i * n + i] = 1 / L[i * n + i];
-    for (let j = 0; j < i; j++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += L[i * n + k] * Linv[k * n + j];
-      Linv[i * n + j] = -s / L[i * n + i];
-    }
-  }
-  const Hinv = new Float64Array(n * n); // Linvᵀ Linv
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = 0;
-      for (let k = i; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
-      Hinv[i * n + j] = s;
-      Hinv[j * n + i] = s;
-    }
-  }
-  const C = cholesky(Hinv, n); // Hinv = C Cᵀ, C lower; U = Cᵀ
+/**
+ * U with Uᵀ U = H⁻¹ and U upper triangular (H symmetric positive definite, n × n), from one
+ * Cholesky factorization and one triangular inverse: with P the order-reversing permutation and
+ * P H P = R Rᵀ, U = P R⁻¹ P (check: Uᵀ U = P R⁻ᵀ R⁻¹ P = P (P H P)⁻¹ P = H⁻¹; R⁻¹ is lower
+ * triangular, so reversing its rows and columns makes it upper). Every inner loop runs along rows.
+ */
+export function upperCholeskyOfInverse(H: Float64Array, n: number): Float64Array {
+  const rev = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) rev[i * n + j] = H[(n - 1 - i) * n + (n - 1 - j)];
+  const R = cholesky(rev, n);
+  // R⁻¹ one column at a time by forward substitution (R x = e_j), each step a dot product along a row of R
   const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = C[j * n + i];
+  const x = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    x[j] = 1 / R[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      const row = i * n;
+      for (let k = j; k < i; k++) s += R[row + k] * x[k];
+      x[i] = -s / R[row + i];
+    }
+    // (R⁻¹)[i][j] = x[i]  ->  U[n-1-i][n-1-j]
+    for (let i = j; i < n; i++) U[(n - 1 - i) * n + (n - 1 - j)] = x[i];
+  }
   return U;
 }
 

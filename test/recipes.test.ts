@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { OrtBackend } from "../runtime/backends/ort.js";
+import { upperCholeskyOfInverse } from "../engines/quantize.js";
 import { MambaModel } from "../runtime/model/model.js";
 import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
@@ -88,5 +89,37 @@ describe("recipes on the demo model", () => {
     const r2 = cli(["build", join(root, "models", "mamba2-brown"), "--quant", "w4a16", "--out", join(scratch, "y.mamba")]);
     expect(r2.code).toBe(1);
     expect(r2.stderr.trim()).toMatch(/--calib: quantized recipes need a calibration text file/);
+  });
+});
+
+describe("GPTQ's inverse-Hessian factor", () => {
+  it("is upper triangular with Uᵀ U H = I", () => {
+    const n = 96;
+    let seed = 7;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) - 0.5;
+    const A = Float64Array.from({ length: n * 40 }, rand); // rank 40 < n: the damping makes it definite
+    const H = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let s = i === j ? 0.05 : 0;
+      for (let k = 0; k < 40; k++) s += A[i * 40 + k] * A[j * 40 + k];
+      H[i * n + j] = s;
+    }
+    const U = upperCholeskyOfInverse(H, n);
+    let below = 0;
+    let err = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) below = Math.max(below, Math.abs(U[i * n + j]));
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0; // (Uᵀ U H)[i][j]
+        for (let k = 0; k < n; k++) {
+          let utu = 0;
+          for (let m = 0; m <= Math.min(i, k); m++) utu += U[m * n + i] * U[m * n + k];
+          s += utu * H[k * n + j];
+        }
+        err = Math.max(err, Math.abs(s - (i === j ? 1 : 0)));
+      }
+    }
+    expect(below).toBe(0);
+    expect(err).toBeLessThan(1e-8);
   });
 });
