@@ -100,7 +100,7 @@ export class OrtBackend implements Backend {
       cur.gather(states as OrtState[]);
       r = this.resident = { states: [...states] as OrtState[], cur, next };
     }
-    const feeds: Record<string, Tensor> = { tokens: new this.ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]), ...r.cur.inputs };
+    const feeds: Record<string, Tensor> = { tokens: tokenTensor(this.ort, tokens), ...r.cur.inputs };
     const out = await this.stepSession.run(feeds, { logits: null, ...r.next.outputs });
     [r.cur, r.next] = [r.next, r.cur];
     for (const s of states) s.tokens++;
@@ -158,14 +158,13 @@ export class OrtBackend implements Backend {
   }
 
   private readStates(out: InferenceSession.ReturnType, states: SequenceState[]): void {
-    for (let l = 0; l < this.shape.nLayer; l++) {
-      const conv = out[`conv_${l}_out`].data as Float32Array;
-      const ssm = out[`ssm_${l}_out`].data as Float32Array;
-      states.forEach((s, b) => {
-        s.conv(l).set(conv.subarray(b * this.shape.convPerLayer, (b + 1) * this.shape.convPerLayer));
-        s.ssm(l).set(ssm.subarray(b * this.shape.ssmPerLayer, (b + 1) * this.shape.ssmPerLayer));
-      });
-    }
+    const layers = Array.from({ length: this.shape.nLayer }, (_, l) => l);
+    scatterStates(
+      this.shape,
+      layers.map((l) => out[`conv_${l}_out`].data as Float32Array),
+      layers.map((l) => out[`ssm_${l}_out`].data as Float32Array),
+      states,
+    );
   }
 }
 
@@ -174,22 +173,24 @@ export class OrtBackend implements Backend {
  * (B, ...) tensors (the builder's calibration feeds the same graph inputs).
  */
 export function graphFeeds(ort: Ort, c: ModelConfig, tokens: ArrayLike<number>, states: SequenceState[]): Record<string, Tensor> {
-  const shape = stateShape(c);
-  const B = states.length;
-  const convC = shape.convPerLayer / (c.dConv - 1);
-  const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
-  const feeds: Record<string, Tensor> = { tokens: new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]) };
-  for (let l = 0; l < shape.nLayer; l++) {
-    const conv = new Float32Array(B * shape.convPerLayer);
-    const ssm = new Float32Array(B * shape.ssmPerLayer);
-    states.forEach((s, b) => {
-      conv.set(s.conv(l), b * shape.convPerLayer);
-      ssm.set(s.ssm(l), b * shape.ssmPerLayer);
-    });
-    feeds[`conv_${l}`] = new ort.Tensor("float32", conv, [B, convC, c.dConv - 1]);
-    feeds[`ssm_${l}`] = new ort.Tensor("float32", ssm, [B, ...ssmDims]);
-  }
-  return feeds;
+  const batch = new BatchStates(ort, c, states.length);
+  batch.gather(states);
+  return { tokens: tokenTensor(ort, tokens), ...batch.inputs };
+}
+
+function tokenTensor(ort: Ort, tokens: ArrayLike<number>): Tensor {
+  return new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]);
+}
+
+/** Copies (B, ...) per-layer state arrays back into each sequence's state. */
+function scatterStates(shape: StateShape, conv: Float32Array[], ssm: Float32Array[], states: SequenceState[]): void {
+  const { convPerLayer: nc, ssmPerLayer: ns } = shape;
+  states.forEach((s, b) => {
+    for (let l = 0; l < shape.nLayer; l++) {
+      s.conv(l).set(conv[l].subarray(b * nc, (b + 1) * nc));
+      s.ssm(l).set(ssm[l].subarray(b * ns, (b + 1) * ns));
+    }
+  });
 }
 
 /** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
@@ -241,12 +242,6 @@ class BatchStates {
   }
 
   scatter(states: SequenceState[]): void {
-    const { convPerLayer: nc, ssmPerLayer: ns } = this.shape;
-    states.forEach((s, b) => {
-      for (let l = 0; l < this.shape.nLayer; l++) {
-        s.conv(l).set(this.conv[l].subarray(b * nc, (b + 1) * nc));
-        s.ssm(l).set(this.ssm[l].subarray(b * ns, (b + 1) * ns));
-      }
-    });
+    scatterStates(this.shape, this.conv, this.ssm, states);
   }
 }
