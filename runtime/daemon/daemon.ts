@@ -4,7 +4,7 @@
 import type { Server } from "node:http";
 import { UserError } from "../errors.js";
 import { openTarget, openTokenizer, type Opened } from "../cli/open.js";
-import { WireError, errorReply, parseMessage, salvageId, type Op, type Reply, type RequestId } from "../scheduler/protocol.js";
+import { WireError, errorReply, parseMessage, peek, type Op, type Reply, type RequestId } from "../scheduler/protocol.js";
 import { Scheduler, type Sink } from "../scheduler/scheduler.js";
 import { SessionStore } from "../scheduler/sessions.js";
 import { mqttMode, type DaemonConfig } from "./config.js";
@@ -119,7 +119,7 @@ export class Daemon {
       parsed = parseMessage(payload, this.config.maxMessageBytes);
     } catch (e) {
       const err = e instanceof WireError ? e : new WireError("internal", String(e));
-      const id = salvageId(payload);
+      const id = peek(payload).id;
       this.metrics.failed(err.code);
       this.log.warn({ from, id, code: err.code }, err.message);
       send?.(errorReply(id, err));
@@ -162,12 +162,9 @@ export class Daemon {
     const reply = (m: Outgoing) => send?.(m);
     try {
       switch (op.op) {
-        case "cancel": {
-          const n = this.scheduler.cancel(op.id);
-          this.log.info({ from, id: op.id, cancelled: n }, "cancel");
-          reply({ op: "cancel", id: op.id, cancelled: n });
+        case "cancel":
+          reply({ op: "cancel", id: op.id, cancelled: this.cancel(op.id, from) });
           break;
-        }
         case "status":
           reply({ op: "status", ...(op.id !== undefined ? { id: op.id } : {}), ...this.status() });
           break;
@@ -185,10 +182,11 @@ export class Daemon {
     }
   }
 
-  /** Cancels one request by id (the MQTT cancel topic). */
-  cancel(id: RequestId, from: string): void {
+  /** Cancels the requests with this id (the cancel op, the MQTT cancel topic); returns how many. */
+  cancel(id: RequestId, from: string): number {
     const n = this.scheduler.cancel(id);
     this.log.info({ from, id, cancelled: n }, "cancel");
+    return n;
   }
 
   /**

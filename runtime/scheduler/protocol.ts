@@ -111,14 +111,17 @@ export function parseMessage(payload: string | Uint8Array, maxBytes: number): { 
   return { kind: "request", req };
 }
 
-/** The id a malformed message carried, if it can be read, so its error reply can name it. */
-export function salvageId(payload: string | Uint8Array): RequestId | null {
+/**
+ * What a payload says about where its answer goes, read before (and whatever) validation says: its
+ * id, so an error reply can name it, and its `reply_to`, so an MQTT 3.1.1 client can get one.
+ */
+export function peek(payload: string | Uint8Array): { id: RequestId | null; replyTo: unknown } {
   try {
     const obj = JSON.parse(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8"));
     const v = obj?.id;
-    return (typeof v === "string" && v.length <= 256) || Number.isInteger(v) ? v : null;
+    return { id: (typeof v === "string" && v.length <= 256) || Number.isInteger(v) ? v : null, replyTo: obj?.reply_to };
   } catch {
-    return null;
+    return { id: null, replyTo: undefined };
   }
 }
 

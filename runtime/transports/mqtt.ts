@@ -8,6 +8,7 @@ import { connect, type IClientOptions, type IPublishPacket, type MqttClient } fr
 import { UserError } from "../errors.js";
 import type { DaemonConfig } from "../daemon/config.js";
 import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
+import { peek } from "../scheduler/protocol.js";
 
 /** Redelivered requests are recognised for this long. */
 const DEDUP_MS = 10 * 60_000;
@@ -31,15 +32,6 @@ export function topics(prefix: string, node: string) {
 /** A topic a reply may be published to: no wildcards, not empty, not too long. */
 function validReplyTopic(t: unknown): t is string {
   return typeof t === "string" && t.length > 0 && t.length <= 1024 && !/[+#\u0000]/.test(t);
-}
-
-function replyToOf(payload: Buffer): string | undefined {
-  try {
-    const v = JSON.parse(payload.toString("utf8"))?.reply_to;
-    return validReplyTopic(v) ? v : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 export class MqttTransport implements Transport {
@@ -148,19 +140,14 @@ export class MqttTransport implements Transport {
 
   private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
     const log = this.daemon.log;
+    const { id, replyTo } = peek(payload);
     if (topic === this.t.cancel) {
-      let id: unknown;
-      try {
-        id = JSON.parse(payload.toString("utf8"))?.id;
-      } catch {
-        /* reported below */
-      }
-      if ((typeof id === "string" && id.length > 0) || Number.isInteger(id)) this.daemon.cancel(id as string | number, "mqtt");
+      if (id !== null && id !== "") this.daemon.cancel(id, "mqtt");
       else log.warn({ topic }, 'cancel: expected {"id": ...}');
       return;
     }
     const props = packet.properties;
-    const responseTopic = validReplyTopic(props?.responseTopic) ? props!.responseTopic : replyToOf(payload);
+    const responseTopic = validReplyTopic(props?.responseTopic) ? props!.responseTopic : validReplyTopic(replyTo) ? replyTo : undefined;
     const correlationData = props?.correlationData;
     const client = this.client!;
     const send = responseTopic
@@ -172,26 +159,17 @@ export class MqttTransport implements Transport {
       : null;
 
     // A QoS 1 request can arrive twice (redelivery after a lost acknowledgement): run it once.
-    const id = (() => {
-      try {
-        const v = JSON.parse(payload.toString("utf8"))?.id;
-        return typeof v === "string" || typeof v === "number" ? v : undefined;
-      } catch {
-        return undefined;
-      }
-    })();
-    let key: string | null = null;
-    if (id !== undefined && responseTopic) {
-      key = `${responseTopic}\u0000${correlationData ? Buffer.from(correlationData).toString("hex") : ""}\u0000${JSON.stringify(id)}`;
+    let entry: { at: number; final: Outgoing | null } | undefined;
+    if (id !== null && responseTopic) {
+      const key = `${responseTopic}\u0000${correlationData ? Buffer.from(correlationData).toString("hex") : ""}\u0000${JSON.stringify(id)}`;
       const prior = this.seen.get(key);
       if (prior && Date.now() - prior.at < DEDUP_MS) {
         log.info({ id, dup: packet.dup }, "redelivered request: not run again");
         if (prior.final) send!(prior.final);
         return;
       }
-      this.remember(key);
+      entry = this.remember(key);
     }
-    const entry = key ? this.seen.get(key) : undefined;
     this.daemon.dispatch(payload, send, `mqtt:${topic === this.t.fleet ? "fleet" : "node"}`, {
       onFinal: (r) => {
         if (entry) entry.final = r;
@@ -199,15 +177,17 @@ export class MqttTransport implements Transport {
     });
   }
 
-  private remember(key: string): void {
+  private remember(key: string): { at: number; final: Outgoing | null } {
     const now = Date.now();
-    this.seen.set(key, { at: now, final: null });
+    const entry = { at: now, final: null };
+    this.seen.set(key, entry);
     if (this.seen.size > DEDUP_MAX) {
       for (const [k, v] of this.seen) {
         if (this.seen.size <= DEDUP_MAX && now - v.at < DEDUP_MS) break;
         this.seen.delete(k);
       }
     }
+    return entry;
   }
 
   async stopAccepting(): Promise<void> {
