@@ -23,7 +23,7 @@ SHAPES = {  # hidden, layers, vocab (Hugging Face configs)
     "mamba-1.4b": (2048, 48, 50280),
     "mamba-2.8b": (2560, 64, 50280),
 }
-RECIPES = ["fp16", "w8a8", "w4a16"]
+RECIPES = os.environ.get("ME_RECIPES", "fp16,w8a8,w4a16").split(",")
 shapes = sys.argv[3:] or list(SHAPES)
 tmp = "/dev/shm/me-bench" if os.path.isdir("/dev/shm") else "/tmp/me-bench"
 
@@ -96,11 +96,14 @@ def bench_engine(path):
     ms = ctypes.c_float()
     out = {"weightBytes": lib.me_weight_bytes(h)}
     try:
-        if os.environ.get("ME_PROFILE"):  # kernel time breakdown of a batch-1 decode step
+        for b in [int(x) for x in os.environ.get("ME_PROFILE", "").split(",") if x]:  # kernel time breakdown of decode steps
             from torch.profiler import ProfilerActivity, profile
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                lib.me_bench_step(h, 1, 20, ctypes.byref(ms))
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
+                lib.me_bench_step(h, b, 20, ctypes.byref(ms))
+            rows = sorted(((e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0), key=lambda r: -r[1])
+            print(f"  batch {b}: kernel, us per step, launches per step", flush=True)
+            for key, us, n in rows[:12]:
+                print(f"    {key.split('(')[0][:48]:48} {us / 23:9.1f} {n / 23:6.1f}", flush=True)
         for b, iters in [(1, 100), (8, 30), (32, 15)]:
             if lib.me_bench_step(h, b, iters, ctypes.byref(ms)):
                 raise RuntimeError(lib.me_last_error().decode())

@@ -90,6 +90,11 @@ struct Engine {
     if (st) cudaStreamDestroy(st);
   }
 
+  void release(void* p) {
+    allocs.erase(std::remove(allocs.begin(), allocs.end(), p), allocs.end());
+    cudaFree(p);
+  }
+
   template <class T>
   T* alloc(size_t n) {
     void* p = nullptr;
@@ -186,6 +191,13 @@ static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N,
       if (W.group % 32 != 0 || (long long)blocks * W.group != K) throw Error(t.path + ": tensor " + q + ": 4-bit groups of " + std::to_string(W.group) + " over " + std::to_string(K) + " inputs are not supported");
       W.w = t.load(q, "U8", (size_t)N * K / 2);
       W.scale = t.f32(q + "_scale", (size_t)N * blocks);
+      if (i4Packable(W)) {  // tensor-core tile order; the row-major copy is freed
+        void* packed = e.alloc<char>((size_t)N * K / 2);
+        CK(packI4(W, packed, 0));
+        CK(cudaDeviceSynchronize());
+        e.release(const_cast<void*>(W.w));
+        W.w = packed, W.packed = 1;
+      }
     }
   } else {
     throw Error(t.path + ": tensor " + fp + " is missing");
@@ -368,7 +380,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     if (decode) {
       CK(scan1Step(p, M, ssmBase, ss, e.dSlots, s));
     } else {
-      LinearW dtp{W_F16, c.E, c.R, L.dtW, nullptr, 0, nullptr};
+      LinearW dtp{W_F16, c.E, c.R, L.dtW, nullptr, 0, nullptr, 0};
       CK(linear(dtp, e.dbl, W2, 0.f, M, e.dtraw, c.E, s));
       p.dtRaw = e.dtraw;
       CK(scan1Prefill(p, M, e.ssmState(slot, l), s));
@@ -396,7 +408,7 @@ static void head(Engine& e, int r0, int n, bool decode) {
   const Config& c = e.c;
   // decode: out_proj already added into hidden
   CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, decode ? nullptr : e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
-  LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr};
+  LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr, 0};
   CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
 }
 

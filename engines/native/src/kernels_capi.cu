@@ -10,20 +10,38 @@ static int done(cudaError_t e) {
   return (int)cudaDeviceSynchronize();
 }
 
+// 4-bit weights come row-major; where their shape allows, they are packed into tile order first, as
+// the runner does on load, so the kernels check the layout the runner uses
+template <class F>
+static int withLayout(LinearW W, F&& f) {
+  if (!i4Packable(W)) return done(f(W));
+  void* packed = nullptr;
+  cudaError_t e = cudaMalloc(&packed, (size_t)W.N * W.K / 2);
+  if (!e) e = packI4(W, packed, 0);
+  if (!e) {
+    W.w = packed, W.packed = 1;
+    e = f(W);
+  }
+  const int rc = done(e);
+  cudaFree(packed);
+  return rc;
+}
+
 extern "C" {
 
 int me_k_linear(int gemmOnly, int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const void* x, int lda,
                 float xScale, int M, float* y, int ldy) {
-  LinearW W{wtype, N, K, w, scale, group, bias};
-  return done(gemmOnly ? gemm(W, x, lda, xScale, M, y, ldy, 0) : gemv(W, x, lda, xScale, M, y, ldy, nullptr, 0));
+  return withLayout(LinearW{wtype, N, K, w, scale, group, bias, 0}, [&](const LinearW& W) {
+    return gemmOnly ? gemm(W, x, lda, xScale, M, y, ldy, 0) : gemv(W, x, lda, xScale, M, y, ldy, nullptr, 0);
+  });
 }
 
 // decode GEMV with the RMSNorm fused into its input and the result added into y
 int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const float* hidden, const float* normW,
                    float eps, float nScale, int M, float* y, int ldy) {
-  LinearW W{wtype, N, K, w, scale, group, bias};
   NormIn n{hidden, normW, eps, nScale};
-  return done(gemv(W, hidden, K, nScale, M, y, ldy, nullptr, 0, &n, 1));
+  return withLayout(LinearW{wtype, N, K, w, scale, group, bias, 0},
+                    [&](const LinearW& W) { return gemv(W, hidden, K, nScale, M, y, ldy, nullptr, 0, &n, 1); });
 }
 
 int me_k_conv1d_prefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state, const float* qscale,

@@ -1,9 +1,40 @@
 // Small device helpers shared by the kernels.
 #pragma once
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <cstdint>
+#include <utility>
 
 namespace me {
+
+// Programmatic dependent launch (sm_90 and later). A kernel started with launch() may begin while
+// the kernel before it in the stream is still running: until pdlWait() returns it may only read
+// what no earlier kernel writes (weights), so its launch and first weight loads overlap the previous
+// kernel's tail. Every kernel started with launch() calls pdlWait() before touching activations or
+// states, then pdlRelease() so that the next one may be scheduled. Below sm_90 both are no-ops and
+// launch() is an ordinary launch.
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdlRelease() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+bool pdlEnabled();  // device is sm_90+ and MAMBA_EDGE_PDL is not 0
+
+template <class... P, class... A>
+cudaError_t launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+  cfg.attrs = at, cfg.numAttrs = pdlEnabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
 
 __device__ __forceinline__ float siluf(float x) { return x / (1.f + __expf(-x)); }
 // PyTorch's softplus with threshold 20

@@ -19,7 +19,15 @@ struct LinearW {
   const float* scale;   // I8: (N) per output channel; I4: (N, K/group); F16: null
   int group;            // I4 group size (a multiple of 32)
   const float* bias;    // (N) or null
+  int packed;           // I4 only: w is in the tensor-core tile order of packI4 (see i4Packable)
 };
+
+// 4-bit weights in tile order: for each 16-row tile and each 64 inputs, 32 lanes × 4 words, each word
+// the eight weights one lane of an m16n8k16 tensor-core product needs (see linear.cu). Decode then
+// runs on tensor cores: one instruction per 256 weights, any batch up to 8 at the cost of one.
+bool i4Packable(const LinearW& W);  // N % 16 == 0, K % 64 == 0, group % 64 == 0
+// packs W.w (row-major 4-bit) into out (N * K / 2 bytes, device memory)
+cudaError_t packI4(const LinearW& W, void* out, cudaStream_t s);
 
 // The causal-conv step fused into a decode GEMV's epilogue: output columns [c0, c0+C) are conv
 // channels; their new input goes through one conv step (state (C, K-1) per sequence, oldest

@@ -1,8 +1,12 @@
-// Linear layers. Decode: a bandwidth-bound GEMV, one warp (or a few, splitting K) per output row,
-// 16-byte weight loads, several in flight, up to 8 activation rows per pass (int8: dp4a with int32
-// accumulation; 4-bit: dequantized in registers, one scale per group). Prefill: a tensor-core GEMM
-// (WMMA: fp16 x fp16 -> fp32, or int8 x int8 -> int32), 4-bit weights dequantized to fp16 tiles.
+// Linear layers. Decode: bandwidth-bound GEMVs, one warp per two output rows (fp16, int8: dp4a with
+// int32 accumulation) streaming 16-byte weight loads, up to 8 activation rows per pass; 4-bit weights
+// in tensor-core tile order run on mma.sync (dequantized exactly into fp16 fragments, any batch up to
+// 8 at the cost of one), otherwise on CUDA cores from fp16 inputs staged in shared memory. Every
+// decode GEMV issues its first weight loads before pdlWait(), so they overlap the previous kernel.
+// Prefill: a tensor-core GEMM (WMMA: fp16 x fp16 -> fp32, or int8 x int8 -> int32), 4-bit weights
+// dequantized to fp16 tiles.
 #include <mma.h>
+#include <algorithm>
 #include "common.cuh"
 #include "kernels.cuh"
 
@@ -14,10 +18,8 @@ template <> struct Epl<W_I8> { static constexpr int v = 16; };
 template <> struct Epl<W_I4> { static constexpr int v = 32; };
 
 constexpr int GEMV_MT = 8;  // activation rows per pass
-
-// rows per warp: activations loaded once serve RW weight rows
-template <int WT> struct Rw { static constexpr int v = 2; };
-template <> struct Rw<W_I4> { static constexpr int v = 4; };
+constexpr int GEMV_RW = 2;  // weight rows per warp: activations loaded once serve both
+constexpr int GEMV_U = 2;   // iterations whose weight loads are in flight together
 
 template <int WT>
 __device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
@@ -31,141 +33,50 @@ __device__ __forceinline__ uint32_t pack4(float4 v, float s) {
   return (uint32_t)(quant8(v.x, s) & 0xff) | ((uint32_t)(quant8(v.y, s) & 0xff) << 8) | ((uint32_t)(quant8(v.z, s) & 0xff) << 16) |
          ((uint32_t)(quant8(v.w, s) & 0xff) << 24);
 }
+__device__ __forceinline__ __half2 asHalf2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
 
-template <int WT, int MT>
-__global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
-                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int hasNorm, int addToY) {
-  constexpr int EPL = Epl<WT>::v;
-  constexpr int CH = 32 * EPL;
-  constexpr int RW = Rw<WT>::v;
-  constexpr int U = 2;  // iterations whose weight loads are in flight together
+// Eight 4-bit weights (one 32-bit word, low nibble first) as four half2 holding q - 8 exactly, in the
+// order (k0,k4) (k1,k5) (k2,k6) (k3,k7): each pair is masked straight into the mantissa of 1024.
+__device__ __forceinline__ void dequant8(uint32_t q, __half2* d) {
+  const __half2 off = asHalf2(0x64086408u), sixteenth = asHalf2(0x2C002C00u), off16 = asHalf2(0xD480D480u);  // 1032, 1/16, -72
+  const uint32_t q8 = q >> 8;
+  d[0] = __hsub2(asHalf2((q & 0x000F000Fu) | 0x64006400u), off);                   // 1024 + n
+  d[1] = __hfma2(asHalf2((q & 0x00F000F0u) | 0x64006400u), sixteenth, off16);      // (1024 + 16 n) / 16 - 72
+  d[2] = __hsub2(asHalf2((q8 & 0x000F000Fu) | 0x64006400u), off);
+  d[3] = __hfma2(asHalf2((q8 & 0x00F000F0u) | 0x64006400u), sixteenth, off16);
+}
+
+// output (m, n) of a decode GEMV: times the per-channel scale (int8), plus bias, then the fused conv
+// step, an add into y, or a plain store
+__device__ __forceinline__ void gemvOut(const LinearW& W, int m, int n, float v, float* __restrict__ y, int ldy, const ConvStep& ep, int hasEp,
+                                        int addToY) {
+  if (W.type == W_I8) v *= __ldg(W.scale + n);
+  if (W.bias) v += __ldg(W.bias + n);
+  if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
+    const int c = n - ep.c0;
+    float* st = ep.states + (long long)ep.slots[m] * ep.slotStride + (size_t)c * (ep.K - 1);
+    float o = convStepOne(v, ep.w + (size_t)c * ep.K, ep.b ? ep.b[c] : 0.f, st, ep.K);
+    if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
+    if (ep.qscale) o = qdq(o, ep.qscale[c]);
+    ep.xc[(size_t)m * ep.ldxc + c] = o;
+  } else if (addToY) {
+    y[(size_t)m * ldy + n] += v;
+  } else {
+    y[(size_t)m * ldy + n] = v;
+  }
+}
+
+// Sums each warp's partial dot products (over lanes, then over the ks warps that split K) and
+// writes output (m, n0 + r) from lane m * RW + r.
+template <int MT, int RW>
+__device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& W, int M, float* __restrict__ y, int ldy, const ConvStep& ep,
+                                           int hasEp, int ks, int n0, int part, int addToY) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n0 = (blockIdx.x * (8 / ks) + warp / ks) * RW;
-  const int part = warp % ks;
-  const int K = W.K, N = W.N;
-  float acc[MT][RW];
-  int iacc[MT][RW];
+  const int N = W.N;
 #pragma unroll
   for (int m = 0; m < MT; m++)
 #pragma unroll
-    for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
-  float rn[MT];  // 1 / rms of each input row (fused norm)
-  if (hasNorm) {
-    __shared__ float scratch[32];
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-      float ss = 0.f;
-      if (m < M)
-        for (int i = threadIdx.x; i < K; i += blockDim.x) {
-          const float v = nin.hidden[(size_t)m * lda + i];
-          ss += v * v;
-        }
-      ss = blockSum(ss, scratch);
-      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
-    }
-  }
-  const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
-
-  if (n0 < N) {
-    const int nIt = (K + CH - 1) / CH;
-    const size_t rowBytes = byteOff<WT>(K);
-    const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
-    for (int it0 = part; it0 < nIt; it0 += ks * U) {
-      uint4 wq[U][RW];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int it = it0 + u * ks;
-        const int k = it * CH + lane * EPL;
-        const bool ok = it < nIt && k < K;
-#pragma unroll
-        for (int r = 0; r < RW; r++)
-          wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + byteOff<WT>(k))) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int it = it0 + u * ks;
-        const int k = it * CH + lane * EPL;
-        if (!(it < nIt && k < K)) continue;
-        if constexpr (WT == W_F16) {
-#pragma unroll
-          for (int m = 0; m < MT; m++) {
-            if (m >= M) break;
-            const float4* xp = (const float4*)((const float*)xv + (size_t)m * lda + k);
-            float4 a, b;
-            if (hasNorm) {
-              const float* hrow = nin.hidden + (size_t)m * lda;
-              a = normed4(nin, hrow, k, rn[m], fs), b = normed4(nin, hrow, k + 4, rn[m], fs);
-            } else {
-              a = __ldg(xp), b = __ldg(xp + 1);
-            }
-#pragma unroll
-            for (int r = 0; r < RW; r++) {
-              const __half2* h = (const __half2*)&wq[u][r];
-              const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]), w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-              acc[m][r] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z + w3.y * b.w;
-            }
-          }
-        } else if constexpr (WT == W_I8) {
-#pragma unroll
-          for (int m = 0; m < MT; m++) {
-            if (m >= M) break;
-            uint4 a;
-            if (hasNorm) {
-              const float* hrow = nin.hidden + (size_t)m * lda;
-              a.x = pack4(normed4(nin, hrow, k, rn[m], 0.f), nin.scale);
-              a.y = pack4(normed4(nin, hrow, k + 4, rn[m], 0.f), nin.scale);
-              a.z = pack4(normed4(nin, hrow, k + 8, rn[m], 0.f), nin.scale);
-              a.w = pack4(normed4(nin, hrow, k + 12, rn[m], 0.f), nin.scale);
-            } else {
-              a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
-            }
-#pragma unroll
-            for (int r = 0; r < RW; r++) {
-              int s = iacc[m][r];
-              s = __dp4a((int)wq[u][r].x, (int)a.x, s);
-              s = __dp4a((int)wq[u][r].y, (int)a.y, s);
-              s = __dp4a((int)wq[u][r].z, (int)a.z, s);
-              s = __dp4a((int)wq[u][r].w, (int)a.w, s);
-              iacc[m][r] = s;
-            }
-          }
-        } else {
-          float sc[RW];
-#pragma unroll
-          for (int r = 0; r < RW; r++) sc[r] = n0 + r < N ? __ldg(W.scale + (size_t)(n0 + r) * (K / W.group) + k / W.group) : 0.f;
-#pragma unroll
-          for (int m = 0; m < MT; m++) {
-            if (m >= M) break;
-            const float4* xp = (const float4*)((const float*)xv + (size_t)m * lda + k);
-            float xr[32];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-              const float4 a = hasNorm ? normed4(nin, nin.hidden + (size_t)m * lda, k + 4 * j, rn[m], fs) : __ldg(xp + j);
-              xr[4 * j] = a.x, xr[4 * j + 1] = a.y, xr[4 * j + 2] = a.z, xr[4 * j + 3] = a.w;
-            }
-#pragma unroll
-            for (int r = 0; r < RW; r++) {
-              const uint32_t* q = (const uint32_t*)&wq[u][r];
-              float p = 0.f;
-#pragma unroll
-              for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int i = 0; i < 8; i++)  // nibble - 8 as float through the 2^23 trick
-                  p += (__int_as_float(0x4B000000 | ((q[j] >> (4 * i)) & 15u)) - 8388616.f) * xr[8 * j + i];
-              acc[m][r] += p * sc[r];
-            }
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < MT; m++)
-#pragma unroll
-    for (int r = 0; r < RW; r++) {
-      if constexpr (WT == W_I8) acc[m][r] = (float)iacc[m][r];  // exact below 2^24 per lane
-      acc[m][r] = warpSum(acc[m][r]);
-    }
+    for (int r = 0; r < RW; r++) acc[m][r] = warpSum(acc[m][r]);
   if (ks > 1) {
     __shared__ float red[8][MT * RW];
     if (lane == 0)
@@ -184,7 +95,6 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
           acc[m][r] = s;
         }
   }
-  // lane (m * RW + r) finishes output (m, n0 + r)
   const int m = lane / RW, r = lane % RW, n = n0 + r;
   if (part != 0 || lane >= MT * RW || m >= M || n >= N) return;
   float v = 0.f;
@@ -193,35 +103,452 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 #pragma unroll
     for (int rr = 0; rr < RW; rr++)
       if (mm * RW + rr == lane) v = acc[mm][rr];
-  if constexpr (WT == W_I8) v *= __ldg(W.scale + n) * xScale;
-  if (W.bias) v += __ldg(W.bias + n);
-  if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
-    const int c = n - ep.c0;
-    float* st = ep.states + (long long)ep.slots[m] * ep.slotStride + (size_t)c * (ep.K - 1);
-    float o = convStepOne(v, ep.w + (size_t)c * ep.K, ep.b ? ep.b[c] : 0.f, st, ep.K);
-    if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
-    if (ep.qscale) o = qdq(o, ep.qscale[c]);
-    ep.xc[(size_t)m * ep.ldxc + c] = o;
-  } else if (addToY) {
-    y[(size_t)m * ldy + n] += v;
-  } else {
-    y[(size_t)m * ldy + n] = v;
+  gemvOut(W, m, n, v, y, ldy, ep, hasEp, addToY);
+}
+
+// fp16 and int8 weights
+template <int WT, int MT, bool NORM>
+__global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
+                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int addToY) {
+  constexpr int EPL = Epl<WT>::v;
+  constexpr int CH = 32 * EPL;
+  constexpr int RW = GEMV_RW, U = GEMV_U;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n0 = (blockIdx.x * (8 / ks) + warp / ks) * RW;
+  const int part = warp % ks;
+  const int K = W.K, N = W.N;
+  const int nIt = (K + CH - 1) / CH;
+  const size_t rowBytes = byteOff<WT>(K);
+  const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
+  uint4 wq[U][RW];
+  auto loadW = [&](int it0) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int it = it0 + u * ks;
+      const int k = it * CH + lane * EPL;
+      const bool ok = n0 < N && it < nIt && k < K;
+#pragma unroll
+      for (int r = 0; r < RW; r++)
+        wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + byteOff<WT>(k))) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  loadW(part);  // weights only: may overlap the previous kernel
+  pdlWait();
+  pdlRelease();
+
+  float acc[MT][RW];
+  int iacc[MT][RW];
+#pragma unroll
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
+  float rn[MT];  // 1 / rms of each input row (fused norm)
+  if constexpr (NORM) {
+    __shared__ float scratch[32];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      float ss = 0.f;
+      if (m < M)
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+          const float v = nin.hidden[(size_t)m * lda + i];
+          ss += v * v;
+        }
+      ss = blockSum(ss, scratch);
+      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
+    }
+  }
+  const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
+  // four (or, fused, normalized) inputs of row m at column k
+  auto in4 = [&](int m, int k) -> float4 {
+    if constexpr (NORM) return normed4(nin, nin.hidden + (size_t)m * lda, k, rn[m], fs);
+    else return __ldg((const float4*)((const float*)xv + (size_t)m * lda + k));
+  };
+
+  for (int it0 = part; it0 < nIt && n0 < N; it0 += ks * U) {
+    if (it0 != part) loadW(it0);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int it = it0 + u * ks;
+      const int k = it * CH + lane * EPL;
+      if (!(it < nIt && k < K)) continue;
+      if constexpr (WT == W_F16) {
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+          if (m >= M) break;
+          const float4 a = in4(m, k), b = in4(m, k + 4);
+#pragma unroll
+          for (int r = 0; r < RW; r++) {
+            const __half2* h = (const __half2*)&wq[u][r];
+            const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]), w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+            acc[m][r] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z + w3.y * b.w;
+          }
+        }
+      } else if constexpr (WT == W_I8) {
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+          if (m >= M) break;
+          uint4 a;
+          if constexpr (NORM) {
+            const float* hrow = nin.hidden + (size_t)m * lda;
+            a.x = pack4(normed4(nin, hrow, k, rn[m], 0.f), nin.scale);
+            a.y = pack4(normed4(nin, hrow, k + 4, rn[m], 0.f), nin.scale);
+            a.z = pack4(normed4(nin, hrow, k + 8, rn[m], 0.f), nin.scale);
+            a.w = pack4(normed4(nin, hrow, k + 12, rn[m], 0.f), nin.scale);
+          } else {
+            a = __ldg((const uint4*)((const int8_t*)xv + (size_t)m * lda + k));
+          }
+#pragma unroll
+          for (int r = 0; r < RW; r++) {
+            int s = iacc[m][r];
+            s = __dp4a((int)wq[u][r].x, (int)a.x, s);
+            s = __dp4a((int)wq[u][r].y, (int)a.y, s);
+            s = __dp4a((int)wq[u][r].z, (int)a.z, s);
+            s = __dp4a((int)wq[u][r].w, (int)a.w, s);
+            iacc[m][r] = s;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int r = 0; r < RW; r++)
+      if constexpr (WT == W_I8) acc[m][r] = (float)iacc[m][r] * xScale;  // exact below 2^24 per lane
+  gemvFinish<MT, RW>(acc, W, M, y, ldy, ep, hasEp, ks, n0, part, addToY);
+}
+
+// 4-bit weights. The block first stages its input rows in shared memory as fp16, in the pair order
+// dequant8 produces and swizzled so the lanes' 16-byte reads do not collide in banks: fp32 inputs
+// read straight from L1 by every warp made the kernel L1-bound. Each warp then streams four weight
+// rows, 32 weights per lane per step, dequantized exactly into fp16 and multiplied in fp16 four
+// terms at a time, added in fp32 and scaled per group.
+constexpr int I4_RW = 4;
+__device__ __forceinline__ int i4Slot(int b) { return b ^ ((b >> 3) & 3); }
+
+// U: steps of weights loaded at once. With one input row a warp loads all its steps before it
+// computes (one memory round trip per warp: rows are short, so latency, not bandwidth, bounds them).
+template <int MT, int U, bool NORM>
+__global__ void __launch_bounds__(256) gemvI4Kernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy,
+                                                    ConvStep ep, int hasEp, int ks, NormIn nin, int addToY) {
+  constexpr int RW = I4_RW, CH = 1024;
+  extern __shared__ uint4 xs[];  // (M, K / 8) slots of four half2
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n0 = (blockIdx.x * (8 / ks) + warp / ks) * RW;
+  const int part = warp % ks;
+  const int K = W.K, N = W.N, KB = K / 8;
+  const int nIt = (K + CH - 1) / CH;
+  const size_t rowBytes = (size_t)K / 2;
+  const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
+  uint4 wq[U][RW];
+  auto loadW = [&](int it0) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int it = it0 + u * ks;
+      const int k = it * CH + lane * 32;
+      const bool ok = n0 < N && it < nIt && k < K;
+#pragma unroll
+      for (int r = 0; r < RW; r++)
+        wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + k / 2)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  loadW(part);  // weights only: may overlap the previous kernel
+  pdlWait();
+  pdlRelease();
+
+  float rn[MT];
+  if constexpr (NORM) {
+    __shared__ float scratch[32];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      float ss = 0.f;
+      if (m < M)
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+          const float v = nin.hidden[(size_t)m * lda + i];
+          ss += v * v;
+        }
+      ss = blockSum(ss, scratch);
+      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
+    }
+  }
+#pragma unroll 4
+  for (int i = threadIdx.x; i < M * KB; i += blockDim.x) {
+    const int m = i / KB, b = i - m * KB;
+    float4 a, c;
+    if constexpr (NORM) {
+      const float* hrow = nin.hidden + (size_t)m * lda;
+      float r = 0.f;
+#pragma unroll
+      for (int mm = 0; mm < MT; mm++) if (mm == m) r = rn[mm];
+      a = normed4(nin, hrow, 8 * b, r, nin.scale), c = normed4(nin, hrow, 8 * b + 4, r, nin.scale);
+    } else {
+      a = __ldg((const float4*)(x + (size_t)m * lda + 8 * b)), c = __ldg((const float4*)(x + (size_t)m * lda + 8 * b + 4));
+    }
+    __half2 h[4] = {__floats2half2_rn(a.x, c.x), __floats2half2_rn(a.y, c.y), __floats2half2_rn(a.z, c.z), __floats2half2_rn(a.w, c.w)};
+    xs[(size_t)m * KB + i4Slot(b)] = *(uint4*)h;
+  }
+  __syncthreads();
+
+  const bool pow2 = (W.group & (W.group - 1)) == 0;
+  const int gsh = __ffs(W.group) - 1, nG = K / W.group;
+  float acc[MT][RW];
+#pragma unroll
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int r = 0; r < RW; r++) acc[m][r] = 0.f;
+  for (int it0 = part; it0 < nIt && n0 < N; it0 += ks * U) {
+    if (it0 != part) loadW(it0);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int it = it0 + u * ks;
+      const int k = it * CH + lane * 32;
+      if (!(it < nIt && k < K)) continue;
+      const int g = pow2 ? k >> gsh : k / W.group;
+      float sc[RW];
+#pragma unroll
+      for (int r = 0; r < RW; r++) sc[r] = n0 + r < N ? __ldg(W.scale + (size_t)(n0 + r) * nG + g) : 0.f;
+#pragma unroll
+      for (int m = 0; m < MT; m++) {
+        if (m >= M) break;
+        float p[RW];
+#pragma unroll
+        for (int r = 0; r < RW; r++) p[r] = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const uint4 xv = xs[(size_t)m * KB + i4Slot(k / 8 + j)];
+          const __half2* xh = (const __half2*)&xv;
+#pragma unroll
+          for (int r = 0; r < RW; r++) {
+            __half2 d[4];
+            dequant8(((const uint32_t*)&wq[u][r])[j], d);
+            __half2 h = __hmul2(d[0], xh[0]);
+            h = __hfma2(d[1], xh[1], h);
+            h = __hfma2(d[2], xh[2], h);
+            h = __hfma2(d[3], xh[3], h);
+            const float2 f = __half22float2(h);
+            p[r] += f.x + f.y;
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < RW; r++) acc[m][r] += p[r] * sc[r];
+      }
+    }
+  }
+  gemvFinish<MT, RW>(acc, W, M, y, ldy, ep, hasEp, ks, n0, part, addToY);
+}
+
+template <int MT, int U>
+static cudaError_t launchGemvI4(dim3 grid, size_t smem, const LinearW& W, const void* x, int lda, int M, float* y, int ldy, const ConvStep& ep,
+                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+  auto k = hasNorm ? gemvI4Kernel<MT, U, true> : gemvI4Kernel<MT, U, false>;
+  if (smem > 48 * 1024)
+    if (cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) return e;
+  return launch(k, grid, 256, smem, s, W, (const float*)x, lda, M, y, ldy, ep, hasEp, ks, nin, addToY);
+}
+
+// ---- 4-bit weights on tensor cores (decode) ------------------------------------------------------
+// Tile order: word ((T * K/64 + G) * 32 + lane) * 4 + j holds, for row tile T (rows 16T..16T+15) and
+// k tile t = 4G + j (inputs 16t..16t+15), the eight weights lane (g = lane / 4, c = lane % 4) holds in
+// an m16n8k16 A fragment: nibble 0/4 = rows g, inputs 2c/2c+1; 1/5 = row g+8, same inputs; 2/6 = row
+// g, inputs 2c+8/2c+9; 3/7 = row g+8, inputs 2c+8/2c+9. dequant8 then yields the fragment directly.
+__host__ __device__ inline size_t i4PackedNibble(int K, int n, int k) {
+  const int T = n >> 4, r = n & 15, t = k >> 4, kk = k & 15;
+  const int hi = r >> 3, g = r & 7, upper = kk >> 3, c = (kk & 7) >> 1, second = kk & 1;
+  const size_t word = (((size_t)T * (K / 64) + (t >> 2)) * 32 + g * 4 + c) * 4 + (t & 3);
+  return word * 8 + hi + 2 * upper + 4 * second;
+}
+
+bool i4Packable(const LinearW& W) { return W.type == W_I4 && W.N % 16 == 0 && W.K % 64 == 0 && W.group % 64 == 0; }
+
+__global__ void packI4Kernel(const uint8_t* __restrict__ in, int N, int K, uint32_t* __restrict__ out) {
+  const size_t words = (size_t)N * K / 8;
+  for (size_t w = blockIdx.x * (size_t)blockDim.x + threadIdx.x; w < words; w += (size_t)gridDim.x * blockDim.x) {
+    const int j = w & 3, lane = (w >> 2) & 31;
+    const size_t tg = w >> 7;
+    const int G = (int)(tg % (K / 64)), T = (int)(tg / (K / 64));
+    const int g = lane >> 2, c = lane & 3, t = 4 * G + j;
+    uint32_t v = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const int hi = i & 1, upper = (i >> 1) & 1, second = i >> 2;
+      const int n = 16 * T + g + 8 * hi, k = 16 * t + 2 * c + 8 * upper + second;
+      const uint8_t byte = in[(size_t)n * (K / 2) + k / 2];
+      v |= (uint32_t)((k & 1) ? byte >> 4 : byte & 15) << (4 * i);
+    }
+    out[w] = v;
   }
 }
 
-template <int WT>
-static void launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
-                       int hasNorm, int addToY, cudaStream_t s) {
-  constexpr int RW = Rw<WT>::v;
-  const long long warps = (W.N + RW - 1) / RW;
+cudaError_t packI4(const LinearW& W, void* out, cudaStream_t s) {
+  if (!i4Packable(W) || W.packed) return cudaErrorInvalidValue;
+  packI4Kernel<<<1024, 256, 0, s>>>((const uint8_t*)W.w, W.N, W.K, (uint32_t*)out);
+  return cudaGetLastError();
+}
+
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// One warp per 16-row tile and share of K (ks warps split it); U groups of 64 inputs loaded at once.
+// Inputs: up to 8 rows staged in shared memory as fp16 (rows padded by 8 so the B-fragment reads of
+// the eight rows fall in distinct banks); rows beyond M read as zeros.
+constexpr int I4T_U = 8;
+template <bool NORM>
+__global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy,
+                                                      ConvStep ep, int hasEp, int ks, NormIn nin, int addToY) {
+  extern __shared__ __half xh[];  // (M, K + 8)
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int T = blockIdx.x * (8 / ks) + warp / ks, part = warp % ks;
+  const int K = W.K, N = W.N, nG = K / 64, ldx = K + 8;
+  const bool live = 16 * T < N;
+  const uint4* wp = (const uint4*)W.w + (size_t)T * nG * 32 + lane;
+  uint4 wq[I4T_U];
+  auto loadW = [&](int G0) {
+#pragma unroll
+    for (int u = 0; u < I4T_U; u++) {
+      const int G = G0 + u * ks;
+      wq[u] = live && G < nG ? __ldg(wp + (size_t)G * 32) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  loadW(part);  // weights only: may overlap the previous kernel
+  pdlWait();
+  pdlRelease();
+
+  float rn[8];
+  if constexpr (NORM) {
+    __shared__ float scratch[32];
+#pragma unroll
+    for (int m = 0; m < 8; m++) {
+      if (m >= M) break;  // uniform over the block
+      float ss = 0.f;
+      for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        const float v = nin.hidden[(size_t)m * lda + i];
+        ss += v * v;
+      }
+      ss = blockSum(ss, scratch);
+      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
+    }
+  }
+#pragma unroll 4
+  for (int i = threadIdx.x; i < M * (K / 4); i += blockDim.x) {
+    const int m = i / (K / 4), k = 4 * (i - m * (K / 4));
+    float4 a;
+    if constexpr (NORM) {
+      float r = 0.f;
+#pragma unroll
+      for (int mm = 0; mm < 8; mm++) if (mm == m) r = rn[mm];
+      a = normed4(nin, nin.hidden + (size_t)m * lda, k, r, nin.scale);
+    } else {
+      a = __ldg((const float4*)(x + (size_t)m * lda + k));
+    }
+    __half2* d = (__half2*)(xh + (size_t)m * ldx + k);
+    d[0] = __floats2half2_rn(a.x, a.y), d[1] = __floats2half2_rn(a.z, a.w);
+  }
+  __syncthreads();
+
+  const int g = lane >> 2, c = lane & 3;
+  const bool rowOk = g < M;
+  const __half* xrow = xh + (size_t)(rowOk ? g : 0) * ldx + 2 * c;
+  const float* s0 = W.scale + (size_t)(16 * T + g) * (K / W.group);
+  const float* s1 = s0 + (size_t)8 * (K / W.group);
+  const int gpg = W.group / 64;  // groups of 64 per scale group
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int G0 = part; G0 < nG && live; G0 += ks * I4T_U) {
+    if (G0 != part) loadW(G0);
+#pragma unroll
+    for (int u = 0; u < I4T_U; u++) {
+      const int G = G0 + u * ks;
+      if (G >= nG) break;
+      const __half2 sc0 = __float2half2_rn(__ldg(s0 + G / gpg)), sc1 = __float2half2_rn(__ldg(s1 + G / gpg));
+      const uint32_t* q = (const uint32_t*)&wq[u];
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        __half2 d[4];
+        dequant8(q[j], d);
+        uint32_t a[4];
+        const __half2 a0 = __hmul2(d[0], sc0), a1 = __hmul2(d[1], sc1), a2 = __hmul2(d[2], sc0), a3 = __hmul2(d[3], sc1);
+        a[0] = *(const uint32_t*)&a0, a[1] = *(const uint32_t*)&a1, a[2] = *(const uint32_t*)&a2, a[3] = *(const uint32_t*)&a3;
+        const int k = 64 * G + 16 * j;
+        const uint32_t b0 = rowOk ? *(const uint32_t*)(xrow + k) : 0u, b1 = rowOk ? *(const uint32_t*)(xrow + k + 8) : 0u;
+        mma16816(acc, a, b0, b1);
+      }
+    }
+  }
+  if (ks > 1) {
+    __shared__ float red[8][4][32];
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][i][lane] = acc[i];
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float sum = 0.f;
+      for (int q = 0; q < ks; q++) sum += red[warp + q][i][lane];
+      acc[i] = sum;
+    }
+  }
+  if (!live) return;
+  // D fragment: acc[0..1] = rows g, batch 2c and 2c+1; acc[2..3] = row g + 8, same batch rows
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int m = 2 * c + (i & 1), n = 16 * T + g + 8 * (i >> 1);
+    if (m < M && n < N) gemvOut(W, m, n, acc[i], y, ldy, ep, hasEp, addToY);
+  }
+}
+
+static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
+                                  const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+  const int tiles = W.N / 16, nG = W.K / 64;
   int ks = 1;
-  while (ks < 8 && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
+  while (ks < 8 && 2 * ks <= nG && (long long)tiles * ks < 8192) ks *= 2;
+  const dim3 grid((unsigned)((tiles + 8 / ks - 1) / (8 / ks)));
+  const size_t smem = (size_t)M * (W.K + 8) * 2;
+  auto k = hasNorm ? gemvI4TcKernel<true> : gemvI4TcKernel<false>;
+  if (smem > 48 * 1024)
+    if (cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) return e;
+  return launch(k, grid, 256, smem, s, W, (const float*)x, lda, M, y, ldy, ep, hasEp, ks, nin, addToY);
+}
+
+template <int WT, int MT>
+static cudaError_t launchGemvMT(dim3 grid, const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep,
+                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+  if (hasNorm) return launch(gemvKernel<WT, MT, true>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY);
+  return launch(gemvKernel<WT, MT, false>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY);
+}
+
+template <int WT>
+static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
+                              const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+  const int rw = WT == W_I4 ? I4_RW : GEMV_RW;
+  const long long warps = (W.N + rw - 1) / rw;
+  const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
+  int ks = 1;
+  while (ks < 8 && 2 * ks <= nIt && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
   const long long perBlock = 8 / ks;
   dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
-  if (M <= 1) gemvKernel<WT, 1><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
-  else if (M <= 2) gemvKernel<WT, 2><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
-  else if (M <= 4) gemvKernel<WT, 4><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
-  else gemvKernel<WT, 8><<<grid, 256, 0, s>>>(W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY);
+  if constexpr (WT == W_I4) {
+    if (W.packed) return launchGemvI4Tc(W, x, lda, M, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
+    const size_t smem = (size_t)M * W.K * 2;
+    const int steps = (nIt + ks - 1) / ks;  // per warp
+    if (M <= 1) {
+      if (steps <= 1) return launchGemvI4<1, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+      if (steps <= 2) return launchGemvI4<1, 2>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+      if (steps <= 3) return launchGemvI4<1, 3>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+      return launchGemvI4<1, 4>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    }
+    if (M <= 2) return launchGemvI4<2, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    if (M <= 4) return launchGemvI4<4, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    return launchGemvI4<8, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+  } else {
+    if (M <= 1) return launchGemvMT<WT, 1>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    if (M <= 2) return launchGemvMT<WT, 2>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    if (M <= 4) return launchGemvMT<WT, 4>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    return launchGemvMT<WT, 8>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+  }
 }
 
 static cudaError_t checkShape(const LinearW& W) {
@@ -235,8 +562,11 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
                  const NormIn* norm, int addToY) {
   if (cudaError_t e = checkShape(W)) return e;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
-  for (int m0 = 0; m0 < M; m0 += GEMV_MT) {
-    const int mc = M - m0 < GEMV_MT ? M - m0 : GEMV_MT;
+  // the 4-bit kernel stages its input rows in shared memory (2 bytes per input): at most 96 KB
+  const int mt = W.type == W_I4 ? (int)std::min<long long>(GEMV_MT, 98304 / (2LL * W.K)) : GEMV_MT;
+  if (mt < 1) return cudaErrorInvalidValue;
+  for (int m0 = 0; m0 < M; m0 += mt) {
+    const int mc = M - m0 < mt ? M - m0 : mt;
     ConvStep e{};
     if (ep) {
       e = *ep;
@@ -251,9 +581,11 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
     }
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
-    if (W.type == W_F16) launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
-    else if (W.type == W_I8) launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
-    else launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    cudaError_t err;
+    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    else err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    if (err) return err;
   }
   return cudaGetLastError();
 }
@@ -334,8 +666,14 @@ __global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restr
           if constexpr (WT == W_F16) {
             wv = ((const __half*)W.w)[(size_t)gn * K + gk];
           } else {
-            const uint8_t byte = ((const uint8_t*)W.w)[(size_t)gn * (K / 2) + gk / 2];
-            const int q = ((gk & 1) ? (byte >> 4) : (byte & 15)) - 8;
+            int q;
+            if (W.packed) {
+              const size_t nib = i4PackedNibble(K, gn, gk);
+              q = (int)((((const uint32_t*)W.w)[nib >> 3] >> (4 * (nib & 7))) & 15u) - 8;
+            } else {
+              const uint8_t byte = ((const uint8_t*)W.w)[(size_t)gn * (K / 2) + gk / 2];
+              q = ((gk & 1) ? (byte >> 4) : (byte & 15)) - 8;
+            }
             wv = __float2half((float)q * W.scale[(size_t)gn * nG + gk / W.group]);
           }
         }

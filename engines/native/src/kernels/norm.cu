@@ -12,48 +12,113 @@ __device__ __forceinline__ void emit(size_t i, float v, float scale, float* out,
   else out[i] = qdq(v, scale);
 }
 
+// One block per row, up to NV float4 per thread held in registers: every load is issued before the
+// reduction, so the kernel costs about one memory latency (a strided loop that stores as it goes
+// waits for each load in turn).
+template <int NV>
 __global__ void addRmsnormKernel(float* __restrict__ hidden, const float* __restrict__ add, int D, const float* __restrict__ w, float eps,
                                  float* __restrict__ out, int8_t* __restrict__ outQ, float scale) {
   __shared__ float scratch[32];
-  float* hrow = hidden + (size_t)blockIdx.x * D;
+  const int D4 = D / 4;
+  float4 wv[NV];
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < D4) wv[j] = __ldg((const float4*)w + i);
+  }
+  pdlWait();
+  pdlRelease();
+  float4* hrow = (float4*)(hidden + (size_t)blockIdx.x * D);
+  const float4* arow = add ? (const float4*)(add + (size_t)blockIdx.x * D) : nullptr;
+  float4 v[NV];
   float ss = 0.f;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    float v = hrow[i];
-    if (add) hrow[i] = v = v + add[(size_t)blockIdx.x * D + i];
-    ss += v * v;
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < D4) {
+      v[j] = hrow[i];
+      if (arow) {
+        const float4 a = arow[i];
+        v[j].x += a.x, v[j].y += a.y, v[j].z += a.z, v[j].w += a.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < D4) {
+      if (arow) hrow[i] = v[j];
+      ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
   }
   ss = blockSum(ss, scratch);
   const float r = 1.f / sqrtf(ss / D + eps);
-  for (int i = threadIdx.x; i < D; i += blockDim.x) emit((size_t)blockIdx.x * D + i, hrow[i] * r * w[i], scale, out, outQ);
+#pragma unroll
+  for (int j = 0; j < NV; j++) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i >= D4) continue;
+    const float4 o = make_float4(v[j].x * r * wv[j].x, v[j].y * r * wv[j].y, v[j].z * r * wv[j].z, v[j].w * r * wv[j].w);
+    const size_t e = (size_t)blockIdx.x * D + 4 * i;
+    if (outQ) {
+      *(char4*)(outQ + e) = make_char4(quant8(o.x, scale), quant8(o.y, scale), quant8(o.z, scale), quant8(o.w, scale));
+    } else {
+      *(float4*)(out + e) = make_float4(qdq(o.x, scale), qdq(o.y, scale), qdq(o.z, scale), qdq(o.w, scale));
+    }
+  }
 }
 
 cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale, cudaStream_t s) {
-  addRmsnormKernel<<<M, 256, 0, s>>>(hidden, add, D, w, eps, out, outQ, scale);
-  return cudaGetLastError();
+  if (D % 4 != 0 || D > 4 * 1024 * 4) return cudaErrorInvalidValue;
+  const int D4 = D / 4;
+  const int nv = (D4 + 1023) / 1024;
+  int threads = ((D4 + nv - 1) / nv + 31) / 32 * 32;
+  if (threads < 64) threads = 64;
+  switch (nv) {
+    case 1: return launch(addRmsnormKernel<1>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+    case 2: return launch(addRmsnormKernel<2>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+    default: return launch(addRmsnormKernel<4>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+  }
 }
 
+// The block Hadamard rotation of one block of hb (128..4096) values per CUDA block: each thread holds
+// four consecutive values; butterflies of span 1-2 run in registers, 4-64 through warp shuffles,
+// and wider ones through shared memory.
 __global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
-  extern __shared__ float sm[];  // one Hadamard block of one row
-  const int m = blockIdx.y, hb = p.hb;
+  extern __shared__ float4 sm4[];
+  pdlWait();
+  pdlRelease();
+  const int m = blockIdx.y, hb = p.hb, t = threadIdx.x, lane = t & 31;
   const size_t base = (size_t)m * p.E + (size_t)blockIdx.x * hb;
-  for (int i = threadIdx.x; i < hb; i += blockDim.x) sm[i] = y[base + i];
-  __syncthreads();
-  for (int len = 1; len < hb; len <<= 1) {
-    for (int q = threadIdx.x; q < hb / 2; q += blockDim.x) {
-      const int i = (q / len) * 2 * len + (q % len), j = i + len;
-      const float a = sm[i], b = sm[j];
-      sm[i] = a + b;
-      sm[j] = a - b;
-    }
+  float4 v = *(const float4*)(y + base + 4 * t);
+  float a = v.x + v.y, b = v.x - v.y, c = v.z + v.w, d = v.z - v.w;  // span 1
+  v = make_float4(a + c, b + d, a - c, b - d);                          // span 2
+  for (int dl = 1; dl < 32 && 4 * dl < hb; dl <<= 1) {                  // spans 4..64
+    float4 o;
+    o.x = __shfl_xor_sync(0xffffffffu, v.x, dl), o.y = __shfl_xor_sync(0xffffffffu, v.y, dl);
+    o.z = __shfl_xor_sync(0xffffffffu, v.z, dl), o.w = __shfl_xor_sync(0xffffffffu, v.w, dl);
+    if (lane & dl) v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
+    else v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
+  }
+  for (int dt = 32; 4 * dt < hb; dt <<= 1) {  // spans 128 and up
+    sm4[t] = v;
     __syncthreads();
+    const float4 o = sm4[t ^ dt];
+    __syncthreads();
+    if (t & dt) v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
+    else v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
   }
   const float post = rsqrtf((float)hb);
-  for (int i = threadIdx.x; i < hb; i += blockDim.x) emit(base + i, sm[i] * post, p.scale, out, outQ);
+  const size_t e = base + 4 * t;
+  const float4 r = make_float4(v.x * post, v.y * post, v.z * post, v.w * post);
+  if (outQ) *(char4*)(outQ + e) = make_char4(quant8(r.x, p.scale), quant8(r.y, p.scale), quant8(r.z, p.scale), quant8(r.w, p.scale));
+  else *(float4*)(out + e) = make_float4(qdq(r.x, p.scale), qdq(r.y, p.scale), qdq(r.z, p.scale), qdq(r.w, p.scale));
 }
 
 __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
   extern __shared__ float sm[];  // one row
   __shared__ float scratch[32];
+  pdlWait();
+  pdlRelease();
   const int m = blockIdx.x, E = p.E;
   const float* z = p.z ? p.z + (size_t)m * p.ldz : nullptr;
   for (int i = threadIdx.x; i < E; i += blockDim.x) {
@@ -95,33 +160,26 @@ __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __r
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s) {
   if (p.hb > 1 && (p.E % p.hb != 0 || (p.hb & (p.hb - 1)) != 0)) return cudaErrorInvalidValue;
   if (p.gs > 0 && p.E % p.gs != 0) return cudaErrorInvalidValue;
-  if (p.gs == 0 && !p.gate && p.hb > 1) {
-    const size_t sm = (size_t)p.hb * sizeof(float);
-    if (sm > 48 * 1024) {
-      cudaError_t e = cudaFuncSetAttribute(rotateKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-      if (e) return e;
-    }
-    rotateKernel<<<dim3(p.E / p.hb, M), p.hb / 2 < 1024 ? (p.hb / 2 < 32 ? 32 : p.hb / 2) : 1024, sm, s>>>(p, y, out, outQ);
-    return cudaGetLastError();
-  }
+  if (p.gs == 0 && !p.gate && p.hb >= 128 && p.hb <= 4096)
+    return launch(rotateKernel, dim3(p.E / p.hb, M), p.hb / 4, (size_t)p.hb * sizeof(float), s, p, y, out, outQ);
   const size_t smem = (size_t)p.E * sizeof(float);
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(rowPostKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e) return e;
   }
-  rowPostKernel<<<M, 1024, smem, s>>>(p, y, out, outQ);
-  return cudaGetLastError();
+  return launch(rowPostKernel, M, 1024, smem, s, p, y, out, outQ);
 }
 
 __global__ void embedKernel(const __half* __restrict__ table, int D, const int* __restrict__ tokens, float* __restrict__ out) {
+  pdlWait();
+  pdlRelease();
   const int m = blockIdx.x;
   const __half* row = table + (size_t)tokens[m] * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x) out[(size_t)m * D + i] = __half2float(row[i]);
 }
 
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s) {
-  embedKernel<<<M, 256, 0, s>>>(table, D, tokens, out);
-  return cudaGetLastError();
+  return launch(embedKernel, M, 256, 0, s, table, D, tokens, out);
 }
 
 // (v, i) ranks above (bv, bi): larger value first, then the lower index
@@ -169,6 +227,8 @@ __global__ void topkKernel(const float* __restrict__ logits, int V, int k, float
 // picks among them (lowest index on ties, as top-k)
 constexpr int ARGMAX_PARTS = 64;
 __global__ void argmaxPartKernel(const float* __restrict__ logits, int V, float* pv, int* pi) {
+  pdlWait();
+  pdlRelease();
   const int m = blockIdx.y, part = blockIdx.x;
   const int per = (V + ARGMAX_PARTS - 1) / ARGMAX_PARTS, a = part * per, b = min(V, a + per);
   __shared__ float sv[256];
@@ -190,6 +250,8 @@ __global__ void argmaxPartKernel(const float* __restrict__ logits, int V, float*
 }
 
 __global__ void argmaxFinalKernel(const float* pv, const int* pi, int* out) {
+  pdlWait();
+  pdlRelease();
   const int m = blockIdx.x;
   float bv = pv[m * ARGMAX_PARTS + threadIdx.x];
   int bi = pi[m * ARGMAX_PARTS + threadIdx.x];
@@ -212,9 +274,8 @@ __global__ void argmaxFinalKernel(const float* pv, const int* pi, int* out) {
 cudaError_t argmax(const float* logits, int M, int V, int* out, float* scratch, cudaStream_t s) {
   float* pv = scratch;
   int* pi = (int*)(scratch + (size_t)M * ARGMAX_PARTS);
-  argmaxPartKernel<<<dim3(ARGMAX_PARTS, M), 256, 0, s>>>(logits, V, pv, pi);
-  argmaxFinalKernel<<<M, ARGMAX_PARTS, 0, s>>>(pv, pi, out);
-  return cudaGetLastError();
+  if (cudaError_t e = launch(argmaxPartKernel, dim3(ARGMAX_PARTS, M), 256, 0, s, logits, V, pv, pi)) return e;
+  return launch(argmaxFinalKernel, M, ARGMAX_PARTS, 0, s, pv, pi, out);
 }
 
 cudaError_t topk(const float* logits, int M, int V, int k, float* vals, int* idx, cudaStream_t s) {

@@ -12,14 +12,43 @@ __device__ __forceinline__ void scan1Out(const Scan1& p, size_t i, float v) {
   else p.y[i] = qdq(v, p.outScale);
 }
 
-// four lanes per channel: each takes a quarter of the dt_proj dot product and of the states
+// four lanes per channel: each takes a quarter of the dt_proj dot product (chunks of 8 weights, round
+// robin) and a contiguous quarter of the states. Everything a lane needs is loaded into registers
+// before it is used, weights before pdlWait().
 constexpr int SCAN_SUB = 4;
+constexpr int SCAN_DTC = 8;  // dt_proj chunks of 8 per lane: dt_rank up to 256
 
+template <int NPL>  // states per lane (N <= 4 * NPL)
 __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots) {
   extern __shared__ float sm[];  // [dt_low (R) | B (N) | C (N)] of this row
   const int m = blockIdx.y;
   const int R = p.R, N = p.N, E = p.E;
+  const int ch = blockIdx.x * (blockDim.x / SCAN_SUB) + threadIdx.x / SCAN_SUB;
+  const int sub = threadIdx.x % SCAN_SUB;
+  const bool live = ch < E;
+  const int c = live ? ch : 0;
+  const int n0 = sub * NPL;
+  const bool vec = R % 8 == 0 && R <= 8 * SCAN_SUB * SCAN_DTC;  // else a plain loop below
+  uint4 wv[SCAN_DTC];
+#pragma unroll
+  for (int j = 0; j < SCAN_DTC; j++) {
+    const int r0 = (sub + SCAN_SUB * j) * 8;
+    wv[j] = vec && r0 < R ? __ldg((const uint4*)(p.dtW + (size_t)c * R + r0)) : make_uint4(0, 0, 0, 0);
+  }
+  float A[NPL];
+#pragma unroll
+  for (int i = 0; i < NPL; i++) A[i] = n0 + i < N ? __ldg(p.A + (size_t)c * N + n0 + i) : 0.f;
+  const float bias = __ldg(p.dtB + c), Dc = __ldg(p.D + c);
+  pdlWait();
+  pdlRelease();
+
   const float* row = p.dbl + (size_t)m * p.lddbl;
+  float* h = states + (long long)slots[m] * slotStride + (size_t)c * N;
+  float hv[NPL];
+#pragma unroll
+  for (int i = 0; i < NPL; i++) hv[i] = n0 + i < N ? h[n0 + i] : 0.f;
+  const float x = p.x[(size_t)m * E + c];
+  const float z = p.z[(size_t)m * p.ldz + c];
   for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) {
     float v = row[i];
     if (i >= R + N) v = qdq(v, p.sC);
@@ -27,44 +56,39 @@ __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long s
     sm[i] = v;
   }
   __syncthreads();
-  const int ch = blockIdx.x * (blockDim.x / SCAN_SUB) + threadIdx.x / SCAN_SUB;
-  const int sub = threadIdx.x % SCAN_SUB;
-  const bool live = ch < E;
   float d = 0.f;
-  if (live) {
-    const __half* wr = p.dtW + (size_t)ch * R;
-    if (R % 8 == 0) {
-      // 16-byte loads: the four lanes of a channel read 64 contiguous bytes of its row at a time
-      for (int r0 = sub * 8; r0 < R; r0 += SCAN_SUB * 8) {
-        const uint4 v = __ldg((const uint4*)(wr + r0));
-        const __half2* h = (const __half2*)&v;
+  if (!vec)
+    for (int r = sub; r < R; r += SCAN_SUB) d += __half2float(p.dtW[(size_t)c * R + r]) * sm[r];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-          const float2 f = __half22float2(h[j]);
-          d += f.x * sm[r0 + 2 * j] + f.y * sm[r0 + 2 * j + 1];
-        }
+  for (int j = 0; j < SCAN_DTC; j++) {
+    const int r0 = (sub + SCAN_SUB * j) * 8;
+    if (vec && r0 < R) {
+      const __half2* hh = (const __half2*)&wv[j];
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        const float2 f = __half22float2(hh[q]);
+        d += f.x * sm[r0 + 2 * q] + f.y * sm[r0 + 2 * q + 1];
       }
-    } else {
-      for (int r = sub; r < R; r += SCAN_SUB) d += __half2float(wr[r]) * sm[r];
     }
   }
   d += __shfl_xor_sync(0xffffffffu, d, 1);
   d += __shfl_xor_sync(0xffffffffu, d, 2);
-  const float dt = softplusf(d + (live ? p.dtB[ch] : 0.f));
-  const float x = live ? p.x[(size_t)m * E + ch] : 0.f;
+  const float dt = softplusf(d + bias);
   float acc = 0.f;
-  if (live) {
-    float* h = states + (long long)slots[m] * slotStride + (size_t)ch * N;
-    const float* A = p.A + (size_t)ch * N;
-    for (int n = sub; n < N; n += SCAN_SUB) {
-      const float hn = expf(dt * A[n]) * h[n] + dt * sm[R + n] * x;
-      h[n] = hn;
-      acc += hn * sm[R + N + n];
+#pragma unroll
+  for (int i = 0; i < NPL; i++) {
+    if (n0 + i < N) {
+      hv[i] = expf(dt * A[i]) * hv[i] + dt * sm[R + n0 + i] * x;
+      acc += hv[i] * sm[R + N + n0 + i];
     }
   }
+  if (live)
+#pragma unroll
+    for (int i = 0; i < NPL; i++)
+      if (n0 + i < N) h[n0 + i] = hv[i];
   acc += __shfl_xor_sync(0xffffffffu, acc, 1);
   acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-  if (live && sub == 0) scan1Out(p, (size_t)m * E + ch, (acc + p.D[ch] * x) * siluf(p.z[(size_t)m * p.ldz + ch]));
+  if (live && sub == 0) scan1Out(p, (size_t)m * E + ch, (acc + Dc * x) * siluf(z));
 }
 
 template <int NMAX>
@@ -106,8 +130,11 @@ cudaError_t scan1Prefill(const Scan1& p, int T, float* h, cudaStream_t s) {
 }
 
 cudaError_t scan1Step(const Scan1& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s) {
-  scan1StepKernel<<<dim3((p.E + 31) / 32, M), 32 * SCAN_SUB, (p.R + 2 * p.N) * sizeof(float), s>>>(p, states, slotStride, slots);
-  return cudaGetLastError();
+  if (p.N > 4 * 16) return cudaErrorInvalidValue;
+  const dim3 grid((p.E + 31) / 32, M);
+  const size_t smem = (p.R + 2 * p.N) * sizeof(float);
+  if (p.N <= 16) return launch(scan1StepKernel<4>, grid, 32 * SCAN_SUB, smem, s, p, states, slotStride, slots);
+  return launch(scan1StepKernel<16>, grid, 32 * SCAN_SUB, smem, s, p, states, slotStride, slots);
 }
 
 }  // namespace me

@@ -14,6 +14,8 @@ __device__ __forceinline__ float ssdDt(const Ssd& p, size_t row, int h) {
 }
 
 __global__ void ssdStepKernel(Ssd p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots) {
+  pdlWait();
+  pdlRelease();
   const int h = blockIdx.x, m = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int H = p.H, P = p.P, N = p.N, G = p.G, nj = N / 32;
@@ -95,8 +97,7 @@ cudaError_t ssdPrefill(const Ssd& p, int T, float* S, cudaStream_t s) {
 
 cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s) {
   if (!ssdShapeOk(p)) return cudaErrorInvalidValue;
-  ssdStepKernel<<<dim3(p.H, M), 256, 0, s>>>(p, states, slotStride, slots);
-  return cudaGetLastError();
+  return launch(ssdStepKernel, dim3(p.H, M), 256, 0, s, p, states, slotStride, slots);
 }
 
 }  // namespace me
