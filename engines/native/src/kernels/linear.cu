@@ -24,6 +24,23 @@ constexpr int GEMV_U = 2;   // iterations whose weight loads are in flight toget
 template <int WT>
 __device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
 
+// this lane's 16 bytes of RW row-major weight rows (from wbase, rows rowBytes apart) for U steps of
+// the warp (step it0 + u * ks), zeros past the matrix
+template <int WT, int U, int RW>
+__device__ __forceinline__ void loadRows(uint4 (&wq)[U][RW], const uint8_t* wbase, size_t rowBytes, int n0, int N, int K, int nIt, int it0, int ks) {
+  constexpr int EPL = Epl<WT>::v;
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int it = it0 + u * ks;
+    const int k = it * 32 * EPL + lane * EPL;
+    const bool ok = n0 < N && it < nIt && k < K;
+#pragma unroll
+    for (int r = 0; r < RW; r++)
+      wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + byteOff<WT>(k))) : make_uint4(0, 0, 0, 0);
+  }
+}
+
 // four normalized inputs (h * r * w, fake-quantized when s > 0)
 __device__ __forceinline__ float4 normed4(const NormIn& n, const float* hrow, int k, float r, float s) {
   const float4 h = __ldg((const float4*)(hrow + k)), w = __ldg((const float4*)(n.w + k));
@@ -33,6 +50,24 @@ __device__ __forceinline__ uint32_t pack4(float4 v, float s) {
   return (uint32_t)(quant8(v.x, s) & 0xff) | ((uint32_t)(quant8(v.y, s) & 0xff) << 8) | ((uint32_t)(quant8(v.z, s) & 0xff) << 16) |
          ((uint32_t)(quant8(v.w, s) & 0xff) << 24);
 }
+// 1 / rms of each of the block's input rows (the fused RMSNorm), computed by the whole block; rows
+// from M on get a value that is never used
+template <int MT>
+__device__ __forceinline__ void rowRms(const NormIn& nin, int M, int K, int lda, float (&rn)[MT]) {
+  __shared__ float scratch[32];
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+    float ss = 0.f;
+    if (m < M)
+      for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        const float v = nin.hidden[(size_t)m * lda + i];
+        ss += v * v;
+      }
+    ss = blockSum(ss, scratch);
+    rn[m] = 1.f / sqrtf(ss / K + nin.eps);
+  }
+}
+
 __device__ __forceinline__ __half2 asHalf2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
 
 // Eight 4-bit weights (one 32-bit word, low nibble first) as four half2 holding q - 8 exactly, in the
@@ -121,17 +156,7 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
   const size_t rowBytes = byteOff<WT>(K);
   const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
   uint4 wq[U][RW];
-  auto loadW = [&](int it0) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int it = it0 + u * ks;
-      const int k = it * CH + lane * EPL;
-      const bool ok = n0 < N && it < nIt && k < K;
-#pragma unroll
-      for (int r = 0; r < RW; r++)
-        wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + byteOff<WT>(k))) : make_uint4(0, 0, 0, 0);
-    }
-  };
+  auto loadW = [&](int it0) { loadRows<WT>(wq, wbase, rowBytes, n0, N, K, nIt, it0, ks); };
   loadW(part);  // weights only: may overlap the previous kernel
   pdlWait();
   pdlRelease();
@@ -143,20 +168,7 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 #pragma unroll
     for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
   float rn[MT];  // 1 / rms of each input row (fused norm)
-  if constexpr (NORM) {
-    __shared__ float scratch[32];
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-      float ss = 0.f;
-      if (m < M)
-        for (int i = threadIdx.x; i < K; i += blockDim.x) {
-          const float v = nin.hidden[(size_t)m * lda + i];
-          ss += v * v;
-        }
-      ss = blockSum(ss, scratch);
-      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
-    }
-  }
+  if constexpr (NORM) rowRms<MT>(nin, M, K, lda, rn);
   const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
   // four (or, fused, normalized) inputs of row m at column k
   auto in4 = [&](int m, int k) -> float4 {
@@ -241,36 +253,13 @@ __global__ void __launch_bounds__(256) gemvI4Kernel(LinearW W, const float* __re
   const size_t rowBytes = (size_t)K / 2;
   const uint8_t* wbase = (const uint8_t*)W.w + (size_t)n0 * rowBytes;
   uint4 wq[U][RW];
-  auto loadW = [&](int it0) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int it = it0 + u * ks;
-      const int k = it * CH + lane * 32;
-      const bool ok = n0 < N && it < nIt && k < K;
-#pragma unroll
-      for (int r = 0; r < RW; r++)
-        wq[u][r] = ok && n0 + r < N ? __ldg((const uint4*)(wbase + r * rowBytes + k / 2)) : make_uint4(0, 0, 0, 0);
-    }
-  };
+  auto loadW = [&](int it0) { loadRows<W_I4>(wq, wbase, rowBytes, n0, N, K, nIt, it0, ks); };
   loadW(part);  // weights only: may overlap the previous kernel
   pdlWait();
   pdlRelease();
 
   float rn[MT];
-  if constexpr (NORM) {
-    __shared__ float scratch[32];
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-      float ss = 0.f;
-      if (m < M)
-        for (int i = threadIdx.x; i < K; i += blockDim.x) {
-          const float v = nin.hidden[(size_t)m * lda + i];
-          ss += v * v;
-        }
-      ss = blockSum(ss, scratch);
-      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
-    }
-  }
+  if constexpr (NORM) rowRms<MT>(nin, M, K, lda, rn);
 #pragma unroll 4
   for (int i = threadIdx.x; i < M * KB; i += blockDim.x) {
     const int m = i / KB, b = i - m * KB;
@@ -419,20 +408,7 @@ __global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __
   pdlRelease();
 
   float rn[8];
-  if constexpr (NORM) {
-    __shared__ float scratch[32];
-#pragma unroll
-    for (int m = 0; m < 8; m++) {
-      if (m >= M) break;  // uniform over the block
-      float ss = 0.f;
-      for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        const float v = nin.hidden[(size_t)m * lda + i];
-        ss += v * v;
-      }
-      ss = blockSum(ss, scratch);
-      rn[m] = 1.f / sqrtf(ss / K + nin.eps);
-    }
-  }
+  if constexpr (NORM) rowRms<8>(nin, M, K, lda, rn);
 #pragma unroll 4
   for (int i = threadIdx.x; i < M * (K / 4); i += blockDim.x) {
     const int m = i / (K / 4), k = 4 * (i - m * (K / 4));
