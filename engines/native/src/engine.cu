@@ -492,6 +492,33 @@ static void checkSlot(me_engine* h, int slot) {
   if (slot < 0 || slot >= h->e.nSlots) throw Error("state slot " + std::to_string(slot) + " out of range [0, " + std::to_string(h->e.nSlots) + ")");
 }
 
+// median of `iters` CUDA-event timings of work() on stream st, after `warmup` untimed runs; before()
+// runs untimed ahead of each. The events are destroyed on every path, errors included.
+template <class B, class W>
+static float medianMs(cudaStream_t st, int warmup, int iters, B&& before, W&& work) {
+  struct Event {
+    cudaEvent_t e = nullptr;
+    ~Event() {
+      if (e) cudaEventDestroy(e);
+    }
+  } a, z;
+  CK(cudaEventCreate(&a.e));
+  CK(cudaEventCreate(&z.e));
+  std::vector<float> t;
+  for (int i = 0; i < warmup + iters; i++) {
+    before();
+    CK(cudaEventRecord(a.e, st));
+    work();
+    CK(cudaEventRecord(z.e, st));
+    CK(cudaEventSynchronize(z.e));
+    float x = 0;
+    CK(cudaEventElapsedTime(&x, a.e, z.e));
+    if (i >= warmup) t.push_back(x);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 extern "C" {
 
 const char* me_last_error(void) {
@@ -605,10 +632,6 @@ int me_step(me_engine* h, const int32_t* slots, const int32_t* tokens, int b, fl
   });
 }
 
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 int me_bench_step(me_engine* h, int b, int iters, float* ms) {
   return guard([&] {
@@ -621,23 +644,8 @@ int me_bench_step(me_engine* h, int b, int iters, float* ms) {
     CK(cudaMemcpyAsync(e.dTokens, e.hTokens, bucket * 4, cudaMemcpyHostToDevice, e.st));
     CK(cudaMemcpyAsync(e.dSlots, e.hSlots, bucket * 4, cudaMemcpyHostToDevice, e.st));
     CK(cudaMemcpyAsync(e.dArg, e.hTokens, bucket * 4, cudaMemcpyHostToDevice, e.st));
-    cudaEvent_t a, z;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&z));
-    std::vector<float> t;
-    for (int i = 0; i < iters + 3; i++) {
-      CK(cudaMemcpyAsync(e.dTokens, e.dArg, bucket * 4, cudaMemcpyDeviceToDevice, e.st));  // greedy: next tokens
-      CK(cudaEventRecord(a, e.st));
-      CK(cudaGraphLaunch(g, e.st));
-      CK(cudaEventRecord(z, e.st));
-      CK(cudaEventSynchronize(z));
-      float x = 0;
-      CK(cudaEventElapsedTime(&x, a, z));
-      if (i >= 3) t.push_back(x);
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(z);
-    *ms = median(t);
+    *ms = medianMs(e.st, 3, iters, [&] { CK(cudaMemcpyAsync(e.dTokens, e.dArg, bucket * 4, cudaMemcpyDeviceToDevice, e.st)); },  // greedy
+                   [&] { CK(cudaGraphLaunch(g, e.st)); });
   });
 }
 
@@ -648,23 +656,8 @@ int me_bench_prefill(me_engine* h, int n, int iters, float* ms) {
     if (n < 1 || iters < 1) throw Error("bench: bad length or iterations");
     std::vector<int32_t> tok(n);
     for (int i = 0; i < n; i++) tok[i] = (3 + 104729 * i) % e.c.vocab;
-    cudaEvent_t a, z;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&z));
-    std::vector<float> t;
-    for (int i = 0; i < iters + 1; i++) {
-      CK(cudaMemsetAsync(e.states, 0, e.slotStride() * 4, e.st));
-      CK(cudaEventRecord(a, e.st));
-      prefill(e, 0, tok.data(), n, 0, nullptr);
-      CK(cudaEventRecord(z, e.st));
-      CK(cudaEventSynchronize(z));
-      float x = 0;
-      CK(cudaEventElapsedTime(&x, a, z));
-      if (i >= 1) t.push_back(x);
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(z);
-    *ms = median(t);
+    *ms = medianMs(e.st, 1, iters, [&] { CK(cudaMemsetAsync(e.states, 0, e.slotStride() * 4, e.st)); },
+                   [&] { prefill(e, 0, tok.data(), n, 0, nullptr); });
   });
 }
 

@@ -570,6 +570,30 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
 using namespace nvcuda;
 constexpr int BM = 64, BN = 64, BK = 32;
 
+// One 16-deep slice of a warp's 32 x 32 tile: its 2 x 2 fragments from A rows at a (row stride lda)
+// and B columns at b (stride ldb), for int8 (int32 accumulators) and fp16 (fp32) alike.
+template <class T, class Acc>
+__device__ __forceinline__ void warpMma(wmma::fragment<wmma::accumulator, 16, 16, 16, Acc> (&c)[2][2], const T* a, int lda, const T* b, int ldb) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) wmma::load_matrix_sync(fa[i], a + 16 * i * lda, lda);
+#pragma unroll
+  for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], b + 16 * j * ldb, ldb);
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], fa[i], fb[j], c[i][j]);
+}
+// the warp's 32 x 32 accumulators into the block's output tile (row stride BN + 4) at cs
+template <class Acc>
+__device__ __forceinline__ void storeTile(wmma::fragment<wmma::accumulator, 16, 16, 16, Acc> (&c)[2][2], Acc* cs) {
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::store_matrix_sync(cs + 16 * i * (BN + 4) + 16 * j, c[i][j], BN + 4, wmma::mem_row_major);
+}
+
 template <int WT>
 __global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y, int ldy) {
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -595,24 +619,10 @@ __global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restr
       }
       __syncthreads();
 #pragma unroll
-      for (int ks = 0; ks < BK / 16; ks++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> a[2];
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> b[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) wmma::load_matrix_sync(a[i], &As[ks][wm + 16 * i][0], 32);
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], &Bs[ks][wn + 16 * j][0], 32);
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
-      }
+      for (int ks = 0; ks < BK / 16; ks++) warpMma(c, &As[ks][wm][0], 32, &Bs[ks][wn][0], 32);
       __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::store_matrix_sync((int*)&Cs[wm + 16 * i][wn + 16 * j], c[i][j], BN + 4, wmma::mem_row_major);
+    storeTile(c, (int*)&Cs[wm][wn]);
     __syncthreads();
     for (int i = tid; i < BM * BN; i += 128) {
       const int r = i / BN, cc = i % BN, gm = m0 + r, gn = n0 + cc;
@@ -657,24 +667,10 @@ __global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restr
       }
       __syncthreads();
 #pragma unroll
-      for (int ks = 0; ks < BK / 16; ks++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) wmma::load_matrix_sync(a[i], &As[wm + 16 * i][16 * ks], BK + 8);
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], &Bs[wn + 16 * j][16 * ks], BK + 8);
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
-      }
+      for (int ks = 0; ks < BK / 16; ks++) warpMma(c, &As[wm][16 * ks], BK + 8, &Bs[wn][16 * ks], BK + 8);
       __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::store_matrix_sync(&Cs[wm + 16 * i][wn + 16 * j], c[i][j], BN + 4, wmma::mem_row_major);
+    storeTile(c, &Cs[wm][wn]);
     __syncthreads();
     for (int i = tid; i < BM * BN; i += 128) {
       const int r = i / BN, cc = i % BN, gm = m0 + r, gn = n0 + cc;
