@@ -1,7 +1,8 @@
 // Builds the onnxruntime graphs of an engine: `step` (a batch of B sequences, one token each) and
 // `prefill` (one sequence, T tokens, an ONNX Scan carrying the SSM state over time). States are
-// explicit inputs and outputs with the layout of the reference's SequenceState, so the two can be
-// compared and exchanged. Linear layers are emitted by a recipe-specific `LinearEmitter`.
+// explicit inputs and outputs: the SSM state with the layout of the reference's SequenceState, the
+// conv state time-major (B, d_conv-1, channels), the transpose of the reference's, which the ort
+// backend converts when it gathers and scatters states. Linear layers are emitted by a recipe-specific `LinearEmitter`.
 import type { ModelConfig } from "../../runtime/model/config.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
 import { DT, Graph } from "./graph.js";
@@ -61,14 +62,14 @@ export function buildGraph(g: Graph, c: ModelConfig, w: Weights<Mamba1Layer> | W
   let hidden = em.gather(g, tokens, "embedding", w.embedding, c.vocabSize, c.dModel); // (rows, dModel)
 
   for (let l = 0; l < c.nLayer; l++) {
-    const conv = g.input(`conv_${l}`, DT.FLOAT, [B, convC, c.dConv - 1]);
+    const conv = g.input(`conv_${l}`, DT.FLOAT, [B, c.dConv - 1, convC]);
     const ssm = g.input(`ssm_${l}`, DT.FLOAT, [B, ...ssmShape]);
     const L = w.layers[l];
     const u = rmsnorm(ctx, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
     const [out, convOut, ssmOut] =
       c.arch === "mamba1" ? mamba1(ctx, l, L as Mamba1Layer, u, conv, ssm) : mamba2(ctx, l, L as Mamba2Layer, u, conv, ssm);
     hidden = g.o("Add", [hidden, out]);
-    g.output(convOut, `conv_${l}_out`, DT.FLOAT, [B, convC, c.dConv - 1]);
+    g.output(convOut, `conv_${l}_out`, DT.FLOAT, [B, c.dConv - 1, convC]);
     g.output(ssmOut, `ssm_${l}_out`, DT.FLOAT, [B, ...ssmShape]);
   }
 
@@ -87,8 +88,10 @@ export function buildGraph(g: Graph, c: ModelConfig, w: Weights<Mamba1Layer> | W
 }
 
 /**
- * Causal depthwise conv of `x` (rows, C) continuing `state` (B, C, K-1); returns silu(conv) as
- * (rows, C) and the new state.
+ * Causal depthwise conv of `x` (rows, C) continuing `state` (B, K-1, C); returns silu(conv) as
+ * (rows, C) and the new state. The state is time-major, so appending the new inputs and dropping
+ * the oldest are whole-row copies (channel-major, the per-step Slice and Concat moved 3-float runs
+ * and cost more than the conv itself).
  */
 function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W: Float32Array, bias: Float32Array | null): [string, string] {
   const { g, c } = ctx;
@@ -97,17 +100,17 @@ function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W:
   let y: string;
   let window: string;
   if (ctx.mode === "step") {
-    window = g.o("Concat", [state, g.o("Unsqueeze", [x, g.ints([2])])], { axis: 2 }); // (B, C, K)
-    y = g.o("ReduceSum", [g.o("Mul", [window, wName]), g.ints([2])], { keepdims: 0 }); // (B, C)
+    window = g.o("Concat", [state, g.o("Unsqueeze", [x, g.ints([1])])], { axis: 1 }); // (B, K, C)
+    const wT = g.o("Transpose", [wName], { perm: [1, 0] }); // (K, C), folded when the session loads
+    y = g.o("ReduceSum", [g.o("Mul", [window, wT]), g.ints([1])], { keepdims: 0 }); // (B, C)
   } else {
-    const xt = g.o("Unsqueeze", [g.o("Transpose", [x], { perm: [1, 0] }), g.ints([0])]); // (1, C, T)
-    window = g.o("Concat", [state, xt], { axis: 2 }); // (1, C, K-1+T)
+    window = g.o("Concat", [state, g.o("Unsqueeze", [x, g.ints([0])])], { axis: 1 }); // (1, K-1+T, C)
     const w3 = g.o("Unsqueeze", [wName, g.ints([1])]); // (C, 1, K)
-    const conv = g.o("Conv", [window, w3], { group: C, kernel_shape: [K] }); // (1, C, T)
+    const conv = g.o("Conv", [g.o("Transpose", [window], { perm: [0, 2, 1] }), w3], { group: C, kernel_shape: [K] }); // (1, C, T)
     y = g.o("Transpose", [g.o("Squeeze", [conv, g.ints([0])])], { perm: [1, 0] }); // (T, C)
   }
   if (bias) y = g.o("Add", [y, f32(ctx, `l${l}.conv_b`, bias, [C])]);
-  const newState = g.o("Slice", [window, g.ints([-(K - 1)]), g.ints([2 ** 62]), g.ints([2])]);
+  const newState = g.o("Slice", [window, g.ints([-(K - 1)]), g.ints([2 ** 62]), g.ints([1])]);
   return [silu(g, y), newState];
 }
 

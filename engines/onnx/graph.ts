@@ -22,6 +22,8 @@ export class Graph {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
+  /** values that became graph outputs, by their new names (see output()) */
+  private readonly renamed = new Map<string, string>();
 
   constructor(readonly name: string) {}
 
@@ -30,8 +32,22 @@ export class Graph {
     return name;
   }
 
+  /**
+   * Makes `value` a graph output called `name`. The node computing it writes under that name
+   * directly: an Identity in between would be a full copy per run (onnxruntime keeps Identities
+   * that produce graph outputs), which for a batch of SSM states is a pass over megabytes.
+   */
   output(value: string, name: string, type: DataType, shape: Dim[]): void {
-    this.nodes.push({ opType: "Identity", input: [value], output: [name], name: `${this.name}/out_${name}` });
+    const source = this.renamed.get(value) ?? value;
+    const producer = this.nodes.find((n) => n.output?.includes(source));
+    if (producer && source === value && !this.outputs.some((o) => o.name === value)) {
+      producer.output = producer.output!.map((o) => (o === value ? name : o));
+      for (const n of this.nodes) n.input = n.input?.map((i) => (i === value ? name : i));
+      this.renamed.set(value, name);
+    } else {
+      // a graph input, an initializer, or a value already output under another name
+      this.nodes.push({ opType: "Identity", input: [source], output: [name], name: `${this.name}/out_${name}` });
+    }
     this.outputs.push(valueInfo(name, type, shape));
   }
 
@@ -77,7 +93,8 @@ export class Graph {
   op(type: string, inputs: string[], attrs: Record<string, Attr> = {}, nOut = 1, domain = ""): string[] {
     // names carry the graph's name: a Scan body's values must not shadow the outer graph's
     const outs = Array.from({ length: nOut }, () => `${this.name}/${type.toLowerCase()}_${this.counter++}`);
-    this.nodes.push({ opType: type, domain, input: inputs, output: outs, name: `${type}_${this.counter}`, attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) });
+    const ins = inputs.map((i) => this.renamed.get(i) ?? i); // a value may since have become an output
+    this.nodes.push({ opType: type, domain, input: ins, output: outs, name: `${type}_${this.counter}`, attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) });
     return outs;
   }
 

@@ -102,6 +102,15 @@ class CudaState extends SequenceState {
       enumerable: true,
     });
   }
+
+  /** A copy owned by the same backend (a plain copy would be uploaded and downloaded every step). */
+  override clone(): SequenceState {
+    const s = new CudaState(this.shape, this.owner);
+    s.host.set(this.data);
+    s.tokens = this.tokens;
+    s.fresh = false;
+    return s;
+  }
 }
 
 export interface CudaOptions {

@@ -184,13 +184,18 @@ function tokenTensor(ort: Ort, tokens: ArrayLike<number>): Tensor {
 
 /** Copies (B, ...) per-layer state arrays back into each sequence's state. */
 function scatterStates(shape: StateShape, conv: Float32Array[], ssm: Float32Array[], states: SequenceState[]): void {
-  const { convPerLayer: nc, ssmPerLayer: ns } = shape;
+  const { convPerLayer: nc, ssmPerLayer: ns, convWidth: K1 } = shape;
   states.forEach((s, b) => {
     for (let l = 0; l < shape.nLayer; l++) {
-      s.conv(l).set(conv[l].subarray(b * nc, (b + 1) * nc));
+      transpose(conv[l].subarray(b * nc, (b + 1) * nc), K1, nc / K1, s.conv(l));
       s.ssm(l).set(ssm[l].subarray(b * ns, (b + 1) * ns));
     }
   });
+}
+
+/** dst (cols, rows) = src (rows, cols)ᵀ: the graphs' conv states are time-major, SequenceState's channel-major. */
+function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
 }
 
 /** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
@@ -205,6 +210,13 @@ class OrtState extends SequenceState {
       },
       enumerable: true,
     });
+  }
+
+  /** A copy owned by the same backend, so it too can stay resident in a batch. */
+  override clone(): SequenceState {
+    const s = new OrtState(this.shape, this.owner, this.data.slice());
+    s.tokens = this.tokens;
+    return s;
   }
 }
 
@@ -226,16 +238,16 @@ class BatchStates {
       this.conv.push(conv);
       this.ssm.push(ssm);
       // the same memory serves as this step's output and the next step's input
-      this.inputs[`conv_${l}`] = this.outputs[`conv_${l}_out`] = new ort.Tensor("float32", conv, [b, convC, c.dConv - 1]);
+      this.inputs[`conv_${l}`] = this.outputs[`conv_${l}_out`] = new ort.Tensor("float32", conv, [b, c.dConv - 1, convC]);
       this.inputs[`ssm_${l}`] = this.outputs[`ssm_${l}_out`] = new ort.Tensor("float32", ssm, [b, ...ssmDims]);
     }
   }
 
   gather(states: SequenceState[]): void {
-    const { convPerLayer: nc, ssmPerLayer: ns } = this.shape;
+    const { convPerLayer: nc, ssmPerLayer: ns, convWidth: K1 } = this.shape;
     states.forEach((s, b) => {
       for (let l = 0; l < this.shape.nLayer; l++) {
-        this.conv[l].set(s.conv(l), b * nc);
+        transpose(s.conv(l), nc / K1, K1, this.conv[l].subarray(b * nc, (b + 1) * nc));
         this.ssm[l].set(s.ssm(l), b * ns);
       }
     });

@@ -1,13 +1,13 @@
 // Resolves what the CLI runs on: an engine package (--engine, backend ort), a checkpoint directory
 // (--model, the TypeScript reference), the bundled demo model by default, or a random model of a
 // published shape (--random, for benchmarks).
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "../backends/backend.js";
 import { RefBackend } from "../backends/ref.js";
 import { UserError } from "../errors.js";
-import type { Manifest } from "../engine/manifest.js";
+import { FORMAT_VERSION, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { MambaModel } from "../model/model.js";
 import { randomModel } from "../model/random.js";
@@ -92,16 +92,22 @@ function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): O
 
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
 async function ensureDefaultEngine(): Promise<string> {
-  if (existsSync(join(defaultEngineDir, "manifest.json"))) return defaultEngineDir;
+  const found = builtVersion(defaultEngineDir);
+  if (found === FORMAT_VERSION) return defaultEngineDir;
   const { build } = await import("../../engines/build.js");
   const { progress } = await import("./progress.js");
-  process.stderr.write(`building the default engine ${shortPath(defaultEngineDir)} from ${shortPath(defaultModelDir)} (once)\n`);
+  process.stderr.write(
+    found === null
+      ? `building the default engine ${shortPath(defaultEngineDir)} from ${shortPath(defaultModelDir)} (once)\n`
+      : `rebuilding the default engine ${shortPath(defaultEngineDir)}: it has engine format version ${found}, this build reads ${FORMAT_VERSION}\n`,
+  );
   let bar: ReturnType<typeof progress> | null = null;
   try {
     await build({
       modelDir: defaultModelDir,
       recipe: "w8a8",
       out: defaultEngineDir,
+      force: found !== null,
       calibText: join(packageRoot, "data", "brown", "calib.txt"),
       progress: (label, done, total) => {
         bar ??= progress(label, total);
@@ -111,9 +117,19 @@ async function ensureDefaultEngine(): Promise<string> {
     });
   } catch (e) {
     // another process may have built it meanwhile
-    if (!existsSync(join(defaultEngineDir, "manifest.json"))) throw e;
+    if (builtVersion(defaultEngineDir) !== FORMAT_VERSION) throw e;
   }
   return defaultEngineDir;
+}
+
+/** The format version of the engine in `dir`; null when there is none (or no readable manifest). */
+function builtVersion(dir: string): number | null {
+  try {
+    const v = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).version;
+    return typeof v === "number" ? v : null;
+  } catch {
+    return null;
+  }
 }
 
 function loadModel(dir: string): MambaModel {

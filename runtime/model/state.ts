@@ -6,12 +6,13 @@ import type { ModelConfig } from "./config.js";
 export interface StateShape {
   nLayer: number;
   convPerLayer: number; // convChannels * (dConv - 1), laid out (channel, time)
+  convWidth: number; // dConv - 1
   ssmPerLayer: number; // Mamba-1: (dInner, dState); Mamba-2: (nHeads, headDim, dState)
 }
 
 export function stateShape(c: ModelConfig): StateShape {
   const convChannels = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
-  return { nLayer: c.nLayer, convPerLayer: convChannels * (c.dConv - 1), ssmPerLayer: c.dInner * c.dState };
+  return { nLayer: c.nLayer, convPerLayer: convChannels * (c.dConv - 1), convWidth: c.dConv - 1, ssmPerLayer: c.dInner * c.dState };
 }
 
 export class SequenceState {
