@@ -89,6 +89,30 @@ describe("fp16 engines on onnxruntime", () => {
     await be.close();
   });
 
+  it("steps through onnxruntime's C API with the binding's logits and states", async () => {
+    const dir = join(scratch, "mamba2-groups.mamba");
+    const capi = await OrtBackend.open(dir);
+    const binding = await OrtBackend.open(dir, { binding: true });
+    expect(capi.info.device).toMatch(/step via the C API/);
+    expect(binding.info.device).toMatch(/step via the node binding/);
+    const prompts = [[1, 2, 3], [4], [5, 6, 7, 8]];
+    const run = async (be: OrtBackend) => {
+      const states = prompts.map(() => be.newState());
+      for (const [i, p] of prompts.entries()) await be.prefill(Int32Array.from(p), states[i]);
+      const logits: Float32Array[] = [];
+      for (let t = 0; t < 3; t++) logits.push(await be.step(Int32Array.from(prompts, (_, b) => 9 + b + t), states));
+      logits.push(await be.step(Int32Array.of(11), [states[1]])); // the batch changes
+      const data = states.map((s) => Array.from(s.data));
+      await be.close();
+      return { logits, data };
+    };
+    const a = await run(capi);
+    const b = await run(binding);
+    // the same kernels on the same inputs: equal up to the order of threaded sums
+    a.logits.forEach((l, i) => expect(relErr(l, b.logits[i])).toBeLessThanOrEqual(1e-6));
+    a.data.forEach((d, i) => expect(relErr(d, b.data[i])).toBeLessThanOrEqual(1e-6));
+  });
+
   it("prefills a prompt longer than one run in chunks, with the reference's logits and state", async () => {
     const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"));
     const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));

@@ -1,8 +1,10 @@
-// Backend "ort": an engine package's graphs run by onnxruntime-node on the CPU. Prefill is one
-// session run over the whole prompt; a decode step is one run for the whole batch. A batch's states
-// stay resident in (B, ...) tensors between steps while the batch is unchanged (each step's state
+// Backend "ort": an engine package's graphs run by onnxruntime on the CPU. Prefill is one session
+// run over the whole prompt; a decode step is one run for the whole batch. A batch's states stay
+// resident in (B, ...) tensors between steps while the batch is unchanged (each step's state
 // outputs are written into the buffers the next step reads); they go back into each sequence's
-// SequenceState only when something reads it or the batch changes.
+// SequenceState only when something reads it or the batch changes. The step runs through
+// onnxruntime's C API (ort-capi.ts), which writes outputs in place, where that can be loaded, and
+// through the onnxruntime-node binding otherwise.
 import { cpus } from "node:os";
 import { join } from "node:path";
 import type { InferenceSession, Tensor } from "onnxruntime-node";
@@ -11,6 +13,7 @@ import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
 import type { Backend, BackendInfo } from "./backend.js";
+import { CapiSession } from "./ort-capi.js";
 
 export type Ort = typeof import("onnxruntime-node");
 
@@ -27,18 +30,20 @@ export class OrtBackend implements Backend {
   private constructor(
     readonly manifest: Manifest,
     private readonly ort: Ort,
-    private readonly stepSession: InferenceSession,
+    private readonly stepper: Stepper,
     private readonly prefillSession: InferenceSession,
     maxBatch: number,
   ) {
     const c = manifest.config;
     this.shape = stateShape(c);
     this.fingerprint = `${manifest.source.weightsSha256.slice(0, 16)}`;
-    this.info = { name: "ort", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}`, maxBatch, vocabSize: c.vocabSize };
+    const via = stepper instanceof CapiStepper ? "C API" : "node binding";
+    this.info = { name: "ort", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}, step via the ${via}`, maxBatch, vocabSize: c.vocabSize };
   }
 
   /** Verifies and opens NAME.mamba; onnxruntime-node is loaded only here. */
-  static async open(dir: string, opts: { threads?: number; maxBatch?: number } = {}): Promise<OrtBackend> {
+  /** `binding`: run the step through the onnxruntime-node binding even where the C API loads (for comparisons). */
+  static async open(dir: string, opts: { threads?: number; maxBatch?: number; binding?: boolean } = {}): Promise<OrtBackend> {
     const manifest = loadManifest(dir);
     if (!manifest.targets.includes("cpu")) throw new UserError(`${dir}: built without the cpu target (targets: ${manifest.targets.join(", ")})`);
     if (manifest.config.dtLimit[1] === null) manifest.config.dtLimit[1] = Infinity; // JSON has no Infinity
@@ -48,15 +53,15 @@ export class OrtBackend implements Backend {
     } catch (e) {
       throw new UserError(`backend ort needs the onnxruntime-node package (${(e as Error).message.split("\n")[0]})`);
     }
-    const options: InferenceSession.SessionOptions = {
-      graphOptimizationLevel: "all",
-      intraOpNumThreads: opts.threads ?? Math.max(1, cpus().length),
-      executionMode: "sequential",
-    };
-    const [step, prefill] = await Promise.all(
-      ["step", "prefill"].map((m) => ort.InferenceSession.create(join(dir, "cpu", `${m}.onnx`), options)),
-    );
-    return new OrtBackend(manifest, ort, step, prefill, opts.maxBatch ?? 32);
+    const threads = opts.threads ?? Math.max(1, cpus().length);
+    const options: InferenceSession.SessionOptions = { graphOptimizationLevel: "all", intraOpNumThreads: threads, executionMode: "sequential" };
+    const stepPath = join(dir, "cpu", "step.onnx");
+    const [prefill, capi] = await Promise.all([
+      ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options),
+      opts.binding ? null : CapiSession.open(stepPath, threads),
+    ]);
+    const stepper = capi ? new CapiStepper(capi, manifest.config) : new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), manifest.config);
+    return new OrtBackend(manifest, ort, stepper, prefill, opts.maxBatch ?? 32);
   }
 
   newState(): SequenceState {
@@ -84,27 +89,22 @@ export class OrtBackend implements Backend {
 
   async step(tokens: Int32Array, states: SequenceState[]): Promise<Float32Array> {
     tokens.forEach((t) => this.checkToken(t));
-    if (!states.every((s) => s instanceof OrtState && s.owner === this)) {
-      // states of another backend: gather and scatter around this one run
-      this.flush();
-      const feeds = graphFeeds(this.ort, this.manifest.config, tokens, states);
-      const out = await this.stepSession.run(feeds);
-      this.readStates(out, states);
-      for (const s of states) s.tokens++;
-      return out.logits.data as Float32Array;
-    }
+    if (tokens.length !== states.length) throw new Error(`step: ${tokens.length} tokens for ${states.length} states`);
+    // states of another backend are gathered and scattered around this one run
+    const own = states.every((s) => s instanceof OrtState && s.owner === this);
     let r = this.resident;
-    if (!r || r.states.length !== states.length || r.states.some((s, i) => s !== states[i])) {
+    if (!own || !r || r.states.length !== states.length || r.states.some((s, i) => s !== states[i])) {
       this.flush();
       const [cur, next] = this.pool(states.length);
-      cur.gather(states as OrtState[]);
-      r = this.resident = { states: [...states] as OrtState[], cur, next };
+      cur.gather(states);
+      r = { states: [...states] as OrtState[], cur, next };
+      if (own) this.resident = r;
     }
-    const feeds: Record<string, Tensor> = { tokens: tokenTensor(this.ort, tokens), ...r.cur.inputs };
-    const out = await this.stepSession.run(feeds, { logits: null, ...r.next.outputs });
+    const logits = await this.stepper.run(tokens, r.cur, r.next);
     [r.cur, r.next] = [r.next, r.cur];
+    if (!own) r.cur.scatter(states);
     for (const s of states) s.tokens++;
-    return out.logits.data as Float32Array;
+    return logits;
   }
 
   /** Writes the resident batch's states back into their sequences (before anything reads them). */
@@ -124,7 +124,7 @@ export class OrtBackend implements Backend {
   private pool(b: number): [BatchStates, BatchStates] {
     let p = this.pools.get(b);
     if (!p) {
-      p = [new BatchStates(this.ort, this.manifest.config, b), new BatchStates(this.ort, this.manifest.config, b)];
+      p = [this.stepper.batch(b), this.stepper.batch(b)];
       this.pools.set(b, p);
     }
     return p;
@@ -143,7 +143,8 @@ export class OrtBackend implements Backend {
 
   async close(): Promise<void> {
     this.flush();
-    await Promise.all([this.stepSession.release(), this.prefillSession.release()]);
+    this.pools.clear();
+    await Promise.all([this.stepper.release(), this.prefillSession.release()]);
   }
 
   private checkToken(t: number): number {
@@ -173,9 +174,17 @@ export class OrtBackend implements Backend {
  * (B, ...) tensors (the builder's calibration feeds the same graph inputs).
  */
 export function graphFeeds(ort: Ort, c: ModelConfig, tokens: ArrayLike<number>, states: SequenceState[]): Record<string, Tensor> {
-  const batch = new BatchStates(ort, c, states.length);
+  const batch = new BatchStates(bindingTensors(ort), c, states.length);
   batch.gather(states);
-  return { tokens: tokenTensor(ort, tokens), ...batch.inputs };
+  return { tokens: tokenTensor(ort, tokens), ...(batch.inputs as Record<string, Tensor>) };
+}
+
+/** Tensors of the onnxruntime-node binding over fresh Float32Arrays. */
+function bindingTensors(ort: Ort): TensorMaker {
+  return (dims) => {
+    const data = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    return { data, tensor: new ort.Tensor("float32", data, dims) };
+  };
 }
 
 function tokenTensor(ort: Ort, tokens: ArrayLike<number>): Tensor {
@@ -220,26 +229,29 @@ class OrtState extends SequenceState {
   }
 }
 
+/** A float32 tensor over `data`, in whatever form the session running it takes. */
+type TensorMaker = (dims: number[]) => { data: Float32Array; tensor: unknown };
+
 /** One batch's states as the step graph's (B, ...) input tensors and output buffers. */
 class BatchStates {
-  readonly inputs: Record<string, Tensor> = {};
-  readonly outputs: Record<string, Tensor> = {};
+  readonly inputs: Record<string, unknown> = {};
+  readonly outputs: Record<string, unknown> = {};
   private readonly conv: Float32Array[] = [];
   private readonly ssm: Float32Array[] = [];
   private readonly shape: StateShape;
 
-  constructor(ort: Ort, c: ModelConfig, b: number) {
+  constructor(make: TensorMaker, c: ModelConfig, readonly b: number) {
     const shape = (this.shape = stateShape(c));
-    const convC = shape.convPerLayer / (c.dConv - 1);
+    const convC = shape.convPerLayer / shape.convWidth;
     const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
     for (let l = 0; l < shape.nLayer; l++) {
-      const conv = new Float32Array(b * shape.convPerLayer);
-      const ssm = new Float32Array(b * shape.ssmPerLayer);
-      this.conv.push(conv);
-      this.ssm.push(ssm);
+      const conv = make([b, shape.convWidth, convC]);
+      const ssm = make([b, ...ssmDims]);
+      this.conv.push(conv.data);
+      this.ssm.push(ssm.data);
       // the same memory serves as this step's output and the next step's input
-      this.inputs[`conv_${l}`] = this.outputs[`conv_${l}_out`] = new ort.Tensor("float32", conv, [b, c.dConv - 1, convC]);
-      this.inputs[`ssm_${l}`] = this.outputs[`ssm_${l}_out`] = new ort.Tensor("float32", ssm, [b, ...ssmDims]);
+      this.inputs[`conv_${l}`] = this.outputs[`conv_${l}_out`] = conv.tensor;
+      this.inputs[`ssm_${l}`] = this.outputs[`ssm_${l}_out`] = ssm.tensor;
     }
   }
 
@@ -255,5 +267,66 @@ class BatchStates {
 
   scatter(states: SequenceState[]): void {
     scatterStates(this.shape, this.conv, this.ssm, states);
+  }
+}
+
+/** Runs the step graph on a batch: reads `cur`'s states, writes `next`'s, returns a copy of the logits. */
+interface Stepper {
+  batch(b: number): BatchStates;
+  run(tokens: Int32Array, cur: BatchStates, next: BatchStates): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** The step through the onnxruntime-node binding (which copies every output once more). */
+class BindingStepper implements Stepper {
+  constructor(
+    private readonly ort: Ort,
+    private readonly session: InferenceSession,
+    private readonly c: ModelConfig,
+  ) {}
+
+  batch(b: number): BatchStates {
+    return new BatchStates(bindingTensors(this.ort), this.c, b);
+  }
+
+  async run(tokens: Int32Array, cur: BatchStates, next: BatchStates): Promise<Float32Array> {
+    const feeds = { tokens: tokenTensor(this.ort, tokens), ...(cur.inputs as Record<string, Tensor>) };
+    const out = await this.session.run(feeds, { logits: null, ...(next.outputs as Record<string, Tensor>) });
+    return out.logits.data as Float32Array;
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+/** The step through onnxruntime's C API: states, tokens and logits in native memory, written in place. */
+class CapiStepper implements Stepper {
+  private readonly io = new Map<BatchStates, { tokens: ReturnType<CapiSession["int64"]>; logits: ReturnType<CapiSession["float32"]> }>();
+
+  constructor(
+    private readonly session: CapiSession,
+    private readonly c: ModelConfig,
+  ) {}
+
+  batch(b: number): BatchStates {
+    const states = new BatchStates((dims) => {
+      const t = this.session.float32(dims);
+      return { data: t.data, tensor: t };
+    }, this.c, b);
+    this.io.set(states, { tokens: this.session.int64([b]), logits: this.session.float32([b, this.c.vocabSize]) });
+    return states;
+  }
+
+  async run(tokens: Int32Array, cur: BatchStates, next: BatchStates): Promise<Float32Array> {
+    const io = this.io.get(cur)!;
+    tokens.forEach((t, i) => (io.tokens.data[i] = BigInt(t)));
+    this.session.run({ tokens: io.tokens, ...(cur.inputs as Record<string, { value: unknown }>) }, { logits: io.logits, ...(next.outputs as Record<string, { value: unknown }>) });
+    return io.logits.data.slice();
+  }
+
+  async release(): Promise<void> {
+    this.io.clear();
+    this.session.release();
   }
 }

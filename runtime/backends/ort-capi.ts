@@ -1,0 +1,212 @@
+// onnxruntime's C API, called through koffi, for the ort backend's decode step. The
+// onnxruntime-node binding copies every output of a run into a fresh ArrayBuffer, even one given a
+// preallocated tensor: for the states of a batch that is a copy of megabytes per step (6 MB at
+// batch 8 on the Mamba-2 demo model) and garbage collections it sets off, as much time as the step's
+// own work. Through the C API a run writes its outputs straight into memory we hold, which the next
+// step reads as its inputs. The library is the one onnxruntime-node ships, so both agree on the
+// version; where it or koffi cannot be loaded, the backend keeps to the binding.
+import { createRequire } from "node:module";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+type Koffi = typeof import("koffi");
+type Ptr = unknown; // an opaque native pointer, as koffi hands it over
+type Fn = (...args: unknown[]) => unknown;
+
+/** Positions in the OrtApi function table of onnxruntime_c_api.h (append-only across releases, so fixed). */
+const API = {
+  GetErrorMessage: 2,
+  CreateEnv: 3,
+  CreateSession: 7,
+  Run: 9,
+  CreateSessionOptions: 10,
+  SetSessionExecutionMode: 13,
+  SetSessionLogSeverityLevel: 22,
+  SetSessionGraphOptimizationLevel: 23,
+  SetIntraOpNumThreads: 24,
+  CreateTensorWithDataAsOrtValue: 49,
+  CreateCpuMemoryInfo: 69,
+  ReleaseEnv: 92,
+  ReleaseStatus: 93,
+  ReleaseMemoryInfo: 94,
+  ReleaseSession: 95,
+  ReleaseValue: 96,
+  ReleaseSessionOptions: 100,
+} as const;
+/** The API version asked for: every entry above exists since version 1; 1.30 serves up to 23. */
+const API_VERSION = 16;
+const ELEMENT = { float32: 1, int64: 7 } as const;
+
+interface Api {
+  koffi: Koffi;
+  fn: Record<keyof typeof API, Fn>;
+  env: Ptr;
+  cpu: Ptr; // OrtMemoryInfo for plain CPU memory
+}
+
+let api: Api | null | undefined;
+
+/** The onnxruntime shared library inside the onnxruntime-node package, if there is one for this platform. */
+function libraryPath(): string | null {
+  if (process.platform === "win32") return null; // CreateSession takes wide-character paths there
+  let pkg: string;
+  try {
+    pkg = dirname(dirname(createRequire(import.meta.url).resolve("onnxruntime-node")));
+  } catch {
+    return null;
+  }
+  for (const napi of ["napi-v6", "napi-v3"]) {
+    const dir = join(pkg, "bin", napi, process.platform, process.arch);
+    if (!existsSync(dir)) continue;
+    const name = readdirSync(dir).find((f) => /^(lib)?onnxruntime(\.\d+)*\.(so(\.\d+)*|dylib|dll)$/.test(f) || /^libonnxruntime\.so\.\d+$/.test(f));
+    if (name) return join(dir, name);
+  }
+  return null;
+}
+
+/** Loads the C API once; null where it is not available (the caller then uses the binding). */
+async function loadApi(): Promise<Api | null> {
+  if (api !== undefined) return api;
+  api = null;
+  const path = libraryPath();
+  if (!path) return null;
+  let koffi: Koffi;
+  try {
+    koffi = (await import("koffi")).default as unknown as Koffi;
+  } catch {
+    return null;
+  }
+  try {
+    const lib = koffi.load(path);
+    const base = lib.func("void* OrtGetApiBase()")() as Ptr;
+    const [getApi] = koffi.decode(base, "void *", 2) as Ptr[];
+    const table = (koffi.decode(getApi, koffi.proto("void* OrtGetApi(uint32_t version)")) as Fn)(API_VERSION) as Ptr;
+    if (!table) return null;
+    const size = Math.max(...Object.values(API)) + 1;
+    const ptrs = koffi.decode(table, "void *", size) as Ptr[];
+    const S = "void*"; // OrtStatus*: null on success
+    const protos: Record<keyof typeof API, string> = {
+      GetErrorMessage: "const char* f(void* status)",
+      CreateEnv: `${S} f(int level, const char* id, _Out_ void** env)`,
+      CreateSession: `${S} f(void* env, const char* path, void* options, _Out_ void** session)`,
+      Run: `${S} f(void* session, void* runOptions, const char** inNames, void** inputs, size_t nIn, const char** outNames, size_t nOut, void** outputs)`,
+      CreateSessionOptions: `${S} f(_Out_ void** options)`,
+      SetSessionExecutionMode: `${S} f(void* options, int mode)`,
+      SetSessionLogSeverityLevel: `${S} f(void* options, int level)`,
+      SetSessionGraphOptimizationLevel: `${S} f(void* options, int level)`,
+      SetIntraOpNumThreads: `${S} f(void* options, int n)`,
+      CreateTensorWithDataAsOrtValue: `${S} f(void* info, void* data, size_t bytes, const int64_t* shape, size_t rank, int type, _Out_ void** value)`,
+      CreateCpuMemoryInfo: `${S} f(int allocator, int memType, _Out_ void** info)`,
+      ReleaseEnv: "void f(void* p)",
+      ReleaseStatus: "void f(void* p)",
+      ReleaseMemoryInfo: "void f(void* p)",
+      ReleaseSession: "void f(void* p)",
+      ReleaseValue: "void f(void* p)",
+      ReleaseSessionOptions: "void f(void* p)",
+    };
+    const fn = Object.fromEntries(
+      (Object.keys(API) as (keyof typeof API)[]).map((k) => [k, koffi.decode(ptrs[API[k]], koffi.proto(protos[k].replace(" f(", ` Ort${k}(`))) as Fn]),
+    ) as Api["fn"];
+    const partial = { koffi, fn, env: null, cpu: null } as Api;
+    const env = out(partial, (o) => fn.CreateEnv(3 /* errors only */, "mamba-edge", o));
+    const cpu = out(partial, (o) => fn.CreateCpuMemoryInfo(0 /* device allocator */, 0 /* default */, o));
+    api = { koffi, fn, env, cpu };
+  } catch {
+    api = null;
+  }
+  return api;
+}
+
+/** Throws a status's message (and frees it); a null status is success. */
+function check(a: Pick<Api, "koffi" | "fn">, status: unknown): void {
+  if (!status) return;
+  const msg = a.fn.GetErrorMessage(status) as string;
+  a.fn.ReleaseStatus(status);
+  throw new Error(`onnxruntime: ${msg}`);
+}
+
+/** Calls an API function whose last argument receives an object; returns the object. */
+function out(a: Pick<Api, "koffi" | "fn">, call: (o: Ptr[]) => unknown): Ptr {
+  const o: Ptr[] = [null];
+  check(a, call(o));
+  return o[0];
+}
+
+/** A tensor over native memory that does not move: an OrtValue plus a JS view of the same bytes. */
+export interface NativeTensor<T extends Float32Array | BigInt64Array> {
+  readonly data: T;
+  readonly value: Ptr;
+}
+
+/** One onnxruntime session run through the C API, on tensors that live as long as it does. */
+export class CapiSession {
+  private readonly owned: { mem: Ptr; value: Ptr }[] = [];
+  private released = false;
+
+  private constructor(
+    private readonly a: Api,
+    private readonly session: Ptr,
+  ) {}
+
+  /** Opens `modelPath` like the binding would (all graph optimizations, sequential, `threads` intra-op); null where the C API is unavailable. */
+  static async open(modelPath: string, threads: number): Promise<CapiSession | null> {
+    const a = await loadApi();
+    if (!a) return null;
+    const options = out(a, (o) => a.fn.CreateSessionOptions(o));
+    try {
+      check(a, a.fn.SetIntraOpNumThreads(options, threads));
+      check(a, a.fn.SetSessionGraphOptimizationLevel(options, 99 /* all */));
+      check(a, a.fn.SetSessionExecutionMode(options, 0 /* sequential */));
+      check(a, a.fn.SetSessionLogSeverityLevel(options, 3 /* errors only */));
+      return new CapiSession(a, out(a, (o) => a.fn.CreateSession(a.env, modelPath, options, o)));
+    } finally {
+      a.fn.ReleaseSessionOptions(options);
+    }
+  }
+
+  /** A float32 tensor of the given shape in native memory, zeroed. */
+  float32(dims: number[]): NativeTensor<Float32Array> {
+    const n = dims.reduce((x, y) => x * y, 1);
+    const { mem, value } = this.alloc("float", 4, n, dims, ELEMENT.float32);
+    return { data: new Float32Array(this.a.koffi.view(mem, 4 * n)), value };
+  }
+
+  /** An int64 tensor of the given shape in native memory, zeroed. */
+  int64(dims: number[]): NativeTensor<BigInt64Array> {
+    const n = dims.reduce((x, y) => x * y, 1);
+    const { mem, value } = this.alloc("int64_t", 8, n, dims, ELEMENT.int64);
+    return { data: new BigInt64Array(this.a.koffi.view(mem, 8 * n)), value };
+  }
+
+  /** Runs the graph; every output is written into the tensor given for it. */
+  run(inputs: Record<string, { value: Ptr }>, outputs: Record<string, { value: Ptr }>): void {
+    if (this.released) throw new Error("onnxruntime: session used after release()");
+    const inNames = Object.keys(inputs);
+    const outNames = Object.keys(outputs);
+    check(
+      this.a,
+      this.a.fn.Run(this.session, null, inNames, inNames.map((k) => inputs[k].value), inNames.length, outNames, outNames.length, outNames.map((k) => outputs[k].value)),
+    );
+  }
+
+  /** Frees the session and every tensor made by it. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.a.fn.ReleaseSession(this.session);
+    for (const t of this.owned) {
+      this.a.fn.ReleaseValue(t.value);
+      this.a.koffi.free(t.mem);
+    }
+    this.owned.length = 0;
+  }
+
+  private alloc(type: string, size: number, n: number, dims: number[], element: number): { mem: Ptr; value: Ptr } {
+    const k = this.a.koffi;
+    const mem = k.alloc(type, Math.max(1, n)) as Ptr;
+    new Uint8Array(k.view(mem, size * Math.max(1, n))).fill(0);
+    const value = out(this.a, (o) => this.a.fn.CreateTensorWithDataAsOrtValue(this.a.cpu, mem, size * n, BigInt64Array.from(dims, BigInt), dims.length, element, o));
+    this.owned.push({ mem, value });
+    return { mem, value };
+  }
+}
