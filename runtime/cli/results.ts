@@ -32,9 +32,12 @@ export function writeResult(kind: string, backend: string, label: string, record
   return join("bench", "results", name);
 }
 
+/** The checkout's commit, with "-dirty" when tracked files differ from it (the figures are then not that commit's). */
 function gitCommit(): string | null {
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
   try {
-    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    const commit = git("rev-parse", "--short", "HEAD");
+    return git("status", "--porcelain", "--untracked-files=no") ? `${commit}-dirty` : commit;
   } catch {
     return null;
   }
