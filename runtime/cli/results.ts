@@ -37,7 +37,8 @@ function gitCommit(): string | null {
   const git = (...args: string[]) => execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
   try {
     const commit = git("rev-parse", "--short", "HEAD");
-    return git("status", "--porcelain", "--untracked-files=no") ? `${commit}-dirty` : commit;
+    // (records being rewritten under bench/results do not count)
+    return git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") ? `${commit}-dirty` : commit;
   } catch {
     return null;
   }
