@@ -61,11 +61,13 @@ for (const pair of pairs) {
   const tok = Int32Array.of(7);
   const a = model.step(tok, [moved]);
   const b = await cuda.step(tok, [runs.cuda.states[0]]);
-  // a save / load round trip on cuda: the restored state continues exactly like the original
+  // a save / load round trip and a clone on cuda: both continue exactly like the original
   const orig = runs.cuda.states[1];
   const restored = cuda.loadState(cuda.saveState(orig));
-  const twin = await cuda.step(Int32Array.of(9, 9), [orig, restored]);
-  const roundTrip = rel(twin.subarray(V), twin.subarray(0, V));
+  const cloned = orig.clone();
+  const trio = await cuda.step(Int32Array.of(9, 9, 9), [orig, restored, cloned]);
+  const roundTrip = rel(trio.subarray(V, 2 * V), trio.subarray(0, V));
+  const cloneDiff = rel(trio.subarray(2 * V), trio.subarray(0, V));
   const all = (name) => cat([...runs[name].logits, ...stepLogits[name]]);
   const row = {
     model: modelDir.split("/").pop(),
@@ -76,13 +78,14 @@ for (const pair of pairs) {
     prefillCudaVsRef: rel(runs.cuda.logits[0], runs.ref.logits[0]),
     stateMovedToRef: rel(b, a),
     stateRoundTrip: roundTrip,
+    stateClone: cloneDiff,
     device: cuda.info.device,
   };
   row.tolerance = recipe === "fp16" ? 2e-3 : row.ortVsRef + 2e-2;
   // the moved state is compared with the fp32 reference: a like-for-like check for fp16 engines only
-  row.ok = row.cudaVsRef <= row.tolerance && row.stateRoundTrip === 0 && (recipe !== "fp16" || row.stateMovedToRef <= 2e-3);
+  row.ok = row.cudaVsRef <= row.tolerance && row.stateRoundTrip === 0 && row.stateClone === 0 && (recipe !== "fp16" || row.stateMovedToRef <= 2e-3);
   rows.push(row);
-  console.log(`${row.model.padEnd(14)} ${recipe.padEnd(11)} cuda-ref ${row.cudaVsRef.toExponential(2)}  ort-ref ${row.ortVsRef.toExponential(2)}  cuda-ort ${row.cudaVsOrt.toExponential(2)}  moved-state ${row.stateMovedToRef.toExponential(2)}  round-trip ${row.stateRoundTrip}  tolerance ${row.tolerance.toExponential(2)}  ${row.ok ? "ok" : "FAIL"}`);
+  console.log(`${row.model.padEnd(14)} ${recipe.padEnd(11)} cuda-ref ${row.cudaVsRef.toExponential(2)}  ort-ref ${row.ortVsRef.toExponential(2)}  cuda-ort ${row.cudaVsOrt.toExponential(2)}  moved-state ${row.stateMovedToRef.toExponential(2)}  round-trip ${row.stateRoundTrip}  clone ${row.stateClone}  tolerance ${row.tolerance.toExponential(2)}  ${row.ok ? "ok" : "FAIL"}`);
   await cuda.close();
   await ort.close();
 }
