@@ -8,7 +8,7 @@ import ctypes, json, math, os, shutil, sys, time
 import torch
 from safetensors.torch import save_file
 
-lib = ctypes.CDLL(sys.argv[1])
+lib = ctypes.CDLL(sys.argv[1] if __name__ == "__main__" else os.environ["ME_LIB"])
 lib.me_create.restype = ctypes.c_void_p
 lib.me_create.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
 lib.me_last_error.restype = ctypes.c_char_p
@@ -24,7 +24,6 @@ SHAPES = {  # hidden, layers, vocab (Hugging Face configs)
     "mamba-2.8b": (2560, 64, 50280),
 }
 RECIPES = os.environ.get("ME_RECIPES", "fp16,w8a8,w4a16").split(",")
-shapes = sys.argv[3:] or list(SHAPES)
 tmp = "/dev/shm/me-bench" if os.path.isdir("/dev/shm") else "/tmp/me-bench"
 
 
@@ -150,35 +149,41 @@ def bench_transformers(name):
     return {"decodeMsB1": per_token, "prefill512Ms": prefill, "fastKernels": False}
 
 
-bw = copy_bandwidth()
-print(f"device-to-device copy: {bw / 1e12:.2f} TB/s (read + write)", flush=True)
-results = {"device": torch.cuda.get_device_name(), "copyBandwidthTBs": bw / 1e12, "engines": [], "transformers": []}
-for name in shapes:
-    for recipe in RECIPES:
-        path = os.path.join(tmp, f"{name}-{recipe}.mamba")
-        t0 = time.time()
+def main():
+    shapes = sys.argv[3:] or list(SHAPES)
+    bw = copy_bandwidth()
+    print(f"device-to-device copy: {bw / 1e12:.2f} TB/s (read + write)", flush=True)
+    results = {"device": torch.cuda.get_device_name(), "copyBandwidthTBs": bw / 1e12, "engines": [], "transformers": []}
+    for name in shapes:
+        for recipe in RECIPES:
+            path = os.path.join(tmp, f"{name}-{recipe}.mamba")
+            t0 = time.time()
+            try:
+                write_engine(name, recipe, path)
+                r = bench_engine(path)
+                r.update({"shape": name, "recipe": recipe})
+                r["floorMs"] = r["weightBytes"] / bw * 1e3
+                r["ratioToFloor"] = r["decodeMsB1"] / r["floorMs"]
+                results["engines"].append(r)
+                print(f"{name:11} {recipe:6} decode b1 {r['decodeMsB1']:.3f} ms (floor {r['floorMs']:.3f}, x{r['ratioToFloor']:.2f})  "
+                      f"tok/s b1 {r['tokensPerSecondB1']:.0f} b8 {r['tokensPerSecondB8']:.0f} b32 {r['tokensPerSecondB32']:.0f}  "
+                      f"prefill512 {r['prefill512Ms']:.1f} ms  [{time.time() - t0:.0f} s]", flush=True)
+            except Exception as ex:  # one failure must not hide the other results
+                print(f"{name} {recipe}: FAILED {ex}", flush=True)
+                results["engines"].append({"shape": name, "recipe": recipe, "error": str(ex)})
+            shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get("ME_NO_TRANSFORMERS"):
+            continue
         try:
-            write_engine(name, recipe, path)
-            r = bench_engine(path)
-            r.update({"shape": name, "recipe": recipe})
-            r["floorMs"] = r["weightBytes"] / bw * 1e3
-            r["ratioToFloor"] = r["decodeMsB1"] / r["floorMs"]
-            results["engines"].append(r)
-            print(f"{name:11} {recipe:6} decode b1 {r['decodeMsB1']:.3f} ms (floor {r['floorMs']:.3f}, x{r['ratioToFloor']:.2f})  "
-                  f"tok/s b1 {r['tokensPerSecondB1']:.0f} b8 {r['tokensPerSecondB8']:.0f} b32 {r['tokensPerSecondB32']:.0f}  "
-                  f"prefill512 {r['prefill512Ms']:.1f} ms  [{time.time() - t0:.0f} s]", flush=True)
-        except Exception as ex:  # one failure must not hide the other results
-            print(f"{name} {recipe}: FAILED {ex}", flush=True)
-            results["engines"].append({"shape": name, "recipe": recipe, "error": str(ex)})
-        shutil.rmtree(path, ignore_errors=True)
-    if os.environ.get("ME_NO_TRANSFORMERS"):
-        continue
-    try:
-        tr = bench_transformers(name)
-        tr["shape"] = name
-        results["transformers"].append(tr)
-        print(f"{name:11} transformers fp16 decode b1 {tr['decodeMsB1']:.2f} ms  prefill512 {tr['prefill512Ms']:.1f} ms", flush=True)
-    except Exception as ex:
-        print(f"{name} transformers: FAILED {ex}", flush=True)
-        results["transformers"].append({"shape": name, "error": str(ex)})
-json.dump(results, open(sys.argv[2], "w"), indent=1)
+            tr = bench_transformers(name)
+            tr["shape"] = name
+            results["transformers"].append(tr)
+            print(f"{name:11} transformers fp16 decode b1 {tr['decodeMsB1']:.2f} ms  prefill512 {tr['prefill512Ms']:.1f} ms", flush=True)
+        except Exception as ex:
+            print(f"{name} transformers: FAILED {ex}", flush=True)
+            results["transformers"].append({"shape": name, "error": str(ex)})
+    json.dump(results, open(sys.argv[2], "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

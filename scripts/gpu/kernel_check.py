@@ -97,7 +97,7 @@ def linear_case(wtype, M, N, K, gemm_only):
 
 for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
     for M, gemm_only in [(1, 0), (5, 0), (8, 0), (37, 1), (256, 1)]:
-        for N, K in [(1000, 768), (3072, 1536)]:
+        for N, K in [(1000, 768), (3072, 1536), (192, 5120)]:  # the last: x_proj-like, 4-bit K split across blocks
             err = linear_case(wtype, M, N, K, gemm_only)
             tol = 2e-3 if wtype != 1 else 1e-5
             record("gemv" if not gemm_only else "gemm (tensor cores)", f"{name} M={M} N={N} K={K}", err, tol)
@@ -105,8 +105,8 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
 
 # the decode GEMV with the block's RMSNorm fused into its input, adding into the residual stream
 for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
-    for M in [1, 5]:
-        N, K, group = 2048, 768, 128
+    for M, N, K in [(1, 2048, 768), (5, 2048, 768), (1, 256, 2560), (8, 256, 2560)]:
+        group = 128
         hid, nw = torch.randn(M, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5
         xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
         bias = torch.randn(N, device=dev) * 0.1

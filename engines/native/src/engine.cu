@@ -73,6 +73,8 @@ struct Engine {
   const float* normF = nullptr;
   std::vector<Layer> layers;
   float* states = nullptr;  // (nSlots + 1) slots; the last one absorbs padded batch rows
+  float* gemvWs = nullptr;  // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
+  unsigned* gemvCount = nullptr;
   cudaStream_t st = nullptr;
   // activations, sized for max(maxBatch, chunk) rows
   int rows = 0;
@@ -197,6 +199,12 @@ static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N,
         CK(cudaDeviceSynchronize());
         e.release(const_cast<void*>(W.w));
         W.w = packed, W.packed = 1;
+        if (!e.gemvWs) {
+          e.gemvWs = e.alloc<float>(GEMV_WS_FLOATS);
+          e.gemvCount = e.alloc<unsigned>(GEMV_WS_TILES);
+          CK(cudaMemset(e.gemvCount, 0, GEMV_WS_TILES * sizeof(unsigned)));
+        }
+        W.ws = e.gemvWs, W.wsCount = e.gemvCount;
       }
     }
   } else {

@@ -11,12 +11,15 @@ static int done(cudaError_t e) {
 }
 
 // 4-bit weights come row-major; where their shape allows, they are packed into tile order first, as
-// the runner does on load, so the kernels check the layout the runner uses
+// the runner does on load (with a split-K workspace), so the kernels check the layout the runner uses
 template <class F>
 static int withLayout(LinearW W, F&& f) {
   if (!i4Packable(W)) return done(f(W));
   void* packed = nullptr;
   cudaError_t e = cudaMalloc(&packed, (size_t)W.N * W.K / 2);
+  if (!e) e = cudaMalloc(&W.ws, GEMV_WS_FLOATS * sizeof(float));
+  if (!e) e = cudaMalloc(&W.wsCount, GEMV_WS_TILES * sizeof(unsigned));
+  if (!e) e = cudaMemset(W.wsCount, 0, GEMV_WS_TILES * sizeof(unsigned));
   if (!e) e = packI4(W, packed, 0);
   if (!e) {
     W.w = packed, W.packed = 1;
@@ -24,6 +27,8 @@ static int withLayout(LinearW W, F&& f) {
   }
   const int rc = done(e);
   cudaFree(packed);
+  cudaFree(W.ws);
+  cudaFree(W.wsCount);
   return rc;
 }
 

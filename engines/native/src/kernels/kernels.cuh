@@ -20,7 +20,15 @@ struct LinearW {
   int group;            // I4 group size (a multiple of 32)
   const float* bias;    // (N) or null
   int packed;           // I4 only: w is in the tensor-core tile order of packI4 (see i4Packable)
+  // Packed I4 only, optional: scratch that lets a decode GEMV split K across blocks (partial sums
+  // and one arrival counter per 16-row tile, zeroed once; the last block to arrive resets it). Small
+  // matrices need the split to reach enough of the GPU. One workspace serves every linear layer of
+  // a stream (kernels of one stream never run their split phases at the same time).
+  float* ws;            // GEMV_WS_FLOATS floats
+  unsigned* wsCount;    // GEMV_WS_TILES counters
 };
+constexpr int GEMV_WS_FLOATS = 1 << 17;
+constexpr int GEMV_WS_TILES = 1 << 16;
 
 // 4-bit weights in tile order: for each 16-row tile and each 64 inputs, 32 lanes × 4 words, each word
 // the eight weights one lane of an m16n8k16 tensor-core product needs (see linear.cu). Decode then

@@ -1,8 +1,9 @@
 // Linear layers. Decode: bandwidth-bound GEMVs, one warp per two output rows (fp16, int8: dp4a with
 // int32 accumulation) streaming 16-byte weight loads, up to 8 activation rows per pass; 4-bit weights
 // in tensor-core tile order run on mma.sync (dequantized exactly into fp16 fragments, any batch up to
-// 8 at the cost of one), otherwise on CUDA cores from fp16 inputs staged in shared memory. Every
-// decode GEMV issues its first weight loads before pdlWait(), so they overlap the previous kernel.
+// 8 at the cost of one; small matrices split K across blocks), otherwise on CUDA cores from fp16
+// inputs staged in shared memory. Every decode GEMV issues its first weight loads before pdlWait(),
+// so they overlap the previous kernel.
 // Prefill: a tensor-core GEMM (WMMA: fp16 x fp16 -> fp32, or int8 x int8 -> int32), 4-bit weights
 // dequantized to fp16 tiles.
 #include <mma.h>
@@ -382,65 +383,104 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
 #endif
 }
 
-// One warp per 16-row tile and share of K (ks warps split it); U groups of 64 inputs loaded at once.
-// Inputs: up to 8 rows staged in shared memory as fp16 (rows padded by 8 so the B-fragment reads of
-// the eight rows fall in distinct banks); rows beyond M read as zeros.
-constexpr int I4T_U = 8;
+// One warp per 16-row tile and share of K: the P = ks * splits warps of a tile (ks in one block,
+// `splits` blocks) take its groups of 64 inputs round robin, up to U at a time. Before pdlWait() a
+// warp starts copying its weights and their scales into shared memory (cp.async: no registers hold
+// the bytes in flight, so the whole grid fits on the GPU at once and streams in one wave). Inputs
+// are read straight into B fragments (fp32 -> fp16; rows beyond M are zeros). Warps of a block add
+// up in shared memory, blocks of a split tile through the workspace: the last to arrive finishes.
+constexpr int I4T_U = 16;
+__device__ __forceinline__ void cpAsync4(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src));
+#endif
+}
+__device__ __forceinline__ void cpAsync16(void* dst, const void* src, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src), "r"(ok ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void cpAsyncCommit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>  // until at most N committed groups are still in flight
+__device__ __forceinline__ void cpAsyncWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
 template <bool NORM>
-__global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy,
-                                                      ConvStep ep, int hasEp, int ks, NormIn nin, int addToY) {
-  extern __shared__ __half xh[];  // (M, K + 8)
+__global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy,
+                                                         ConvStep ep, int hasEp, int ks, int splits, int U, NormIn nin, int addToY) {
+  extern __shared__ uint4 wsm[];  // per warp: U groups × 32 lanes × 16 bytes, then U × 16 row scales
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int T = blockIdx.x * (8 / ks) + warp / ks, part = warp % ks;
-  const int K = W.K, N = W.N, nG = K / 64, ldx = K + 8;
+  const int tb = blockIdx.x / splits, sp = blockIdx.x - tb * splits;
+  const int T = tb * (8 / ks) + warp / ks, part = warp % ks;
+  const int K = W.K, N = W.N, nG = K / 64, P = ks * splits, G0 = sp * ks + part;
   const bool live = 16 * T < N;
-  const uint4* wp = (const uint4*)W.w + (size_t)T * nG * 32 + lane;
-  uint4 wq[I4T_U];
-  auto loadW = [&](int G0) {
+  const int g = lane >> 2, c = lane & 3;
+  const int nS = K / W.group, gpg = W.group / 64;
+  const uint4* wp = (const uint4*)W.w + (size_t)(live ? T : 0) * nG * 32 + lane;
+  const float* srow = W.scale + (size_t)(live ? 16 * T + (lane & 15) : 0) * nS;  // lanes 0-15: scales of row 16T + lane
+  uint4* mine = wsm + (size_t)warp * U * 36 + lane;
+  float* ssm = (float*)(wsm + (size_t)warp * U * 36 + U * 32);  // (U, 16)
+  auto loadW = [&](int Gb) {
 #pragma unroll
     for (int u = 0; u < I4T_U; u++) {
-      const int G = G0 + u * ks;
-      wq[u] = live && G < nG ? __ldg(wp + (size_t)G * 32) : make_uint4(0, 0, 0, 0);
+      const int G = Gb + u * P;
+      const bool ok = live && u < U && G < nG;
+      if (u < U) cpAsync16(mine + u * 32, wp + (size_t)(ok ? G : 0) * 32, ok);
+      if (ok && lane < 16) cpAsync4(ssm + u * 16 + lane, srow + G / gpg);
+
     }
   };
-  loadW(part);  // weights only: may overlap the previous kernel
+  loadW(G0);  // weights only: may overlap the previous kernel
   pdlWait();
   pdlRelease();
 
-  float rn[8];
-  if constexpr (NORM) rowRms<8>(nin, M, K, lda, rn);
-#pragma unroll 4
-  for (int i = threadIdx.x; i < M * (K / 4); i += blockDim.x) {
-    const int m = i / (K / 4), k = 4 * (i - m * (K / 4));
-    float4 a;
-    if constexpr (NORM) {
-      float r = 0.f;
-#pragma unroll
-      for (int mm = 0; mm < 8; mm++) if (mm == m) r = rn[mm];
-      a = normed4(nin, nin.hidden + (size_t)m * lda, k, r, nin.scale);
-    } else {
-      a = __ldg((const float4*)(x + (size_t)m * lda + k));
-    }
-    __half2* d = (__half2*)(xh + (size_t)m * ldx + k);
-    d[0] = __floats2half2_rn(a.x, a.y), d[1] = __floats2half2_rn(a.z, a.w);
-  }
-  __syncthreads();
-
-  const int g = lane >> 2, c = lane & 3;
   const bool rowOk = g < M;
-  const __half* xrow = xh + (size_t)(rowOk ? g : 0) * ldx + 2 * c;
-  const float* s0 = W.scale + (size_t)(16 * T + g) * (K / W.group);
-  const float* s1 = s0 + (size_t)8 * (K / W.group);
-  const int gpg = W.group / 64;  // groups of 64 per scale group
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int G0 = part; G0 < nG && live; G0 += ks * I4T_U) {
-    if (G0 != part) loadW(G0);
+  float rn = 1.f;
+  if constexpr (NORM) {
+    float r[8];
+    rowRms<8>(nin, M, K, lda, r);
 #pragma unroll
+    for (int m = 0; m < 8; m++) if (m == g) rn = r[m];
+  }
+  const float* xrow = (NORM ? nin.hidden : x) + (size_t)(rowOk ? g : 0) * lda + 2 * c;
+  // inputs k and k + 1 of this lane's row as a B-fragment half2 (normalized when fused)
+  auto in2 = [&](int k) -> uint32_t {
+    if (!rowOk) return 0u;
+    float2 v = __ldg((const float2*)(xrow + k));
+    if constexpr (NORM) {
+      const float2 w = __ldg((const float2*)(nin.w + 2 * c + k));
+      v = make_float2(qdq(v.x * rn * w.x, nin.scale), qdq(v.y * rn * w.y, nin.scale));
+    }
+    const __half2 h = __floats2half2_rn(v.x, v.y);
+    return *(const uint32_t*)&h;
+  };
+
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int Gb = G0; Gb < nG && live; Gb += P * U) {
+    if (Gb != G0) {
+      __syncwarp();  // every lane is done with the previous batch's scales
+      loadW(Gb);
+    }
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    __syncwarp();  // the scales were copied by other lanes of the warp
+#pragma unroll 2
     for (int u = 0; u < I4T_U; u++) {
-      const int G = G0 + u * ks;
-      if (G >= nG) break;
-      const __half2 sc0 = __float2half2_rn(__ldg(s0 + G / gpg)), sc1 = __float2half2_rn(__ldg(s1 + G / gpg));
-      const uint32_t* q = (const uint32_t*)&wq[u];
+      const int G = Gb + u * P;
+      if (u >= U || G >= nG) break;
+      uint32_t b[4][2];
+#pragma unroll
+      for (int j = 0; j < 4; j++) b[j][0] = in2(64 * G + 16 * j), b[j][1] = in2(64 * G + 16 * j + 8);
+      const uint4 wq = mine[u * 32];
+      const __half2 sc0 = __float2half2_rn(ssm[u * 16 + g]), sc1 = __float2half2_rn(ssm[u * 16 + g + 8]);
+      const uint32_t* q = (const uint32_t*)&wq;
 #pragma unroll
       for (int j = 0; j < 4; j++) {
         __half2 d[4];
@@ -448,9 +488,7 @@ __global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __
         uint32_t a[4];
         const __half2 a0 = __hmul2(d[0], sc0), a1 = __hmul2(d[1], sc1), a2 = __hmul2(d[2], sc0), a3 = __hmul2(d[3], sc1);
         a[0] = *(const uint32_t*)&a0, a[1] = *(const uint32_t*)&a1, a[2] = *(const uint32_t*)&a2, a[3] = *(const uint32_t*)&a3;
-        const int k = 64 * G + 16 * j;
-        const uint32_t b0 = rowOk ? *(const uint32_t*)(xrow + k) : 0u, b1 = rowOk ? *(const uint32_t*)(xrow + k + 8) : 0u;
-        mma16816(acc, a, b0, b1);
+        mma16816(acc, a, b[j][0], b[j][1]);
       }
     }
   }
@@ -468,6 +506,25 @@ __global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __
     }
   }
   if (!live) return;
+  if (splits > 1) {
+    float* mine = W.ws + ((size_t)T * splits + sp) * 128;
+#pragma unroll
+    for (int i = 0; i < 4; i++) mine[i * 32 + lane] = acc[i];
+    __threadfence();
+    unsigned arrived = 0;
+    if (lane == 0) arrived = atomicAdd(W.wsCount + T, 1u);
+    arrived = __shfl_sync(0xffffffffu, arrived, 0);
+    if (arrived != (unsigned)splits - 1) return;
+    __threadfence();
+    const float* all = W.ws + (size_t)T * splits * 128;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float sum = 0.f;
+      for (int q = 0; q < splits; q++) sum += __ldcg(all + q * 128 + i * 32 + lane);
+      acc[i] = sum;
+    }
+    if (lane == 0) W.wsCount[T] = 0;  // ready for the next launch
+  }
   // D fragment: acc[0..1] = rows g, batch 2c and 2c+1; acc[2..3] = row g + 8, same batch rows
 #pragma unroll
   for (int i = 0; i < 4; i++) {
@@ -476,17 +533,28 @@ __global__ void __launch_bounds__(256) gemvI4TcKernel(LinearW W, const float* __
   }
 }
 
+// P warps per tile (a power of two): as many as keep at least two groups of 64 inputs per warp
+// while the whole grid stays resident (4 blocks per multiprocessor); at most 8 in one block, more
+// only with a workspace
 static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
                                   const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev)) cudaGetLastError(), n = 16;
+    return n;
+  }();
   const int tiles = W.N / 16, nG = W.K / 64;
-  int ks = 1;
-  while (ks < 8 && 2 * ks <= nG && (long long)tiles * ks < 8192) ks *= 2;
-  const dim3 grid((unsigned)((tiles + 8 / ks - 1) / (8 / ks)));
-  const size_t smem = (size_t)M * (W.K + 8) * 2;
+  const bool canSplit = W.ws && W.wsCount && tiles <= GEMV_WS_TILES;
+  auto blocks = [&](long long p) { return (tiles + 8 / std::min(p, 8LL) - 1) / (8 / std::min(p, 8LL)) * std::max(p / 8, 1LL); };
+  int P = 1;
+  while (2 * P <= nG / 2 && blocks(2 * P) <= 4LL * sms && (2 * P <= 8 || (canSplit && (long long)tiles * 2 * P / 8 * 128 <= GEMV_WS_FLOATS))) P *= 2;
+  const int ks = P < 8 ? P : 8, splits = P / ks;
+  const int U = std::min(I4T_U, (nG + P - 1) / P);
+  const size_t smem = (size_t)8 * U * 36 * sizeof(uint4);
   auto k = hasNorm ? gemvI4TcKernel<true> : gemvI4TcKernel<false>;
-  if (smem > 48 * 1024)
+  if (smem > 40 * 1024)  // with its static shared memory above the 48 KB that needs no opt-in
     if (cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) return e;
-  return launch(k, grid, 256, smem, s, W, (const float*)x, lda, M, y, ldy, ep, hasEp, ks, nin, addToY);
+  return launch(k, dim3((unsigned)blocks(P)), 256, smem, s, W, (const float*)x, lda, M, y, ldy, ep, hasEp, ks, splits, U, nin, addToY);
 }
 
 template <int WT, int MT>
@@ -538,8 +606,8 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
                  const NormIn* norm, int addToY) {
   if (cudaError_t e = checkShape(W)) return e;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
-  // the 4-bit kernel stages its input rows in shared memory (2 bytes per input): at most 96 KB
-  const int mt = W.type == W_I4 ? (int)std::min<long long>(GEMV_MT, 98304 / (2LL * W.K)) : GEMV_MT;
+  // the CUDA-core 4-bit kernel stages its input rows in shared memory (2 bytes per input): at most 96 KB
+  const int mt = W.type == W_I4 && !W.packed ? (int)std::min<long long>(GEMV_MT, 98304 / (2LL * W.K)) : GEMV_MT;
   if (mt < 1) return cudaErrorInvalidValue;
   for (int m0 = 0; m0 < M; m0 += mt) {
     const int mc = M - m0 < mt ? M - m0 : mt;
