@@ -8,15 +8,19 @@ import ctypes, json, math, os, shutil, sys, time
 import torch
 from safetensors.torch import save_file
 
-lib = ctypes.CDLL(sys.argv[1] if __name__ == "__main__" else os.environ["ME_LIB"])
-lib.me_create.restype = ctypes.c_void_p
-lib.me_create.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
-lib.me_last_error.restype = ctypes.c_char_p
-lib.me_weight_bytes.restype = ctypes.c_int64
-lib.me_weight_bytes.argtypes = [ctypes.c_void_p]
-lib.me_destroy.argtypes = [ctypes.c_void_p]
-for f in ("me_bench_step", "me_bench_prefill"):
-    getattr(lib, f).argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+# the library: bench.py LIB ..., or ME_LIB when imported (profile.py); importing has no other effect
+_lib_path = sys.argv[1] if __name__ == "__main__" else os.environ.get("ME_LIB")
+lib = ctypes.CDLL(_lib_path) if _lib_path else None
+if lib:
+    lib.me_create.restype = ctypes.c_void_p
+    lib.me_create.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+    lib.me_last_error.restype = ctypes.c_char_p
+    lib.me_weight_bytes.restype = ctypes.c_int64
+    lib.me_weight_bytes.argtypes = [ctypes.c_void_p]
+    lib.me_destroy.argtypes = [ctypes.c_void_p]
+    for f in ("me_bench_step", "me_bench_prefill"):
+        getattr(lib, f).argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+
 dev = "cuda"
 SHAPES = {  # hidden, layers, vocab (Hugging Face configs)
     "mamba-130m": (768, 24, 50280),
