@@ -1,5 +1,6 @@
-"""Per-kernel times of decode steps of a random benchmark engine (bench.py's), for reading under
-Nsight Compute: ME_LIB=lib.so ncu ... python3 profile.py SHAPE RECIPE BATCH STEPS. Without ncu it
+"""(Not named profile.py: that would shadow the standard library module of that name, which
+transformers imports, for every script in this folder.) Per-kernel times of decode steps of a random benchmark engine (bench.py's), for reading under
+Nsight Compute: ME_LIB=lib.so ncu ... python3 step_profile.py SHAPE RECIPE BATCH STEPS. Without ncu it
 prints the step time. Kernels then run one by one, so set MAMBA_EDGE_PDL=0 to time them alone."""
 import ctypes, os, shutil, sys
 import bench
