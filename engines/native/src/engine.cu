@@ -358,7 +358,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
 
   // 1. residual add + RMSNorm (+ quantize): the block's input. In decode out_proj has already added
   // into hidden; fused into in_proj only for fp16 weights at batch 1: there it saves a launch, while
-  // with quantized inputs or more rows recomputing the input in every block costs more.
+  // with quantized inputs or more rows recomputing the input in every block costs more (4-bit
+  // in_proj of 2.8b at batch 1, measured: 4.0 ms per step fused, 2.33 ms not).
   const bool fuseNorm = decode && M == 1 && L.inProj.type == W_F16;
   if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
