@@ -14,7 +14,8 @@ export function benchCommand(y: Argv) {
         .options(targetOptions)
         .option("random", { choices: Object.keys(SHAPES), describe: "a randomly initialised model of this published shape instead" })
         .option("prompt-len", { type: "number", default: 512, describe: "prompt tokens to prefill" })
-        .option("gen-tokens", { type: "number", default: 64, describe: "decode steps timed per batch size" })
+        .option("gen-tokens", { type: "number", default: 64, describe: "decode steps per timed round" })
+        .option("rounds", { type: "number", default: 5, describe: "timed rounds per batch size (the median is reported)" })
         .option("batch", { type: "array", default: [1, 8], describe: "decode batch sizes" })
         .option("json", { type: "boolean", default: false, describe: "print the result as JSON" })
         .option("out", { type: "boolean", default: false, describe: "also write the JSON to bench/results/" })
@@ -27,6 +28,8 @@ export function benchCommand(y: Argv) {
       const batches = (args.batch as unknown[]).map(Number);
       if (!Number.isInteger(promptLen) || promptLen < 1) throw new UserError(`--prompt-len: expected a positive integer, found ${promptLen}`);
       if (!Number.isInteger(gen) || gen < 1) throw new UserError(`--gen-tokens: expected a positive integer, found ${gen}`);
+      const rounds = args.rounds;
+      if (!Number.isInteger(rounds) || rounds < 1) throw new UserError(`--rounds: expected a positive integer, found ${rounds}`);
       if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UserError(`--batch: expected positive integers, found ${args.batch}`);
 
       const t0 = performance.now();
@@ -42,19 +45,26 @@ export function benchCommand(y: Argv) {
       const first = argmax(last);
       const ttftMs = performance.now() - tp;
 
-      const decode: Record<string, { tokensPerSecond: number; msPerStep: number }> = {};
+      // decode: `rounds` rounds of `gen` greedy steps per batch size; the median round is reported
+      // (one short round is at the mercy of whatever else the machine does), min and max beside it
+      const decode: Record<string, { tokensPerSecond: number; msPerStep: number; msPerStepMin: number; msPerStepMax: number }> = {};
       for (const B of batches) {
         const states = Array.from({ length: B }, () => state.clone());
         let tokens = Int32Array.from({ length: B }, () => first);
         // warm-up: first runs allocate, start threads and fill caches
         for (let i = 0; i < 4; i++) await o.backend.step(tokens, states);
-        const ts = performance.now();
-        for (let i = 0; i < gen; i++) {
-          const logits = await o.backend.step(tokens, states);
-          tokens = Int32Array.from({ length: B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+        const perStep: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          const ts = performance.now();
+          for (let i = 0; i < gen; i++) {
+            const logits = await o.backend.step(tokens, states);
+            tokens = Int32Array.from({ length: B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+          }
+          perStep.push((performance.now() - ts) / gen);
         }
-        const ms = performance.now() - ts;
-        decode[`batch${B}`] = { tokensPerSecond: (B * gen * 1000) / ms, msPerStep: ms / gen };
+        perStep.sort((x, y) => x - y);
+        const ms = perStep[perStep.length >> 1];
+        decode[`batch${B}`] = { tokensPerSecond: (B * 1000) / ms, msPerStep: ms, msPerStepMin: perStep[0], msPerStepMax: perStep[perStep.length - 1] };
       }
       const result = {
         tool: "mamba-edge bench",
@@ -67,7 +77,13 @@ export function benchCommand(y: Argv) {
         loadSeconds: +(loadMs / 1000).toFixed(2),
         prefillTokensPerSecond: +((promptLen * 1000) / ttftMs).toFixed(1),
         ttftMs: +ttftMs.toFixed(1),
-        decode: Object.fromEntries(Object.entries(decode).map(([k, v]) => [k, { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toFixed(2) }])),
+        decodeRounds: rounds,
+        decode: Object.fromEntries(
+          Object.entries(decode).map(([k, v]) => [
+            k,
+            { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toFixed(3), msPerStepMin: +v.msPerStepMin.toFixed(3), msPerStepMax: +v.msPerStepMax.toFixed(3) },
+          ]),
+        ),
         weightMB: +(o.weightBytes / 1e6).toFixed(1),
         peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
       };
