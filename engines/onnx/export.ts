@@ -231,7 +231,8 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
     const ax = (_name: string, v: number[]) => g.ints(v);
     const dt3 = g.o("Unsqueeze", [dt, ax("u2", [2])]); // (B, H, 1)
     const dA = g.o("Unsqueeze", [g.o("Exp", [g.o("Mul", [dt3, g.o("Unsqueeze", [A, ax("u1", [1])])])]), ax("u3", [3])]); // (B, H, 1, 1)
-    const dBx = g.o("Mul", [g.o("Unsqueeze", [g.o("Mul", [dt3, xh]), ax("u3b", [3])]), g.o("Unsqueeze", [Bh, ax("u2b", [2])])]); // (B, H, P, N)
+    // the outer product dt x ⊗ B as a matrix product with inner dimension 1 (as in selectiveStep1)
+    const dBx = g.o("MatMul", [g.o("Unsqueeze", [g.o("Mul", [dt3, xh]), ax("u3b", [3])]), g.o("Unsqueeze", [Bh, ax("u2b", [2])])]); // (B, H, P, N)
     ssmOut = g.o("Add", [g.o("Mul", [ssm, dA]), dBx]);
     const ax3 = ax("u3c", [3]);
     y = g.o("Squeeze", [g.o("MatMul", [ssmOut, g.o("Unsqueeze", [Ch, ax3])]), ax3]); // (B, H, P)
