@@ -434,7 +434,6 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
       const bool ok = live && u < U && G < nG;
       if (u < U) cpAsync16(mine + u * 32, wp + (size_t)(ok ? G : 0) * 32, ok);
       if (ok && lane < 16) cpAsync4(ssm + u * 16 + lane, srow + G / gpg);
-
     }
   };
   loadW(G0);  // weights only: may overlap the previous kernel
@@ -492,6 +491,10 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
       }
     }
   }
+  if (!live) {  // a warp past the last tile only zero-filled its slots: let those copies land
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+  }
   if (ks > 1) {
     __shared__ float red[8][4][32];
 #pragma unroll
@@ -507,9 +510,9 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
   }
   if (!live) return;
   if (splits > 1) {
-    float* mine = W.ws + ((size_t)T * splits + sp) * 128;
+    float* partial = W.ws + ((size_t)T * splits + sp) * 128;
 #pragma unroll
-    for (int i = 0; i < 4; i++) mine[i * 32 + lane] = acc[i];
+    for (int i = 0; i < 4; i++) partial[i * 32 + lane] = acc[i];
     __threadfence();
     unsigned arrived = 0;
     if (lane == 0) arrived = atomicAdd(W.wsCount + T, 1u);
