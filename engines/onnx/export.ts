@@ -190,7 +190,7 @@ function scanBody1(E: number, N: number, l: number) {
   const dtx = b.input("dtx", DT.FLOAT, [E, 1]);
   const Bm = b.input("B", DT.FLOAT, [1, N]);
   const Cm = b.input("C", DT.FLOAT, [N, 1]);
-  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("Mul", [dtx, Bm])]); // h = exp(dt A) h + dt x B
+  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("MatMul", [dtx, Bm])]); // h = exp(dt A) h + dt x B (outer product as a matrix product)
   const y = b.o("MatMul", [h1, Cm]); // y = h·C
   b.output(h1, "h_out", DT.FLOAT, [E, N]);
   b.output(y, "y_out", DT.FLOAT, [E, 1]);
@@ -261,7 +261,7 @@ function scanBody2(H: number, P: number, N: number, l: number) {
   const dtx = b.input("dtx", DT.FLOAT, [H, P, 1]);
   const Bm = b.input("B", DT.FLOAT, [H, 1, N]);
   const Cm = b.input("C", DT.FLOAT, [H, N, 1]);
-  const S1 = b.o("Add", [b.o("Mul", [S, dA]), b.o("Mul", [dtx, Bm])]); // S = exp(dt A) S + dt x B
+  const S1 = b.o("Add", [b.o("Mul", [S, dA]), b.o("MatMul", [dtx, Bm])]); // S = exp(dt A) S + dt x B (outer product as a matrix product)
   const y = b.o("MatMul", [S1, Cm]); // y = S·C
   b.output(S1, "S_out", DT.FLOAT, [H, P, N]);
   b.output(y, "y_out", DT.FLOAT, [H, P, 1]);
