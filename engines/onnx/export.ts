@@ -36,7 +36,6 @@ function silu(g: Graph, x: string): string {
   return g.o("Mul", [x, g.o("Sigmoid", [x])]);
 }
 
-/** x / sqrt(mean(x², last axis) + eps) * w */
 // softplus with PyTorch's threshold (x above 20 passes through) as max(log(1 + exp(min(x, 20))), x).
 // Not the Softplus operator: onnxruntime fuses it into the Gemm before it (dt_proj), and that fused
 // activation runs one element at a time (~17 ns each, 71 µs per layer at batch 8 on the Mamba-1 demo),
@@ -47,6 +46,7 @@ function softplus(g: Graph, x: string): string {
   return g.o("Max", [g.o("Log", [g.o("Add", [e, g.floats([1], [])])]), x]);
 }
 
+/** x / sqrt(mean(x², last axis) + eps) * w */
 function rmsnorm(ctx: Ctx, x: string, w: string, eps: string): string {
   const { g } = ctx;
   const ms = g.o("ReduceMean", [g.o("Mul", [x, x]), ctx.g.ints([-1])], { keepdims: 1 });
