@@ -8,7 +8,7 @@ import ctypes, json, math, os, shutil, sys, time
 import torch
 from safetensors.torch import save_file
 
-# the library: bench.py LIB ..., or ME_LIB when imported (profile.py); importing has no other effect
+# the library: bench.py LIB ..., or ME_LIB when imported (step_profile.py); importing has no other effect
 _lib_path = sys.argv[1] if __name__ == "__main__" else os.environ.get("ME_LIB")
 lib = ctypes.CDLL(_lib_path) if _lib_path else None
 if lib:

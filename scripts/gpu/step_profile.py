@@ -1,7 +1,8 @@
-"""(Not named profile.py: that would shadow the standard library module of that name, which
-transformers imports, for every script in this folder.) Per-kernel times of decode steps of a random benchmark engine (bench.py's), for reading under
+"""Per-kernel times of decode steps of a random benchmark engine (bench.py's), for reading under
 Nsight Compute: ME_LIB=lib.so ncu ... python3 step_profile.py SHAPE RECIPE BATCH STEPS. Without ncu it
-prints the step time. Kernels then run one by one, so set MAMBA_EDGE_PDL=0 to time them alone."""
+prints the step time. Kernels then run one by one, so set MAMBA_EDGE_PDL=0 to time them alone.
+(Not named profile.py: that would shadow the standard library's profile module, which transformers
+imports, for every script in this folder.)"""
 import ctypes, os, shutil, sys
 import bench
 
