@@ -4,6 +4,7 @@
 // conv state time-major (B, d_conv-1, channels), the transpose of the reference's, which the ort
 // backend converts when it gathers and scatters states. Linear layers are emitted by a recipe-specific `LinearEmitter`.
 import type { ModelConfig } from "../../runtime/model/config.js";
+import { graphSsmShape } from "../../runtime/model/state.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
 import { DT, Graph } from "./graph.js";
 import type { WeightFile } from "./weight-file.js";
@@ -65,7 +66,7 @@ export function buildGraph(g: Graph, c: ModelConfig, w: Weights<Mamba1Layer> | W
   const B: number | string = mode === "step" ? "batch" : 1;
   const rows: number | string = mode === "step" ? "batch" : "tokens";
   const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
-  const ssmShape = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+  const ssmShape = graphSsmShape(c);
 
   const tokens = g.input("tokens", DT.INT64, [rows]);
   const eps = g.floats([c.normEps], []);
@@ -141,59 +142,56 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BmRaw, N) ?? BmRaw;
   const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CmRaw, N) ?? CmRaw;
   const dt = softplus(g, linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R)); // (rows, E)
-  const A = f32(ctx, `l${l}.A`, L.A, [E, N]);
+  const At = new Float32Array(E * N);
+  for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) At[n * E + e] = L.A[e * N + n];
+  const A = f32(ctx, `l${l}.A`, At, [N, E]); // state-major, as the state
   const D = f32(ctx, `l${l}.D`, L.D, [E]);
 
   let y: string;
   let ssmOut: string;
   if (ctx.mode === "step") {
-    [y, ssmOut] = selectiveStep1(g, ssm, dt, xc, Bm, Cm, A, N);
+    [y, ssmOut] = selectiveStep1(g, ssm, dt, xc, Bm, Cm, A);
   } else {
     // Scan over time; the state has no batch axis inside (prefill is one sequence). Everything
     // that does not depend on the state is computed for all T rows at once outside the loop, so
     // the loop body is four nodes: ORT's per-node cost, paid T times per layer, dominates otherwise.
     const h0 = g.o("Squeeze", [ssm, g.ints([0])]);
-    const dA = g.o("Exp", [g.o("Mul", [g.o("Unsqueeze", [dt, g.ints([2])]), A])]); // (T, E, N)
-    const dtx = g.o("Unsqueeze", [g.o("Mul", [dt, xc]), g.ints([2])]); // (T, E, 1)
-    const Bt = g.o("Unsqueeze", [Bm, g.ints([1])]); // (T, 1, N)
-    const Ct = g.o("Unsqueeze", [Cm, g.ints([2])]); // (T, N, 1)
+    const ax1 = g.ints([1]);
+    const dA = g.o("Exp", [g.o("Mul", [g.o("Unsqueeze", [dt, ax1]), A])]); // (T, N, E)
+    const dtx = g.o("Unsqueeze", [g.o("Mul", [dt, xc]), ax1]); // (T, 1, E)
+    const Bt = g.o("Unsqueeze", [Bm, g.ints([2])]); // (T, N, 1)
+    const Ct = g.o("Unsqueeze", [Cm, ax1]); // (T, 1, N)
     const [hT, ys] = g.op("Scan", [h0, dA, dtx, Bt, Ct], { body: scanBody1(E, N, l), num_scan_inputs: 4 }, 2);
     ssmOut = g.o("Unsqueeze", [hT, g.ints([0])]);
-    y = g.o("Squeeze", [ys, g.ints([2])]); // (T, E, 1) -> (T, E)
+    y = g.o("Squeeze", [ys, ax1]); // (T, 1, E) -> (T, E)
   }
   y = g.o("Mul", [g.o("Add", [y, g.o("Mul", [xc, D])]), silu(g, z)]);
   return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
 }
 
-/**
- * h = exp(dt*A) h + dt*B*x ; y = h·C, for (B, E) rows. The (B, E, 1) × (·, N) broadcasts are
- * written as matrix products with an inner dimension of 1: onnxruntime's Mul broadcasts a value
- * over d_state (16) elements at a time, which at batch 8 cost more than the rest of the state update.
- */
-function selectiveStep1(g: Graph, h: string, dt: string, x: string, Bm: string, Cm: string, A: string, N: number): [string, string] {
-  const ax2 = g.ints([2]);
+/** h = exp(dt*A) h + dt*x*B ; y = C·h, for (B, E) rows; h is (B, N, E), A (N, E). */
+function selectiveStep1(g: Graph, h: string, dt: string, x: string, Bm: string, Cm: string, A: string): [string, string] {
   const ax1 = g.ints([1]);
-  const dtN = g.o("MatMul", [g.o("Unsqueeze", [dt, ax2]), g.floats(new Float32Array(N).fill(1), [1, N])]); // dt repeated: (B, E, N)
-  const dA = g.o("Exp", [g.o("Mul", [dtN, A])]);
-  const dBx = g.o("MatMul", [g.o("Unsqueeze", [g.o("Mul", [dt, x]), ax2]), g.o("Unsqueeze", [Bm, ax1])]); // (B, E, 1) @ (B, 1, N)
+  const dA = g.o("Exp", [g.o("Mul", [g.o("Unsqueeze", [dt, ax1]), A])]); // (B, 1, E) × (N, E)
+  const dBx = g.o("Mul", [g.o("Unsqueeze", [g.o("Mul", [dt, x]), ax1]), g.o("Unsqueeze", [Bm, g.ints([2])])]); // (B, 1, E) × (B, N, 1)
   const h1 = g.o("Add", [g.o("Mul", [dA, h]), dBx]);
-  // y = h·C as a batched matrix product: no (B, E, N) temporary
-  const y = g.o("Squeeze", [g.o("MatMul", [h1, g.o("Unsqueeze", [Cm, ax2])]), ax2]);
+  // y = C·h as a batched matrix product (B, 1, N) @ (B, N, E): no (B, N, E) temporary
+  const y = g.o("Squeeze", [g.o("MatMul", [g.o("Unsqueeze", [Cm, ax1]), h1]), ax1]);
   return [y, h1];
 }
 
 function scanBody1(E: number, N: number, l: number) {
-  // Subgraph: state h (E, N); scan inputs dA (E, N), dt*x (E, 1), B (1, N), C (N, 1); outputs h, y (E, 1).
+  // Subgraph: state h (N, E); scan inputs dA (N, E), dt*x (1, E), B (N, 1), C (1, N); outputs h, y (1, E).
   const b = new Graph(`scan1_l${l}`);
-  const h = b.input("h", DT.FLOAT, [E, N]);
-  const dA = b.input("dA", DT.FLOAT, [E, N]);
-  const dtx = b.input("dtx", DT.FLOAT, [E, 1]);
-  const Bm = b.input("B", DT.FLOAT, [1, N]);
-  const Cm = b.input("C", DT.FLOAT, [N, 1]);
-  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("MatMul", [dtx, Bm])]); // h = exp(dt A) h + dt x B (outer product as a matrix product)
-  const y = b.o("MatMul", [h1, Cm]); // y = h·C
-  b.output(h1, "h_out", DT.FLOAT, [E, N]);
-  b.output(y, "y_out", DT.FLOAT, [E, 1]);
+  const h = b.input("h", DT.FLOAT, [N, E]);
+  const dA = b.input("dA", DT.FLOAT, [N, E]);
+  const dtx = b.input("dtx", DT.FLOAT, [1, E]);
+  const Bm = b.input("B", DT.FLOAT, [N, 1]);
+  const Cm = b.input("C", DT.FLOAT, [1, N]);
+  const h1 = b.o("Add", [b.o("Mul", [dA, h]), b.o("Mul", [Bm, dtx])]); // h = exp(dt A) h + B ⊗ dt x, (N, 1) × (1, E)
+  const y = b.o("MatMul", [Cm, h1]); // y = C·h
+  b.output(h1, "h_out", DT.FLOAT, [N, E]);
+  b.output(y, "y_out", DT.FLOAT, [1, E]);
   return b.proto();
 }
 

@@ -11,7 +11,7 @@ import type { InferenceSession, Tensor } from "onnxruntime-node";
 import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
-import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
+import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, type StateShape } from "../model/state.js";
 import type { Backend, BackendInfo } from "./backend.js";
 import { CapiSession } from "./ort-capi.js";
 
@@ -162,6 +162,7 @@ export class OrtBackend implements Backend {
     const layers = Array.from({ length: this.shape.nLayer }, (_, l) => l);
     scatterStates(
       this.shape,
+      ssmTransposed(this.manifest.config),
       layers.map((l) => out[`conv_${l}_out`].data as Float32Array),
       layers.map((l) => out[`ssm_${l}_out`].data as Float32Array),
       states,
@@ -191,18 +192,25 @@ function tokenTensor(ort: Ort, tokens: ArrayLike<number>): Tensor {
   return new ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [tokens.length]);
 }
 
-/** Copies (B, ...) per-layer state arrays back into each sequence's state. */
-function scatterStates(shape: StateShape, conv: Float32Array[], ssm: Float32Array[], states: SequenceState[]): void {
+/** Where the graphs' SSM state is SequenceState's transposed (Mamba-1), its (rows, cols) per sequence. */
+function ssmTransposed(c: ModelConfig): [number, number] | null {
+  return c.arch === "mamba1" ? [c.dState, c.dInner] : null;
+}
+
+/** Copies (B, ...) per-layer state arrays back into each sequence's state; `ssmT`: see ssmTransposed. */
+function scatterStates(shape: StateShape, ssmT: [number, number] | null, conv: Float32Array[], ssm: Float32Array[], states: SequenceState[]): void {
   const { convPerLayer: nc, ssmPerLayer: ns, convWidth: K1 } = shape;
   states.forEach((s, b) => {
     for (let l = 0; l < shape.nLayer; l++) {
       transpose(conv[l].subarray(b * nc, (b + 1) * nc), K1, nc / K1, s.conv(l));
-      s.ssm(l).set(ssm[l].subarray(b * ns, (b + 1) * ns));
+      const src = ssm[l].subarray(b * ns, (b + 1) * ns);
+      if (ssmT) transpose(src, ssmT[0], ssmT[1], s.ssm(l));
+      else s.ssm(l).set(src);
     }
   });
 }
 
-/** dst (cols, rows) = src (rows, cols)ᵀ: the graphs' conv states are time-major, SequenceState's channel-major. */
+/** dst (cols, rows) = src (rows, cols)ᵀ: the graphs' conv states are time-major, SequenceState's channel-major (and so is its Mamba-1 SSM state, which the graphs keep state-major). */
 function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
 }
@@ -239,11 +247,13 @@ class BatchStates {
   private readonly conv: Float32Array[] = [];
   private readonly ssm: Float32Array[] = [];
   private readonly shape: StateShape;
+  private readonly ssmT: [number, number] | null;
 
   constructor(make: TensorMaker, c: ModelConfig, readonly b: number) {
     const shape = (this.shape = stateShape(c));
     const convC = shape.convPerLayer / shape.convWidth;
-    const ssmDims = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+    const ssmDims = graphSsmShape(c);
+    this.ssmT = ssmTransposed(c);
     for (let l = 0; l < shape.nLayer; l++) {
       const conv = make([b, shape.convWidth, convC]);
       const ssm = make([b, ...ssmDims]);
@@ -260,13 +270,15 @@ class BatchStates {
     states.forEach((s, b) => {
       for (let l = 0; l < this.shape.nLayer; l++) {
         transpose(s.conv(l), nc / K1, K1, this.conv[l].subarray(b * nc, (b + 1) * nc));
-        this.ssm[l].set(s.ssm(l), b * ns);
+        const dst = this.ssm[l].subarray(b * ns, (b + 1) * ns);
+        if (this.ssmT) transpose(s.ssm(l), this.ssmT[1], this.ssmT[0], dst);
+        else dst.set(s.ssm(l));
       }
     });
   }
 
   scatter(states: SequenceState[]): void {
-    scatterStates(this.shape, this.conv, this.ssm, states);
+    scatterStates(this.shape, this.ssmT, this.conv, this.ssm, states);
   }
 }
 

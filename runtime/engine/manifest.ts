@@ -7,7 +7,7 @@ import { UserError, describe } from "../errors.js";
 import type { ModelConfig } from "../model/config.js";
 
 export const FORMAT = "mamba-edge-engine";
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 
 export type Recipe = "fp16" | "w8a8" | "w4a8" | "w4a16" | "w8a8-naive";
 

@@ -15,6 +15,15 @@ export function stateShape(c: ModelConfig): StateShape {
   return { nLayer: c.nLayer, convPerLayer: convChannels * (c.dConv - 1), convWidth: c.dConv - 1, ssmPerLayer: c.dInner * c.dState };
 }
 
+/**
+ * A layer's SSM state in the engine graphs, per sequence. Mamba-1's is state-major
+ * (d_state, d_inner), the transpose of SequenceState's (d_inner, d_state): every broadcast of the
+ * graphs' state update then runs over d_inner contiguous values instead of d_state (16).
+ */
+export function graphSsmShape(c: ModelConfig): number[] {
+  return c.arch === "mamba1" ? [c.dState, c.dInner] : [c.nHeads, c.headDim, c.dState];
+}
+
 export class SequenceState {
   /** all layers' conv states, then all layers' SSM states */
   readonly data: Float32Array;
