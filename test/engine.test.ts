@@ -137,6 +137,18 @@ describe("fp16 engines on onnxruntime", () => {
     expect(relErr(JSON.parse(r.stdout).logits.flat(), want)).toBeLessThanOrEqual(5e-3);
   });
 
+  it("`--threads` sets the ort backend's CPU threads, and a bad count is refused in one line", () => {
+    const engine = join(scratch, "mamba2-groups.mamba");
+    const run = (threads: string) => cli(["bench", "--engine", engine, "--threads", threads, "--prompt-len", "4", "--gen-tokens", "2", "--rounds", "1", "--batch", "1", "--json"]);
+    const one = run("1");
+    expect(one.code, one.stderr).toBe(0);
+    expect(JSON.parse(one.stdout).device).toMatch(/, 1 thread, /);
+    expect(JSON.parse(run("2").stdout).device).toMatch(/, 2 threads, /);
+    const bad = run("0");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads: expected a positive integer, found 0"]);
+  });
+
   it("`inspect` summarizes the manifest", () => {
     const r = cli(["inspect", join(scratch, "mamba2-groups.mamba")]);
     expect(r.code).toBe(0);

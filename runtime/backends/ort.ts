@@ -33,12 +33,18 @@ export class OrtBackend implements Backend {
     private readonly stepper: Stepper,
     private readonly prefillSession: InferenceSession,
     maxBatch: number,
+    threads: number,
   ) {
     const c = manifest.config;
     this.shape = stateShape(c);
     this.fingerprint = `${manifest.source.weightsSha256.slice(0, 16)}`;
     const via = stepper instanceof CapiStepper ? "C API" : "node binding";
-    this.info = { name: "ort", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}, step via the ${via}`, maxBatch, vocabSize: c.vocabSize };
+    this.info = {
+      name: "ort",
+      device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}, ${threads} thread${threads === 1 ? "" : "s"}, step via the ${via}`,
+      maxBatch,
+      vocabSize: c.vocabSize,
+    };
   }
 
   /** Verifies and opens NAME.mamba; onnxruntime-node is loaded only here. */
@@ -61,7 +67,7 @@ export class OrtBackend implements Backend {
       opts.binding ? null : CapiSession.open(stepPath, threads),
     ]);
     const stepper = capi ? new CapiStepper(capi, manifest.config) : new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), manifest.config);
-    return new OrtBackend(manifest, ort, stepper, prefill, opts.maxBatch ?? 32);
+    return new OrtBackend(manifest, ort, stepper, prefill, opts.maxBatch ?? 32, threads);
   }
 
   newState(): SequenceState {

@@ -40,6 +40,8 @@ export interface Target {
   random?: string;
   /** which backend runs an engine: ort (default, CPU) or cuda */
   backend?: BackendName;
+  /** backend ort: intra-op threads (default: one per core) */
+  threads?: number;
 }
 
 function shortPath(dir: string): string {
@@ -56,8 +58,10 @@ export async function openTarget(t: Target): Promise<Opened> {
   if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {
     if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
+    const threads = t.threads;
+    if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new UserError(`--threads: expected a positive integer, found ${threads}`);
     const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
-    return engineOpened(t.engine, await OrtBackend.open(t.engine));
+    return engineOpened(t.engine, await OrtBackend.open(t.engine, { threads }));
   }
   const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
   const w = model.weights;
@@ -147,4 +151,5 @@ export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
   backend: { type: "string", choices: ["ref", "ort", "cuda"], describe: "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)" },
   engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU, or by the GPU with --backend cuda; default: the demo engine, built on first use" },
+  threads: { type: "number", describe: "CPU threads of backend ort (default: one per core); fewer leave cores to the robot's other programs" },
 } as const;

@@ -16,6 +16,8 @@ export const configSchema = z.strictObject({
   /** checkpoint directory to serve with the TypeScript reference */
   model: z.string().min(1).optional(),
   backend: z.enum(["ref", "ort", "cuda"]).optional(),
+  /** backend ort: CPU threads (default: one per core) */
+  threads: positive.optional(),
   /** "embedded" (a broker inside the daemon), "off", or a broker URL: mqtt://host:1883, mqtts://… */
   mqtt: z.string().refine((s) => s === "embedded" || s === "off" || /^(mqtts?|wss?):\/\/[^\s]+$/.test(s), "expected embedded, off or a URL mqtt://host:port (mqtts://, ws://, wss://)").optional(),
   /** serve JSON lines on stdin/stdout */

@@ -71,7 +71,7 @@ export class Daemon {
 
   /** Opens the engine (or model) and the state directory; transports are added by the caller. */
   static async open(config: DaemonConfig, log: Logger): Promise<Daemon> {
-    const opened = await openTarget({ engine: config.engine, model: config.model, backend: config.backend });
+    const opened = await openTarget({ engine: config.engine, model: config.model, backend: config.backend, threads: config.threads });
     const d = new Daemon(config, opened, log);
     const sessions = await d.sessions.list().catch((e: Error) => {
       throw new UserError(`${config.stateDir}: cannot use as the state directory (${e.message})`);

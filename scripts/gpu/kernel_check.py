@@ -96,7 +96,7 @@ def linear_case(wtype, M, N, K, gemm_only):
 
 
 for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
-    for M, gemm_only in [(1, 0), (5, 0), (8, 0), (37, 1), (256, 1)]:
+    for M, gemm_only in [(1, 0), (2, 0), (5, 0), (8, 0), (37, 1), (256, 1)]:
         for N, K in [(1000, 768), (3072, 1536), (192, 5120)]:  # the last: x_proj-like, 4-bit K split across blocks
             err = linear_case(wtype, M, N, K, gemm_only)
             tol = 2e-3 if wtype != 1 else 1e-5

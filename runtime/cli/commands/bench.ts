@@ -71,6 +71,7 @@ export function benchCommand(y: Argv) {
         model: o.label,
         arch: o.config.arch,
         backend: o.backend.info.name,
+        device: o.backend.info.device,
         recipe: o.recipe,
         ...provenance(),
         promptTokens: promptLen,
