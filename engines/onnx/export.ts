@@ -4,7 +4,7 @@
 // conv state time-major (B, d_conv-1, channels), the transpose of the reference's, which the ort
 // backend converts when it gathers and scatters states. Linear layers are emitted by a recipe-specific `LinearEmitter`.
 import type { ModelConfig } from "../../runtime/model/config.js";
-import { graphSsmShape } from "../../runtime/model/state.js";
+import { graphSsmShape, transpose } from "../../runtime/model/state.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
 import { DT, Graph } from "./graph.js";
 import type { WeightFile } from "./weight-file.js";
@@ -142,9 +142,7 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BmRaw, N) ?? BmRaw;
   const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CmRaw, N) ?? CmRaw;
   const dt = softplus(g, linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R)); // (rows, E)
-  const At = new Float32Array(E * N);
-  for (let e = 0; e < E; e++) for (let n = 0; n < N; n++) At[n * E + e] = L.A[e * N + n];
-  const A = f32(ctx, `l${l}.A`, At, [N, E]); // state-major, as the state
+  const A = f32(ctx, `l${l}.A`, transpose(L.A, E, N, new Float32Array(E * N)), [N, E]); // state-major, as the state
   const D = f32(ctx, `l${l}.D`, L.D, [E]);
 
   let y: string;

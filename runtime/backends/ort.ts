@@ -11,7 +11,7 @@ import type { InferenceSession, Tensor } from "onnxruntime-node";
 import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
-import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, type StateShape } from "../model/state.js";
+import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, transpose, type StateShape } from "../model/state.js";
 import type { Backend, BackendInfo } from "./backend.js";
 import { CapiSession } from "./ort-capi.js";
 
@@ -200,7 +200,7 @@ function tokenTensor(ort: Ort, tokens: ArrayLike<number>): Tensor {
 
 /** Where the graphs' SSM state is SequenceState's transposed (Mamba-1), its (rows, cols) per sequence. */
 function ssmTransposed(c: ModelConfig): [number, number] | null {
-  return c.arch === "mamba1" ? [c.dState, c.dInner] : null;
+  return c.arch === "mamba1" ? (graphSsmShape(c) as [number, number]) : null;
 }
 
 /** Copies (B, ...) per-layer state arrays back into each sequence's state; `ssmT`: see ssmTransposed. */
@@ -216,10 +216,6 @@ function scatterStates(shape: StateShape, ssmT: [number, number] | null, conv: F
   });
 }
 
-/** dst (cols, rows) = src (rows, cols)ᵀ: the graphs' conv states are time-major, SequenceState's channel-major (and so is its Mamba-1 SSM state, which the graphs keep state-major). */
-function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
-}
 
 /** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
 class OrtState extends SequenceState {

@@ -24,6 +24,12 @@ export function graphSsmShape(c: ModelConfig): number[] {
   return c.arch === "mamba1" ? [c.dState, c.dInner] : [c.nHeads, c.headDim, c.dState];
 }
 
+/** dst (cols, rows) = src (rows, cols)ᵀ: between the graphs' state layouts and SequenceState's, and Mamba-1's A for the graphs. */
+export function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): Float32Array {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+  return dst;
+}
+
 export class SequenceState {
   /** all layers' conv states, then all layers' SSM states */
   readonly data: Float32Array;
