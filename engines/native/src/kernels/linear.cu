@@ -536,16 +536,139 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
   }
 }
 
+static int smCount() {  // of the current device, asked once
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev)) cudaGetLastError(), v = 16;
+    return v;
+  }();
+  return n;
+}
+
+// One input row (batch 1, the latency-bound case) over the same tile order on CUDA cores. Each warp
+// owns one 16-row tile and every P-th group of 64 inputs; P is chosen so that a warp has about
+// I4R_U groups, and it loads their 16 bytes per lane, and one row scale per lane, into registers
+// before pdlWait(): the step is one memory round trip with I4R_U × 512 bytes in flight per warp.
+// The block then stages the input row once in shared memory as fp16, in the order the lanes read
+// it: lane (g, c)'s word j holds rows g and g + 8 at inputs 2c, 2c + 1, 2c + 8, 2c + 9 of k tile j,
+// so its eight input pairs of a group are 32 contiguous bytes. Products are added in fp16 two words
+// at a time, then in fp32 per group scale; lanes of a row add up by shuffles, the P warps of a tile
+// in shared memory: no workspace, no atomics, the same sums in the same order on every run.
+constexpr int I4R_U = 8;
+constexpr int I4R_MAXK = 24576;  // the staged row: K / 2 half2
+__device__ __forceinline__ int i4RowSlot(int k) {  // half2 slot of inputs (k, k + 1), k even
+  const int G = k >> 6, j = (k >> 4) & 3, r = k & 15;
+  return ((G * 4 + ((r & 7) >> 1)) * 4 + j) * 2 + (r >> 3);
+}
+template <bool NORM>
+__global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* __restrict__ x, float* __restrict__ y, int ldy, ConvStep ep,
+                                                       int hasEp, int P, NormIn nin, int addToY) {
+  extern __shared__ uint4 rowSm[];
+  __half2* xs = (__half2*)rowSm;  // (K / 2) input pairs, in i4RowSlot order
+  __shared__ float red[16][16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int T = blockIdx.x * (blockDim.x / 32 / P) + warp / P, part = warp % P;
+  const int K = W.K, N = W.N, nG = K / 64, nS = K / W.group, gpg = W.group / 64;
+  const bool live = 16 * T < N;
+  const int g = lane >> 2, c = lane & 3;
+  const uint4* wp = (const uint4*)W.w + (size_t)(live ? T : 0) * nG * 32 + lane;
+  const float* srow = W.scale + (size_t)(live ? 16 * T + (lane & 15) : 0) * nS;  // lane l: row 16T + l % 16
+  uint4 wq[I4R_U];
+  float sq[I4R_U];
+  auto loadW = [&](int Gb) {
+#pragma unroll
+    for (int u = 0; u < I4R_U; u++) {
+      const int G = Gb + u * P;
+      const bool ok = live && G < nG;
+      wq[u] = ok ? __ldg(wp + (size_t)G * 32) : make_uint4(0, 0, 0, 0);
+      sq[u] = ok ? __ldg(srow + G / gpg) : 0.f;
+    }
+  };
+  loadW(part);  // weights only: may overlap the previous kernel
+  pdlWait();
+  pdlRelease();
+
+  float rn = 1.f;
+  if constexpr (NORM) {
+    float r[1];
+    rowRms<1>(nin, 1, K, K, r);
+    rn = r[0];
+  }
+  const float* xr = NORM ? nin.hidden : x;
+  for (int k = 2 * threadIdx.x; k < K; k += 2 * blockDim.x) {
+    float2 v = __ldg((const float2*)(xr + k));
+    if constexpr (NORM) {
+      const float2 w = __ldg((const float2*)(nin.w + k));
+      v = make_float2(qdq(v.x * rn * w.x, nin.scale), qdq(v.y * rn * w.y, nin.scale));
+    }
+    xs[i4RowSlot(k)] = __floats2half2_rn(v.x, v.y);
+  }
+  __syncthreads();
+
+  float a0 = 0.f, a1 = 0.f;  // rows 16T + g and 16T + g + 8
+  for (int Gb = part; Gb < nG && live; Gb += P * I4R_U) {
+    if (Gb != part) loadW(Gb);
+#pragma unroll
+    for (int u = 0; u < I4R_U; u++) {
+      const int G = Gb + u * P;
+      if (G >= nG) break;
+      const float s0 = __shfl_sync(0xffffffffu, sq[u], g), s1 = __shfl_sync(0xffffffffu, sq[u], g + 8);
+      const uint4* xp = (const uint4*)(xs + (G * 4 + c) * 8);
+      const uint4 xv[2] = {xp[0], xp[1]};
+      const __half2* xh = (const __half2*)xv;  // (lo, hi) pairs of k tiles 0..3
+      const uint32_t* q = (const uint32_t*)&wq[u];
+      float p0 = 0.f, p1 = 0.f;
+#pragma unroll
+      for (int jj = 0; jj < 4; jj += 2) {
+        __half2 h0 = __float2half2_rn(0.f), h1 = h0;
+#pragma unroll
+        for (int j = jj; j < jj + 2; j++) {
+          __half2 d[4];
+          dequant8(q[j], d);
+          h0 = __hfma2(d[0], xh[2 * j], h0), h0 = __hfma2(d[2], xh[2 * j + 1], h0);
+          h1 = __hfma2(d[1], xh[2 * j], h1), h1 = __hfma2(d[3], xh[2 * j + 1], h1);
+        }
+        const float2 f0 = __half22float2(h0), f1 = __half22float2(h1);
+        p0 += f0.x + f0.y, p1 += f1.x + f1.y;
+      }
+      a0 += p0 * s0, a1 += p1 * s1;
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) a0 += __shfl_xor_sync(0xffffffffu, a0, o), a1 += __shfl_xor_sync(0xffffffffu, a1, o);
+  if (P > 1) {
+    if (c == 0) red[warp][g] = a0, red[warp][g + 8] = a1;
+    __syncthreads();
+    if (part != 0) return;
+    a0 = a1 = 0.f;
+    for (int q = 0; q < P; q++) a0 += red[warp + q][g], a1 += red[warp + q][g + 8];
+  }
+  if (!live || c != 0) return;
+  gemvOut(W, 0, 16 * T + g, a0, y, ldy, ep, hasEp, addToY);
+  gemvOut(W, 0, 16 * T + g + 8, a1, y, ldy, ep, hasEp, addToY);
+}
+
+// P, the warps per tile: enough that each warp has at most I4R_U groups, and more (down to two
+// groups each, at most 16) while the grid has fewer than 16 warps per multiprocessor: small
+// matrices are bound by latency, so they want many short warps. As many tiles per block as keep
+// it within 256 threads (one tile, up to 512, where P > 8).
+static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
+                                   bool hasNorm, int addToY, cudaStream_t s) {
+  const int tiles = W.N / 16, nG = W.K / 64;
+  int P = std::min(16, (nG + I4R_U - 1) / I4R_U);
+  while ((long long)tiles * P < 16LL * smCount() && 2 * P <= nG / 2 && 2 * P <= 16) P *= 2;
+  const int tpb = std::max(1, 8 / P);
+  const unsigned blocks = (unsigned)((tiles + tpb - 1) / tpb);
+  auto k = hasNorm ? gemvI4RowKernel<true> : gemvI4RowKernel<false>;
+  return launch(k, dim3(blocks), 32 * P * tpb, (size_t)W.K * 2, s, W, (const float*)x, y, ldy, ep, hasEp, P, nin, addToY);
+}
+
 // P warps per tile (a power of two): as many as keep at least two groups of 64 inputs per warp
 // while the whole grid stays resident (4 blocks per multiprocessor); at most 8 in one block, more
 // only with a workspace
 static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
                                   const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev)) cudaGetLastError(), n = 16;
-    return n;
-  }();
+  const int sms = smCount();
   const int tiles = W.N / 16, nG = W.K / 64;
   const bool canSplit = W.ws && W.wsCount && tiles <= GEMV_WS_TILES;
   auto blocks = [&](long long p) { return (tiles + 8 / std::min(p, 8LL) - 1) / (8 / std::min(p, 8LL)) * std::max(p / 8, 1LL); };
@@ -578,6 +701,7 @@ static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xS
   const long long perBlock = 8 / ks;
   dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
   if constexpr (WT == W_I4) {
+    if (W.packed && M == 1 && W.K <= I4R_MAXK) return launchGemvI4Row(W, x, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
     if (W.packed) return launchGemvI4Tc(W, x, lda, M, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
     const size_t smem = (size_t)M * W.K * 2;
     const int steps = (nIt + ks - 1) / ks;  // per warp
