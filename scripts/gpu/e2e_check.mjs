@@ -1,7 +1,7 @@
 // End-to-end logits of backend cuda against the TypeScript reference (fp32, the original checkpoint)
 // and the same engine on backend ort (the builder's own quantized CPU engine), for each engine given:
-// a prefill of every position, batched decode steps, and a state moved from cuda to the reference
-// mid-sequence. Usage: node e2e_check.mjs OUT.json MODEL_DIR=ENGINE_DIR...
+// a prefill of every position, batched decode steps, decode steps of one sequence alone, and a state
+// moved from cuda to the reference mid-sequence. Usage: node e2e_check.mjs OUT.json MODEL_DIR=ENGINE_DIR...
 import { writeFileSync } from "node:fs";
 import { CudaBackend } from "../../dist/runtime/backends/cuda.js";
 import { OrtBackend } from "../../dist/runtime/backends/ort.js";
@@ -54,6 +54,16 @@ for (const pair of pairs) {
     }
     const r = stepLogits.ref.at(-1);
     last = [0, 1, 2].map((b) => r.subarray(b * V, (b + 1) * V));
+  }
+  // decode at batch 1 (its own kernels on cuda): the third sequence alone, three greedy steps
+  let one = last[2];
+  for (let t = 0; t < 3; t++) {
+    const tokens = Int32Array.of(one.indexOf(Math.max(...one)));
+    for (const name of ["ref", "ort", "cuda"]) {
+      const be = name === "ref" ? ref : name === "ort" ? ort : cuda;
+      stepLogits[name].push(await be.step(tokens, [runs[name].states[2]]));
+    }
+    one = stepLogits.ref.at(-1);
   }
   // a state moved from cuda to the reference: continue both one step
   const moved = model.newState();
