@@ -137,7 +137,7 @@ describe("fp16 engines on onnxruntime", () => {
     expect(relErr(JSON.parse(r.stdout).logits.flat(), want)).toBeLessThanOrEqual(5e-3);
   });
 
-  it("`--threads` sets the ort backend's CPU threads, and a bad count is refused in one line", () => {
+  it("`--threads` sets the ort backend's CPU threads; a bad count, or one for another backend, is refused in one line", () => {
     const engine = join(scratch, "mamba2-groups.mamba");
     const run = (threads: string) => cli(["bench", "--engine", engine, "--threads", threads, "--prompt-len", "4", "--gen-tokens", "2", "--rounds", "1", "--batch", "1", "--json"]);
     const one = run("1");
@@ -147,6 +147,14 @@ describe("fp16 engines on onnxruntime", () => {
     const bad = run("0");
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads: expected a positive integer, found 0"]);
+    // the reference: 1 keeps it on one thread
+    const ref = cli(["bench", "--model", "models/mamba1-brown", "--threads", "1", "--prompt-len", "4", "--gen-tokens", "2", "--rounds", "1", "--batch", "1", "--json"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    expect(JSON.parse(ref.stdout).device).toMatch(/, 1 thread$/);
+    // backend cuda would ignore it: refused instead
+    const cuda = cli(["generate", "--prompt", "the", "--max-tokens", "1", "--threads", "2", "--engine", engine, "--backend", "cuda"]);
+    expect(cuda.code).toBe(1);
+    expect(cuda.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads applies to the CPU backends (ort and the reference), not to backend cuda"]);
   });
 
   it("`inspect` summarizes the manifest", () => {

@@ -1,6 +1,7 @@
 // Backend "ref": the TypeScript reference forward pass on the CPU, in float32.
 import { cpus } from "node:os";
 import type { MambaModel } from "../model/model.js";
+import { referenceThreads } from "../model/parallel.js";
 import type { SequenceState } from "../model/state.js";
 import type { Backend, BackendInfo } from "./backend.js";
 
@@ -8,7 +9,7 @@ export class RefBackend implements Backend {
   readonly info: BackendInfo;
 
   constructor(readonly model: MambaModel, maxBatch = 32) {
-    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"})`, maxBatch, vocabSize: model.config.vocabSize };
+    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), ${referenceThreads()} thread${referenceThreads() === 1 ? "" : "s"}`, maxBatch, vocabSize: model.config.vocabSize };
   }
 
   newState(): SequenceState {

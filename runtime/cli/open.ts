@@ -10,6 +10,7 @@ import { UserError } from "../errors.js";
 import { FORMAT_VERSION, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { MambaModel } from "../model/model.js";
+import { setReferenceThreads } from "../model/parallel.js";
 import { randomModel } from "../model/random.js";
 import { Tokenizer } from "../tokenizer.js";
 
@@ -40,7 +41,7 @@ export interface Target {
   random?: string;
   /** which backend runs an engine: ort (default, CPU) or cuda */
   backend?: BackendName;
-  /** backend ort: intra-op threads (default: one per core) */
+  /** CPU threads: backend ort's intra-op threads (default: one per core); the reference: 1 or 2 */
   threads?: number;
 }
 
@@ -54,15 +55,18 @@ export async function openTarget(t: Target): Promise<Opened> {
   if (given > 1) throw new UserError("give one of --model, --engine, --random");
   // with nothing named: the demo model for the reference, else the default engine
   if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
+  const threads = t.threads;
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new UserError(`--threads: expected a positive integer, found ${threads}`);
+  // the CPU backends' thread count; backend cuda would silently ignore it
+  if (threads !== undefined && t.backend === "cuda") throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
   if (t.backend === "cuda") return openCuda(t);
   if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {
     if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
-    const threads = t.threads;
-    if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new UserError(`--threads: expected a positive integer, found ${threads}`);
     const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
     return engineOpened(t.engine, await OrtBackend.open(t.engine, { threads }));
   }
+  if (threads !== undefined) setReferenceThreads(threads);
   const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
   const w = model.weights;
   const tensors = [w.embedding, w.normF, ...(w.lmHead === w.embedding ? [] : [w.lmHead]), ...w.layers.flatMap((l) => Object.values(l))];
@@ -151,5 +155,5 @@ export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
   backend: { type: "string", choices: ["ref", "ort", "cuda"], describe: "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)" },
   engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU, or by the GPU with --backend cuda; default: the demo engine, built on first use" },
-  threads: { type: "number", describe: "CPU threads of backend ort (default: one per core); fewer leave cores to the robot's other programs" },
+  threads: { type: "number", describe: "CPU threads of backend ort (default: one per core; the reference: 1 or 2); fewer leave cores to the robot's other programs" },
 } as const;

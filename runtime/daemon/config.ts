@@ -16,7 +16,7 @@ export const configSchema = z.strictObject({
   /** checkpoint directory to serve with the TypeScript reference */
   model: z.string().min(1).optional(),
   backend: z.enum(["ref", "ort", "cuda"]).optional(),
-  /** backend ort: CPU threads (default: one per core) */
+  /** CPU threads: backend ort's (default: one per core), the reference's (1 or 2); not for cuda */
   threads: positive.optional(),
   /** "embedded" (a broker inside the daemon), "off", or a broker URL: mqtt://host:1883, mqtts://… */
   mqtt: z.string().refine((s) => s === "embedded" || s === "off" || /^(mqtts?|wss?):\/\/[^\s]+$/.test(s), "expected embedded, off or a URL mqtt://host:port (mqtts://, ws://, wss://)").optional(),

@@ -15,6 +15,16 @@ export function shared(n: number): Float32Array {
 }
 
 let worker: Worker | null | undefined;
+let oneThread = process.env.MAMBA_EDGE_THREADS === "1";
+
+/** `--threads` for the reference: 1 keeps it on this thread (else it uses two where there are two
+ *  cores). Takes effect for models loaded afterwards. */
+export function setReferenceThreads(n: number): void {
+  oneThread = n < 2;
+  if (oneThread && worker) void worker.terminate();
+  if (oneThread) worker = null;
+  else if (worker === null) worker = undefined; // may start on the next load
+}
 // flag[0]: the helper finished the current job; flag[1]: the helper is up and listening.
 const flag = new Int32Array(new SharedArrayBuffer(8));
 let xBuf: Float32Array = new Float32Array(new SharedArrayBuffer(0));
@@ -25,7 +35,7 @@ function helper(): Worker | null {
   worker = null;
   const script = new URL("./linear-worker.js", import.meta.url);
   // (run from TypeScript sources, as under vitest, there is no compiled helper: one thread then)
-  if (availableParallelism() < 2 || process.env.MAMBA_EDGE_THREADS === "1" || !existsSync(fileURLToPath(script))) return null;
+  if (availableParallelism() < 2 || oneThread || !existsSync(fileURLToPath(script))) return null;
   try {
     worker = new Worker(script, { workerData: { flag } });
     worker.unref(); // never keeps the process alive
@@ -34,6 +44,11 @@ function helper(): Worker | null {
     worker = null;
   }
   return worker;
+}
+
+/** How many threads the reference's linear layers use: 2 with the helper, else 1. */
+export function referenceThreads(): number {
+  return helper() ? 2 : 1;
 }
 
 function isShared(a: Float32Array | null): boolean {
