@@ -555,7 +555,7 @@ static int smCount() {  // of the current device, asked once
 // at a time, then in fp32 per group scale; lanes of a row add up by shuffles, the P warps of a tile
 // in shared memory: no workspace, no atomics, the same sums in the same order on every run.
 constexpr int I4R_U = 8;
-constexpr int I4R_MAXK = 24576;  // the staged row: K / 2 half2
+constexpr int I4R_MAXK = 16384;  // the staged row (2K bytes) stays well within 48 KB of shared memory
 __device__ __forceinline__ int i4RowSlot(int k) {  // half2 slot of inputs (k, k + 1), k even
   const int G = k >> 6, j = (k >> 4) & 3, r = k & 15;
   return ((G * 4 + ((r & 7) >> 1)) * 4 + j) * 2 + (r >> 3);
