@@ -168,7 +168,7 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
 }
 
 /** h = exp(dt*A) h + dt*x*B ; y = C·h, for (B, E) rows; h is (B, N, E), A (N, E). */
-function selectiveStep1(g: Graph, h: string, dt: string, x: string, Bm: string, Cm: string, A: string): [string, string] {
+export function selectiveStep1(g: Graph, h: string, dt: string, x: string, Bm: string, Cm: string, A: string): [string, string] {
   const ax1 = g.ints([1]);
   const dA = g.o("Exp", [g.o("Mul", [g.o("Unsqueeze", [dt, ax1]), A])]); // (B, 1, E) × (N, E)
   const dBx = g.o("Mul", [g.o("Unsqueeze", [g.o("Mul", [dt, x]), ax1]), g.o("Unsqueeze", [Bm, g.ints([2])])]); // (B, 1, E) × (B, N, 1)
