@@ -1,5 +1,6 @@
 // Engine packages: `mamba-edge build` → NAME.mamba → backend ort (onnxruntime-node), against the
 // reference; integrity checks on load.
+import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrtBackend } from "../runtime/backends/ort.js";
 import { FORMAT_VERSION } from "../runtime/engine/manifest.js";
 import { MambaModel } from "../runtime/model/model.js";
-import { cli } from "./helpers/cli.js";
+import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-engine-"));
@@ -155,6 +156,22 @@ describe("fp16 engines on onnxruntime", () => {
     const cuda = cli(["generate", "--prompt", "the", "--max-tokens", "1", "--threads", "2", "--engine", engine, "--backend", "cuda"]);
     expect(cuda.code).toBe(1);
     expect(cuda.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads applies to the CPU backends (ort and the reference), not to backend cuda"]);
+  });
+
+  it("scripts/ort-step-parts.mjs times a Mamba-1 step and its parts with the engine's shapes; a Mamba-2 engine is refused in one line", () => {
+    const run = (name: string) =>
+      spawnSync(process.execPath, [join(root, "scripts", "ort-step-parts.mjs"), "--engine", join(scratch, `${name}.mamba`), "--batch", "1,2", "--rounds", "1", "--out", "false"], { encoding: "utf8" });
+    const m1 = run("mamba1-untied-dtrank");
+    expect(m1.status, m1.stderr).toBe(0);
+    for (const b of [1, 2]) {
+      const line = m1.stdout.split("\n").find((l) => l.startsWith(`batch ${b}: `)) ?? "";
+      const ms = [...line.matchAll(/(\d+(?:\.\d+)?)/g)].map((x) => Number(x[1])).slice(1); // step, products, state, rest, bare
+      expect(ms.length, line).toBe(5);
+      expect(Math.min(ms[0], ms[1], ms[2], ms[4])).toBeGreaterThan(0);
+    }
+    const m2 = run("mamba2-groups");
+    expect(m2.status).toBe(1);
+    expect(m2.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^ort-step-parts: .*mamba2-groups\.mamba: architecture mamba2, expected mamba1/)]);
   });
 
   it("`inspect` summarizes the manifest", () => {
