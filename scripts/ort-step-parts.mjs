@@ -17,6 +17,7 @@ import { DT, Graph } from "../dist/engines/onnx/graph.js";
 import { CapiSession } from "../dist/runtime/backends/ort-capi.js";
 import { provenance, writeResult } from "../dist/runtime/cli/results.js";
 import { loadManifest } from "../dist/runtime/engine/manifest.js";
+import { graphSsmShape } from "../dist/runtime/model/state.js";
 
 const args = yargs(hideBin(process.argv))
   .option("engine", { type: "string", demandOption: true, describe: "a Mamba-1 engine package" })
@@ -42,6 +43,7 @@ if (c.arch !== "mamba1") fail(`${args.engine}: architecture ${c.arch}, expected 
 const batches = args.batch.split(",").map(Number);
 if (batches.some((b) => !Number.isInteger(b) || b < 1)) fail(`--batch: expected positive integers, found ${args.batch}`);
 const { dModel: D, dInner: E, dState: N, dtRank: R, dConv: K, vocabSize: V, nLayer: L } = c;
+const S = graphSsmShape(c); // one sequence's SSM state as the graphs hold it
 const rnd = (n, s = 0.05) => Float32Array.from({ length: n }, () => (Math.random() - 0.5) * s);
 
 // the step's matrix products in order, each layer's input taken from the previous product
@@ -64,9 +66,9 @@ function stateUpdate() {
   const Bm = g.input("Bm", DT.FLOAT, ["B", N]), Cm = g.input("Cm", DT.FLOAT, ["B", N]);
   const ys = [];
   for (let l = 0; l < L; l++) {
-    const A = g.floats(Float32Array.from({ length: N * E }, () => -0.5 - Math.random()), [N, E]);
-    const [y, h1] = selectiveStep1(g, g.input(`ssm_${l}`, DT.FLOAT, ["B", N, E]), dt, x, Bm, Cm, A);
-    g.output(h1, `ssm_${l}_out`, DT.FLOAT, ["B", N, E]);
+    const A = g.floats(Float32Array.from({ length: N * E }, () => -0.5 - Math.random()), S);
+    const [y, h1] = selectiveStep1(g, g.input(`ssm_${l}`, DT.FLOAT, ["B", ...S]), dt, x, Bm, Cm, A);
+    g.output(h1, `ssm_${l}_out`, DT.FLOAT, ["B", ...S]);
     ys.push(y);
   }
   g.output(g.o("Sum", ys), "y", DT.FLOAT, ["B", E]);
@@ -76,15 +78,17 @@ function bare() {
   const g = new Graph("bare");
   for (let l = 0; l < L; l++) {
     g.output(g.o("Neg", [g.input(`conv_${l}`, DT.FLOAT, ["B", K - 1, E])]), `conv_${l}_out`, DT.FLOAT, ["B", K - 1, E]);
-    g.output(g.o("Neg", [g.input(`ssm_${l}`, DT.FLOAT, ["B", N, E])]), `ssm_${l}_out`, DT.FLOAT, ["B", N, E]);
+    g.output(g.o("Neg", [g.input(`ssm_${l}`, DT.FLOAT, ["B", ...S])]), `ssm_${l}_out`, DT.FLOAT, ["B", ...S]);
   }
   return g;
 }
-const stateIO = (B, withOut = true) =>
+// every layer's state inputs and outputs: [name, dims, is an output]
+const stateIO = (B) =>
   Array.from({ length: L }, (_, l) => [
     [`conv_${l}`, [B, K - 1, E]],
-    [`ssm_${l}`, [B, N, E]],
-    ...(withOut ? [[`conv_${l}_out`, [B, K - 1, E], true], [`ssm_${l}_out`, [B, N, E], true]] : []),
+    [`ssm_${l}`, [B, ...S]],
+    [`conv_${l}_out`, [B, K - 1, E], true],
+    [`ssm_${l}_out`, [B, ...S], true],
   ]).flat();
 
 const tmp = mkdtempSync(join(tmpdir(), "ort-step-parts-"));
@@ -98,7 +102,7 @@ const parts = {
   matmuls: { path: save(matmuls()), io: (B) => [["h", [B, D]], ["logits", [B, V], true]] },
   stateUpdate: {
     path: save(stateUpdate()),
-    io: (B) => [["dt", [B, E]], ["x", [B, E]], ["Bm", [B, N]], ["Cm", [B, N]], ...Array.from({ length: L }, (_, l) => [[`ssm_${l}`, [B, N, E]], [`ssm_${l}_out`, [B, N, E], true]]).flat(), ["y", [B, E], true]],
+    io: (B) => [["dt", [B, E]], ["x", [B, E]], ["Bm", [B, N]], ["Cm", [B, N]], ...stateIO(B).filter(([name]) => name.startsWith("ssm_")), ["y", [B, E], true]],
   },
   bareRun: { path: save(bare()), io: (B) => stateIO(B) },
 };

@@ -9,7 +9,8 @@ export class RefBackend implements Backend {
   readonly info: BackendInfo;
 
   constructor(readonly model: MambaModel, maxBatch = 32) {
-    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), ${referenceThreads()} thread${referenceThreads() === 1 ? "" : "s"}`, maxBatch, vocabSize: model.config.vocabSize };
+    const threads = referenceThreads();
+    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), ${threads} thread${threads === 1 ? "" : "s"}`, maxBatch, vocabSize: model.config.vocabSize };
   }
 
   newState(): SequenceState {

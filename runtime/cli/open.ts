@@ -53,12 +53,13 @@ function shortPath(dir: string): string {
 export async function openTarget(t: Target): Promise<Opened> {
   const given = [t.model, t.engine, t.random].filter((x) => x !== undefined).length;
   if (given > 1) throw new UserError("give one of --model, --engine, --random");
-  // with nothing named: the demo model for the reference, else the default engine
-  if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
+  // (before the default engine may be built: a bad count is refused at once)
   const threads = t.threads;
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new UserError(`--threads: expected a positive integer, found ${threads}`);
   // the CPU backends' thread count; backend cuda would silently ignore it
   if (threads !== undefined && t.backend === "cuda") throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
+  // with nothing named: the demo model for the reference, else the default engine
+  if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
   if (t.backend === "cuda") return openCuda(t);
   if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {

@@ -37,7 +37,8 @@ for (const pair of pairs) {
   const V = cuda.info.vocabSize;
   const prompts = [90, 47, 130].map((n) => Int32Array.from({ length: n }, () => Math.floor(rand() * V)));
   const runs = {};
-  for (const [name, be] of [["ref", ref], ["ort", ort], ["cuda", cuda]]) {
+  const backends = [["ref", ref], ["ort", ort], ["cuda", cuda]];
+  for (const [name, be] of backends) {
     const states = prompts.map(() => be.newState());
     const logits = [];
     for (let i = 0; i < prompts.length; i++) logits.push(await be.prefill(prompts[i], states[i], i === 0));
@@ -48,10 +49,7 @@ for (const pair of pairs) {
   let last = runs.ref.logits.map((l) => l.subarray(l.length - V));
   for (let t = 0; t < 6; t++) {
     const tokens = Int32Array.from(last, (l) => l.indexOf(Math.max(...l)));
-    for (const name of ["ref", "ort", "cuda"]) {
-      const be = name === "ref" ? ref : name === "ort" ? ort : cuda;
-      stepLogits[name].push(await be.step(tokens, runs[name].states));
-    }
+    for (const [name, be] of backends) stepLogits[name].push(await be.step(tokens, runs[name].states));
     const r = stepLogits.ref.at(-1);
     last = [0, 1, 2].map((b) => r.subarray(b * V, (b + 1) * V));
   }
@@ -59,10 +57,7 @@ for (const pair of pairs) {
   let one = last[2];
   for (let t = 0; t < 3; t++) {
     const tokens = Int32Array.of(one.indexOf(Math.max(...one)));
-    for (const name of ["ref", "ort", "cuda"]) {
-      const be = name === "ref" ? ref : name === "ort" ? ort : cuda;
-      stepLogits[name].push(await be.step(tokens, [runs[name].states[2]]));
-    }
+    for (const [name, be] of backends) stepLogits[name].push(await be.step(tokens, [runs[name].states[2]]));
     one = stepLogits.ref.at(-1);
   }
   // a state moved from cuda to the reference: continue both one step
