@@ -74,6 +74,8 @@ struct Engine {
   std::vector<Layer> layers;
   float* states = nullptr;  // (nSlots + 1) slots; the last one absorbs padded batch rows
   float* gemvWs = nullptr;  // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
+  float* ssPart = nullptr;  // batch 1: partial sums of squares of hidden, from the last out_proj
+  int ssParts = 0;          // how many ssPart holds for the current hidden (0: none, while capturing)
   unsigned* gemvCount = nullptr;
   cudaStream_t st = nullptr;
   // activations, sized for max(maxBatch, chunk) rows
@@ -336,6 +338,7 @@ static void allocate(Engine& e) {
   e.dSlots = e.alloc<int>(R);
   e.dArg = e.alloc<int>(R);
   e.argScratch = e.alloc<float>((size_t)R * 2 * 64);
+  e.ssPart = e.alloc<float>(GEMV_SS_PARTS);
   e.states = e.alloc<float>((size_t)(e.nSlots + 1) * c.stateFloats());
   CK(cudaMemset(e.states, 0, (size_t)(e.nSlots + 1) * c.stateFloats() * 4));
   CK(cudaMallocHost(&e.hTokens, R * 4));
@@ -357,10 +360,12 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
   // 1. residual add + RMSNorm (+ quantize): the block's input. In decode out_proj has already added
-  // into hidden; fused into in_proj only for fp16 weights at batch 1: there it saves a launch, while
-  // with quantized inputs or more rows recomputing the input in every block costs more (4-bit
-  // in_proj of 2.8b at batch 1, measured: 4.0 ms per step fused, 2.33 ms not).
-  const bool fuseNorm = decode && M == 1 && L.inProj.type == W_F16;
+  // into hidden. Fused into in_proj at batch 1 for fp16 weights (each block recomputes the row's
+  // norm: that saves a launch there) and for 4-bit weights where the previous out_proj left the
+  // row's sum of squares as partial sums; otherwise recomputing it in every block costs more than
+  // the launch (4-bit in_proj of 2.8b at batch 1, measured: 2.28 ms per step fused, 1.98 ms not).
+  const bool partialNorm = decode && M == 1 && e.ssParts > 0 && gemvTakesPartialNorm(L.inProj);
+  const bool fuseNorm = decode && M == 1 && (L.inProj.type == W_F16 || partialNorm);
   if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
 
@@ -368,7 +373,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   int8_t* xq = e.actInt8 && !c.mamba2 ? e.xq : nullptr;
   if (decode) {
     ConvStep ep{c0, C, c.K, L.convW, L.convB, convBase, ss, e.dSlots, L.convQ, e.xc, C, xq, L.sXproj, c.E};
-    NormIn nin{e.hidden, L.norm, c.eps, e.actInt8 || e.qdqAct ? L.sIn : 0.f};
+    NormIn nin{e.hidden, L.norm, c.eps, e.actInt8 || e.qdqAct ? L.sIn : 0.f, partialNorm ? e.ssPart : nullptr, partialNorm ? e.ssParts : 0};
     CK(gemv(L.inProj, fuseNorm ? (const void*)e.hidden : xin, c.D, L.sIn, M, e.proj, NP, &ep, s, fuseNorm ? &nin : nullptr));
   } else {
     CK(linear(L.inProj, xin, c.D, L.sIn, M, e.proj, NP, s));
@@ -408,8 +413,14 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
   }
   // 5. out_proj (its output joins the residual in the next norm)
-  if (decode) CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1));
-  else CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
+  // (at batch 1, with the partial sums of squares the next 4-bit in_proj takes its norm from)
+  if (decode) {
+    const int parts = M == 1 && l + 1 < c.nLayer && gemvTakesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj) : 0;
+    CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1, parts ? e.ssPart : nullptr));
+    e.ssParts = parts;
+  } else {
+    CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));
+  }
 }
 
 // final norm of rows [r0, r0+n) and lm_head into logits (n × vocab)
@@ -422,6 +433,7 @@ static void head(Engine& e, int r0, int n, bool decode) {
 }
 
 static void decodeForward(Engine& e, int B) {
+  e.ssParts = 0;  // the embedding leaves no partial sums: layer 0 normalizes on its own
   CK(embed(e.embedding, e.c.D, e.dTokens, B, e.hidden, e.st));
   for (int l = 0; l < e.c.nLayer; l++) layer(e, l, B, true, 0);
   head(e, 0, B, true);

@@ -60,13 +60,24 @@ struct NormIn {
   const float* w;
   float eps;
   float scale;
+  // batch 1: the row's sum of squares as nPart partial sums written by the GEMV that last added
+  // into hidden (its ssOut), instead of a reduction over the row in every block
+  const float* part;
+  int nPart;
 };
 
 // x: float32 (W_F16 / W_I4) or int8 with scale xScale (W_I8). Decode (M <= 8 rows per launch,
 // bandwidth-bound GEMV) or prefill (tensor-core GEMM); `linear` picks.
 // addToY: y += result (a residual update) instead of y = result
+// ssOut (batch 1, with addToY, where gemvSumSquaresParts(W) > 0): also writes that many partial sums
+// of the squares of y's new row, for the next GEMV's NormIn.part.
 cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
-                 const NormIn* norm = nullptr, int addToY = 0);
+                 const NormIn* norm = nullptr, int addToY = 0, float* ssOut = nullptr);
+// how many partial sums of squares a batch-1 GEMV of W writes (0: it cannot); at most GEMV_SS_PARTS
+int gemvSumSquaresParts(const LinearW& W);
+// whether a batch-1 GEMV of W can take its input's norm from partial sums (NormIn.part)
+bool gemvTakesPartialNorm(const LinearW& W);
+constexpr int GEMV_SS_PARTS = 4096;
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 

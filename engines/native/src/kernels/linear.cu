@@ -562,7 +562,7 @@ __device__ __forceinline__ int i4RowSlot(int k) {  // half2 slot of inputs (k, k
 }
 template <bool NORM>
 __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* __restrict__ x, float* __restrict__ y, int ldy, ConvStep ep,
-                                                       int hasEp, int P, NormIn nin, int addToY) {
+                                                       int hasEp, int P, NormIn nin, int addToY, float* __restrict__ ssOut) {
   extern __shared__ uint4 rowSm[];
   __half2* xs = (__half2*)rowSm;  // (K / 2) input pairs, in i4RowSlot order
   __shared__ float red[16][16];
@@ -590,9 +590,16 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
 
   float rn = 1.f;
   if constexpr (NORM) {
-    float r[1];
-    rowRms<1>(nin, 1, K, K, r);
-    rn = r[0];
+    if (nin.part) {  // the producer's partial sums: one short sum per block instead of the row's
+      __shared__ float scratch[32];
+      float ss = 0.f;
+      for (int i = threadIdx.x; i < nin.nPart; i += blockDim.x) ss += nin.part[i];
+      rn = 1.f / sqrtf(blockSum(ss, scratch) / K + nin.eps);
+    } else {
+      float r[1];
+      rowRms<1>(nin, 1, K, K, r);
+      rn = r[0];
+    }
   }
   const float* xr = NORM ? nin.hidden : x;
   for (int k = 2 * threadIdx.x; k < K; k += 2 * blockDim.x) {
@@ -639,11 +646,25 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
   if (P > 1) {
     if (c == 0) red[warp][g] = a0, red[warp][g + 8] = a1;
     __syncthreads();
-    if (part != 0) return;
     a0 = a1 = 0.f;
-    for (int q = 0; q < P; q++) a0 += red[warp + q][g], a1 += red[warp + q][g + 8];
+    if (part == 0)
+      for (int q = 0; q < P; q++) a0 += red[warp + q][g], a1 += red[warp + q][g + 8];
   }
-  if (!live || c != 0) return;
+  if (ssOut) {  // y += result, and this block's share of the new row's sum of squares
+    float sq = 0.f;
+    if (live && part == 0 && c == 0) {
+      float* y0 = y + 16 * T + g;
+      const float b0 = W.bias ? __ldg(W.bias + 16 * T + g) : 0.f, b1 = W.bias ? __ldg(W.bias + 16 * T + g + 8) : 0.f;
+      const float h0 = y0[0] + a0 + b0, h1 = y0[8] + a1 + b1;
+      y0[0] = h0, y0[8] = h1;
+      sq = h0 * h0 + h1 * h1;
+    }
+    __shared__ float scratch[32];
+    sq = blockSum(sq, scratch);  // every thread of the block is still here
+    if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
+    return;
+  }
+  if (!live || c != 0 || part != 0) return;
   gemvOut(W, 0, 16 * T + g, a0, y, ldy, ep, hasEp, addToY);
   gemvOut(W, 0, 16 * T + g + 8, a1, y, ldy, ep, hasEp, addToY);
 }
@@ -652,15 +673,30 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
 // groups each, at most 16) while the grid has fewer than 16 warps per multiprocessor: small
 // matrices are bound by latency, so they want many short warps. As many tiles per block as keep
 // it within 256 threads (one tile, up to 512, where P > 8).
-static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
-                                   bool hasNorm, int addToY, cudaStream_t s) {
+struct I4RowGrid {
+  int P, tpb;
+  unsigned blocks;
+};
+static I4RowGrid i4RowGrid(const LinearW& W) {
   const int tiles = W.N / 16, nG = W.K / 64;
   int P = std::min(16, (nG + I4R_U - 1) / I4R_U);
   while ((long long)tiles * P < 16LL * smCount() && 2 * P <= nG / 2 && 2 * P <= 16) P *= 2;
   const int tpb = std::max(1, 8 / P);
-  const unsigned blocks = (unsigned)((tiles + tpb - 1) / tpb);
+  return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
+}
+static bool i4RowFits(const LinearW& W) { return W.type == W_I4 && W.packed && W.K <= I4R_MAXK; }
+int gemvSumSquaresParts(const LinearW& W) {
+  if (!i4RowFits(W)) return 0;
+  const unsigned b = i4RowGrid(W).blocks;
+  return b <= (unsigned)GEMV_SS_PARTS ? (int)b : 0;
+}
+bool gemvTakesPartialNorm(const LinearW& W) { return i4RowFits(W); }
+
+static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
+                                   bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
+  const I4RowGrid gr = i4RowGrid(W);
   auto k = hasNorm ? gemvI4RowKernel<true> : gemvI4RowKernel<false>;
-  return launch(k, dim3(blocks), 32 * P * tpb, (size_t)W.K * 2, s, W, (const float*)x, y, ldy, ep, hasEp, P, nin, addToY);
+  return launch(k, dim3(gr.blocks), 32 * gr.P * gr.tpb, (size_t)W.K * 2, s, W, (const float*)x, y, ldy, ep, hasEp, gr.P, nin, addToY, ssOut);
 }
 
 // P warps per tile (a power of two): as many as keep at least two groups of 64 inputs per warp
@@ -692,7 +728,7 @@ static cudaError_t launchGemvMT(dim3 grid, const LinearW& W, const void* x, int 
 
 template <int WT>
 static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
-                              const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+                              const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
   const int rw = WT == W_I4 ? I4_RW : GEMV_RW;
   const long long warps = (W.N + rw - 1) / rw;
   const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
@@ -701,7 +737,7 @@ static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xS
   const long long perBlock = 8 / ks;
   dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
   if constexpr (WT == W_I4) {
-    if (W.packed && M == 1 && W.K <= I4R_MAXK) return launchGemvI4Row(W, x, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
+    if (M == 1 && i4RowFits(W)) return launchGemvI4Row(W, x, y, ldy, ep, hasEp, nin, hasNorm, addToY, ssOut, s);
     if (W.packed) return launchGemvI4Tc(W, x, lda, M, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
     const size_t smem = (size_t)M * W.K * 2;
     const int steps = (nIt + ks - 1) / ks;  // per warp
@@ -730,8 +766,9 @@ static cudaError_t checkShape(const LinearW& W) {
 }
 
 cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
-                 const NormIn* norm, int addToY) {
+                 const NormIn* norm, int addToY, float* ssOut) {
   if (cudaError_t e = checkShape(W)) return e;
+  if (ssOut && (M != 1 || !addToY || ep || gemvSumSquaresParts(W) == 0)) return cudaErrorInvalidValue;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
   // the CUDA-core 4-bit kernel stages its input rows in shared memory (2 bytes per input): at most 96 KB
   const int mt = W.type == W_I4 && !W.packed ? (int)std::min<long long>(GEMV_MT, 98304 / (2LL * W.K)) : GEMV_MT;
@@ -753,9 +790,9 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
     cudaError_t err;
-    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
-    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
-    else err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, s);
+    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, nullptr, s);
+    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, nullptr, s);
+    else err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
     if (err) return err;
   }
   return cudaGetLastError();
