@@ -129,30 +129,43 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
         record("gemv + fused RMSNorm input", f"{name}{' (+int8 input)' if wtype == 1 else ' (+fake-quant input)' if wtype == 2 else ''} M={M} N={N} K={K}", rel(y, ref), 2e-3)
 
 
-# batch 1, 4-bit: a GEMV adding into the residual row that also leaves its sum of squares as partial
-# sums, and the next GEMV taking its input's RMSNorm from them (the runner's out_proj -> in_proj)
-for N, K, N2 in [(768, 1536, 3072), (2560, 5120, 10240), (256, 512, 1024)]:
-    group = 128
+# batch 1: a GEMV adding into the residual row that also leaves its sum of squares as partial sums,
+# and the next GEMV taking its input's RMSNorm from them (the runner's out_proj -> in_proj)
+def weights(wtype, N, K, group=128):
+    """(weights as stored, per-channel or per-group scale, the dequantized float64 matrix)"""
+    if wtype == 0:
+        w = (torch.randn(N, K, device=dev) * 0.05).half()
+        return w, None, w.double()
+    if wtype == 1:
+        w = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+        scale = torch.rand(N, device=dev) * 0.01 + 1e-3
+        return w, scale, w.double() * scale.double()[:, None]
     q = torch.randint(0, 16, (N, K), device=dev, dtype=torch.uint8)
-    w = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
     scale = torch.rand(N, K // group, device=dev) * 0.01 + 1e-3
-    q2 = torch.randint(0, 16, (N2, N), device=dev, dtype=torch.uint8)
-    w2 = (q2[:, 0::2] | (q2[:, 1::2] << 4)).contiguous()
-    scale2 = torch.rand(N2, N // group, device=dev) * 0.01 + 1e-3
-    x, y0, nw = torch.randn(1, K, device=dev), torch.randn(1, N, device=dev) * 3, torch.rand(N, device=dev) + 0.5
-    y20 = torch.randn(1, N2, device=dev)
-    wd = (q.double() - 8) * scale.double().repeat_interleave(group, 1)
-    h = y0.double() + x.double() @ wd.T
-    xn = h / torch.sqrt((h ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
-    wd2 = (q2.double() - 8) * scale2.double().repeat_interleave(group, 1)
-    ref2 = y20.double() + xn @ wd2.T
-    y, y2 = y0.clone(), y20.clone()
-    ss, parts = nan(4096), torch.zeros(1, dtype=torch.int32, device=dev)
-    call("me_k_gemv_ss_pair", N, K, w, scale, x, y, ss, parts, N2, w2, scale2, nw, 1e-5, 0.0, y2)
-    n = int(parts.item())
-    record("gemv + sum of squares out (4-bit, M=1)", f"N={N} K={K}: row", rel(y, h), 2e-3)
-    record("gemv + sum of squares out (4-bit, M=1)", f"N={N} K={K}: sum of squares ({n} parts)", rel(ss[:n].sum().reshape(1), (h ** 2).sum().reshape(1)), 2e-3)
-    record("gemv + RMSNorm from partial sums (4-bit, M=1)", f"N={N2} K={N}", rel(y2, ref2), 2e-3)
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous(), scale, (q.double() - 8) * scale.double().repeat_interleave(group, 1)
+
+
+for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
+    for N, K, N2 in [(768, 1536, 3072), (2560, 5120, 10240), (256, 512, 1024)]:
+        w, scale, wd = weights(wtype, N, K)
+        w2, scale2, wd2 = weights(wtype, N2, N)
+        y0, nw, y20 = torch.randn(1, N, device=dev) * 3, torch.rand(N, device=dev) + 0.5, torch.randn(1, N2, device=dev)
+        if wtype == 1:
+            x, xs, s = torch.randint(-128, 128, (1, K), device=dev, dtype=torch.int8), 0.02, 0.04
+            h = y0.double() + (x.double() * xs) @ wd.T
+        else:
+            x, xs, s = torch.randn(1, K, device=dev), 0.0, 0.0
+            h = y0.double() + x.double() @ wd.T
+        xn = h / torch.sqrt((h ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
+        ref2 = y20.double() + (q8(xn, s) * s if wtype == 1 else xn) @ wd2.T
+        y, y2 = y0.clone(), y20.clone()
+        ss, parts = nan(4096), torch.zeros(1, dtype=torch.int32, device=dev)
+        call("me_k_gemv_ss_pair", wtype, N, K, w, scale, x, xs, y, ss, parts, N2, w2, scale2, nw, 1e-5, s, y2)
+        n = int(parts.item())
+        tol = 2e-3 if wtype != 1 else 1e-5
+        record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: row", rel(y, h), tol)
+        record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: sum of squares ({n} parts)", rel(ss[:n].sum().reshape(1), (h ** 2).sum().reshape(1)), 1e-5)
+        record("gemv + RMSNorm from partial sums (M=1)", f"{name} N={N2} K={N}", rel(y2, ref2), 2e-3)
 
 # ---- causal conv1d ------------------------------------------------------------------------------------
 def conv_ref(xin, state, w, b, qs):

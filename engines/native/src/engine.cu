@@ -360,10 +360,10 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   float* ssmBase = e.states + (long long)c.nLayer * c.convPer() + l * c.ssmPer();
 
   // 1. residual add + RMSNorm (+ quantize): the block's input. In decode out_proj has already added
-  // into hidden. Fused into in_proj at batch 1 for fp16 weights (each block recomputes the row's
-  // norm: that saves a launch there) and for 4-bit weights where the previous out_proj left the
-  // row's sum of squares as partial sums; otherwise recomputing it in every block costs more than
-  // the launch (4-bit in_proj of 2.8b at batch 1, measured: 2.28 ms per step fused, 1.98 ms not).
+  // into hidden. Fused into in_proj at batch 1 where the previous out_proj left the row's sum of
+  // squares as partial sums (every block then needs one short sum), and for fp16 weights also
+  // without them (each block recomputes the row's norm: that still saves a launch there, while for
+  // 4-bit weights it costs more: in_proj of 2.8b at batch 1, measured: 2.28 ms per step, 1.98 not).
   const bool partialNorm = decode && M == 1 && e.ssParts > 0 && gemvTakesPartialNorm(L.inProj);
   const bool fuseNorm = decode && M == 1 && (L.inProj.type == W_F16 || partialNorm);
   if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
@@ -413,7 +413,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
   }
   // 5. out_proj (its output joins the residual in the next norm)
-  // (at batch 1, with the partial sums of squares the next 4-bit in_proj takes its norm from)
+  // (at batch 1, with the partial sums of squares the next in_proj takes its norm from)
   if (decode) {
     const int parts = M == 1 && l + 1 < c.nLayer && gemvTakesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj) : 0;
     CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1, parts ? e.ssPart : nullptr));

@@ -51,16 +51,17 @@ int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, i
 
 // batch-1 GEMV adding into y (one row) that also writes the partial sums of squares of y's new row
 // into ss (their count into *parts); then a second GEMV (W2: N2 × N) that takes its input's RMSNorm
-// from those partial sums, adding into y2: the pair out_proj -> next in_proj of the runner
-int me_k_gemv_ss_pair(int N, int K, const void* w, const float* scale, const float* x, float* y, float* ss, int* parts, int N2, const void* w2,
-                      const float* scale2, const float* normW, float eps, float nScale, float* y2) {
-  return withLayout(LinearW{W_I4, N, K, w, scale, 128, nullptr, 0}, [&](const LinearW& W) {
+// from those partial sums, adding into y2: the pair out_proj -> next in_proj of the runner. Both
+// have weights of type wtype (4-bit: groups of 128); x is int8 with scale xScale for int8 weights.
+int me_k_gemv_ss_pair(int wtype, int N, int K, const void* w, const float* scale, const void* x, float xScale, float* y, float* ss, int* parts,
+                      int N2, const void* w2, const float* scale2, const float* normW, float eps, float nScale, float* y2) {
+  return withLayout(LinearW{wtype, N, K, w, scale, 128, nullptr, 0}, [&](const LinearW& W) {
     const int n = gemvSumSquaresParts(W);
     if (n == 0) return cudaErrorNotSupported;
     cudaError_t e = cudaMemcpy(parts, &n, sizeof(int), cudaMemcpyHostToDevice);
-    if (!e) e = gemv(W, x, K, 0.f, 1, y, N, nullptr, 0, nullptr, 1, ss);
+    if (!e) e = gemv(W, x, K, xScale, 1, y, N, nullptr, 0, nullptr, 1, ss);
     if (e) return e;
-    return (cudaError_t)withLayout(LinearW{W_I4, N2, N, w2, scale2, 128, nullptr, 0}, [&](const LinearW& W2) {
+    return (cudaError_t)withLayout(LinearW{wtype, N2, N, w2, scale2, 128, nullptr, 0}, [&](const LinearW& W2) {
       if (!gemvTakesPartialNorm(W2)) return cudaErrorNotSupported;
       NormIn nin{y, normW, eps, nScale, ss, n};
       return gemv(W2, y, N, nScale, 1, y2, N2, nullptr, 0, &nin, 1);

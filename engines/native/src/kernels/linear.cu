@@ -22,6 +22,12 @@ constexpr int GEMV_MT = 8;  // activation rows per pass
 constexpr int GEMV_RW = 2;  // weight rows per warp: activations loaded once serve both
 constexpr int GEMV_U = 2;   // iterations whose weight loads are in flight together
 
+// warps that split K (small matrices: so enough warps stream) and blocks of a row-major decode GEMV
+struct GemvGrid {
+  int ks;
+  unsigned blocks;
+};
+
 template <int WT>
 __device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
 
@@ -84,8 +90,8 @@ __device__ __forceinline__ void dequant8(uint32_t q, __half2* d) {
 
 // output (m, n) of a decode GEMV: times the per-channel scale (int8), plus bias, then the fused conv
 // step, an add into y, or a plain store
-__device__ __forceinline__ void gemvOut(const LinearW& W, int m, int n, float v, float* __restrict__ y, int ldy, const ConvStep& ep, int hasEp,
-                                        int addToY) {
+__device__ __forceinline__ float gemvOut(const LinearW& W, int m, int n, float v, float* __restrict__ y, int ldy, const ConvStep& ep, int hasEp,
+                                         int addToY) {  // returns the value stored
   if (W.type == W_I8) v *= __ldg(W.scale + n);
   if (W.bias) v += __ldg(W.bias + n);
   if (hasEp && n >= ep.c0 && n < ep.c0 + ep.C) {
@@ -95,18 +101,34 @@ __device__ __forceinline__ void gemvOut(const LinearW& W, int m, int n, float v,
     if (ep.xq) ep.xq[(size_t)m * ep.ldxq + c] = (int8_t)quant8(o, ep.xqScale);
     if (ep.qscale) o = qdq(o, ep.qscale[c]);
     ep.xc[(size_t)m * ep.ldxc + c] = o;
-  } else if (addToY) {
-    y[(size_t)m * ldy + n] += v;
-  } else {
-    y[(size_t)m * ldy + n] = v;
+    return o;
   }
+  float* out = y + (size_t)m * ldy + n;
+  if (addToY) v += *out;
+  *out = v;
+  return v;
+}
+
+// 1 / rms of a row from the partial sums of squares its producer left (NormIn.part), by the block
+__device__ __forceinline__ float partRms(const NormIn& nin, int K) {
+  __shared__ float scratch[32];
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < nin.nPart; i += blockDim.x) ss += nin.part[i];
+  return 1.f / sqrtf(blockSum(ss, scratch) / K + nin.eps);
+}
+
+// the block's share of the sum of squares of the row it wrote (batch 1): every thread calls it
+__device__ __forceinline__ void writeSumSquares(float sq, float* ssOut) {
+  __shared__ float scratch[32];
+  sq = blockSum(sq, scratch);
+  if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
 }
 
 // Sums each warp's partial dot products (over lanes, then over the ks warps that split K) and
 // writes output (m, n0 + r) from lane m * RW + r.
 template <int MT, int RW>
 __device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& W, int M, float* __restrict__ y, int ldy, const ConvStep& ep,
-                                           int hasEp, int ks, int n0, int part, int addToY) {
+                                           int hasEp, int ks, int n0, int part, int addToY, float* ssOut = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int N = W.N;
 #pragma unroll
@@ -132,20 +154,25 @@ __device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& 
         }
   }
   const int m = lane / RW, r = lane % RW, n = n0 + r;
-  if (part != 0 || lane >= MT * RW || m >= M || n >= N) return;
-  float v = 0.f;
+  const bool mine = !(part != 0 || lane >= MT * RW || m >= M || n >= N || n0 >= N);
+  if (!mine && !ssOut) return;
+  float h = 0.f;
+  if (mine) {
+    float v = 0.f;
 #pragma unroll
-  for (int mm = 0; mm < MT; mm++)
+    for (int mm = 0; mm < MT; mm++)
 #pragma unroll
-    for (int rr = 0; rr < RW; rr++)
-      if (mm * RW + rr == lane) v = acc[mm][rr];
-  gemvOut(W, m, n, v, y, ldy, ep, hasEp, addToY);
+      for (int rr = 0; rr < RW; rr++)
+        if (mm * RW + rr == lane) v = acc[mm][rr];
+    h = gemvOut(W, m, n, v, y, ldy, ep, hasEp, addToY);
+  }
+  if (ssOut) writeSumSquares(h * h, ssOut);  // batch 1 only: every output is row 0's
 }
 
 // fp16 and int8 weights
 template <int WT, int MT, bool NORM>
 __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
-                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int addToY) {
+                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int addToY, float* __restrict__ ssOut) {
   constexpr int EPL = Epl<WT>::v;
   constexpr int CH = 32 * EPL;
   constexpr int RW = GEMV_RW, U = GEMV_U;
@@ -169,7 +196,10 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 #pragma unroll
     for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
   float rn[MT];  // 1 / rms of each input row (fused norm)
-  if constexpr (NORM) rowRms<MT>(nin, M, K, lda, rn);
+  if constexpr (NORM) {
+    if (nin.part && M == 1) rn[0] = partRms(nin, K);
+    else rowRms<MT>(nin, M, K, lda, rn);
+  }
   const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
   // four (or, fused, normalized) inputs of row m at column k
   auto in4 = [&](int m, int k) -> float4 {
@@ -228,7 +258,7 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
 #pragma unroll
     for (int r = 0; r < RW; r++)
       if constexpr (WT == W_I8) acc[m][r] = (float)iacc[m][r] * xScale;  // exact below 2^24 per lane
-  gemvFinish<MT, RW>(acc, W, M, y, ldy, ep, hasEp, ks, n0, part, addToY);
+  gemvFinish<MT, RW>(acc, W, M, y, ldy, ep, hasEp, ks, n0, part, addToY, ssOut);
 }
 
 // 4-bit weights. The block first stages its input rows in shared memory as fp16, in the pair order
@@ -591,10 +621,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
   float rn = 1.f;
   if constexpr (NORM) {
     if (nin.part) {  // the producer's partial sums: one short sum per block instead of the row's
-      __shared__ float scratch[32];
-      float ss = 0.f;
-      for (int i = threadIdx.x; i < nin.nPart; i += blockDim.x) ss += nin.part[i];
-      rn = 1.f / sqrtf(blockSum(ss, scratch) / K + nin.eps);
+      rn = partRms(nin, K);
     } else {
       float r[1];
       rowRms<1>(nin, 1, K, K, r);
@@ -659,9 +686,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
       y0[0] = h0, y0[8] = h1;
       sq = h0 * h0 + h1 * h1;
     }
-    __shared__ float scratch[32];
-    sq = blockSum(sq, scratch);  // every thread of the block is still here
-    if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
+    writeSumSquares(sq, ssOut);  // every thread of the block is still here
     return;
   }
   if (!live || c != 0 || part != 0) return;
@@ -685,12 +710,14 @@ static I4RowGrid i4RowGrid(const LinearW& W) {
   return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
 }
 static bool i4RowFits(const LinearW& W) { return W.type == W_I4 && W.packed && W.K <= I4R_MAXK; }
+template <int WT>
+static GemvGrid gemvGrid(const LinearW& W);
 int gemvSumSquaresParts(const LinearW& W) {
-  if (!i4RowFits(W)) return 0;
-  const unsigned b = i4RowGrid(W).blocks;
+  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W).blocks : 0;
   return b <= (unsigned)GEMV_SS_PARTS ? (int)b : 0;
 }
-bool gemvTakesPartialNorm(const LinearW& W) { return i4RowFits(W); }
+// (the row-major CUDA-core 4-bit kernel would take the norm, but it recomputes it anyway)
+bool gemvTakesPartialNorm(const LinearW& W) { return W.type == W_F16 || W.type == W_I8 || i4RowFits(W); }
 
 static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
                                    bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
@@ -721,21 +748,29 @@ static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int 
 
 template <int WT, int MT>
 static cudaError_t launchGemvMT(dim3 grid, const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep,
-                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
-  if (hasNorm) return launch(gemvKernel<WT, MT, true>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY);
-  return launch(gemvKernel<WT, MT, false>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY);
+                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
+  if (hasNorm) return launch(gemvKernel<WT, MT, true>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY, ssOut);
+  return launch(gemvKernel<WT, MT, false>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY, ssOut);
+}
+
+template <int WT>
+static GemvGrid gemvGrid(const LinearW& W) {
+  const int rw = WT == W_I4 ? I4_RW : GEMV_RW;
+  const long long warps = (W.N + rw - 1) / rw;
+  const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
+  int ks = 1;
+  while (ks < 8 && 2 * ks <= nIt && warps * ks < 4096) ks *= 2;
+  const long long perBlock = 8 / ks;
+  return {ks, (unsigned)((warps + perBlock - 1) / perBlock)};
 }
 
 template <int WT>
 static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
                               const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
-  const int rw = WT == W_I4 ? I4_RW : GEMV_RW;
-  const long long warps = (W.N + rw - 1) / rw;
   const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
-  int ks = 1;
-  while (ks < 8 && 2 * ks <= nIt && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
-  const long long perBlock = 8 / ks;
-  dim3 grid((unsigned)((warps + perBlock - 1) / perBlock));
+  const GemvGrid gg = gemvGrid<WT>(W);
+  const int ks = gg.ks;
+  dim3 grid(gg.blocks);
   if constexpr (WT == W_I4) {
     if (M == 1 && i4RowFits(W)) return launchGemvI4Row(W, x, y, ldy, ep, hasEp, nin, hasNorm, addToY, ssOut, s);
     if (W.packed) return launchGemvI4Tc(W, x, lda, M, y, ldy, ep, hasEp, nin, hasNorm, addToY, s);
@@ -751,10 +786,10 @@ static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xS
     if (M <= 4) return launchGemvI4<4, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
     return launchGemvI4<8, 1>(grid, smem, W, x, lda, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
   } else {
-    if (M <= 1) return launchGemvMT<WT, 1>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
-    if (M <= 2) return launchGemvMT<WT, 2>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
-    if (M <= 4) return launchGemvMT<WT, 4>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
-    return launchGemvMT<WT, 8>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, s);
+    if (M <= 1) return launchGemvMT<WT, 1>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, ssOut, s);
+    if (M <= 2) return launchGemvMT<WT, 2>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, ssOut, s);
+    if (M <= 4) return launchGemvMT<WT, 4>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, ssOut, s);
+    return launchGemvMT<WT, 8>(grid, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, hasNorm, addToY, ssOut, s);
   }
 }
 
