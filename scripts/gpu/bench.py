@@ -29,6 +29,8 @@ SHAPES = {  # hidden, layers, vocab (Hugging Face configs)
 }
 RECIPES = os.environ.get("ME_RECIPES", "fp16,w8a8,w4a16").split(",")
 tmp = "/dev/shm/me-bench" if os.path.isdir("/dev/shm") else "/tmp/me-bench"
+# ME_KEEP_ENGINES=1 keeps the written engines and reuses them: A/B runs of several builds, in turn, on the same files
+KEEP = bool(os.environ.get("ME_KEEP_ENGINES"))
 
 
 def copy_bandwidth():
@@ -163,7 +165,8 @@ def main():
             path = os.path.join(tmp, f"{name}-{recipe}.mamba")
             t0 = time.time()
             try:
-                write_engine(name, recipe, path)
+                if not (KEEP and os.path.exists(os.path.join(path, "manifest.json"))):
+                    write_engine(name, recipe, path)
                 r = bench_engine(path)
                 r.update({"shape": name, "recipe": recipe})
                 r["floorMs"] = r["weightBytes"] / bw * 1e3
@@ -175,7 +178,8 @@ def main():
             except Exception as ex:  # one failure must not hide the other results
                 print(f"{name} {recipe}: FAILED {ex}", flush=True)
                 results["engines"].append({"shape": name, "recipe": recipe, "error": str(ex)})
-            shutil.rmtree(path, ignore_errors=True)
+            if not KEEP:
+                shutil.rmtree(path, ignore_errors=True)
         if os.environ.get("ME_NO_TRANSFORMERS"):
             continue
         try:

@@ -164,7 +164,7 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
         n = int(parts.item())
         tol = 2e-3 if wtype != 1 else 1e-5
         record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: row", rel(y, h), tol)
-        record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: sum of squares ({n} parts)", rel(ss[:n].sum().reshape(1), (h ** 2).sum().reshape(1)), 1e-5)
+        record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: sum of squares ({n} parts)", rel(ss[:n].sum().reshape(1), (y.double() ** 2).sum().reshape(1)), 1e-5)  # of the row as written
         record("gemv + RMSNorm from partial sums (M=1)", f"{name} N={N2} K={N}", rel(y2, ref2), 2e-3)
 
 # ---- causal conv1d ------------------------------------------------------------------------------------

@@ -347,6 +347,9 @@ static void allocate(Engine& e) {
 
 // ---- forward -------------------------------------------------------------------------------------
 // One layer over M rows. decode: row m continues slot dSlots[m]; else prefill of one sequence in `slot`.
+// whether a batch-1 in_proj of W takes its RMSNorm from the previous out_proj's partial sums
+static bool takesPartialNorm(const LinearW& W) { return W.type != W_I8 && gemvTakesPartialNorm(W); }
+
 static void layer(Engine& e, int l, int M, bool decode, int slot) {
   const Config& c = e.c;
   const Layer& L = e.layers[l];
@@ -364,7 +367,9 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // squares as partial sums (every block then needs one short sum), and for fp16 weights also
   // without them (each block recomputes the row's norm: that still saves a launch there, while for
   // 4-bit weights it costs more: in_proj of 2.8b at batch 1, measured: 2.28 ms per step, 1.98 not).
-  const bool partialNorm = decode && M == 1 && e.ssParts > 0 && gemvTakesPartialNorm(L.inProj);
+  // Not for int8 weights: there every warp would quantize the whole normalized row again (2.8b w8a8
+  // at batch 1, measured on an H200: 2.55 ms per step fused, 1.59 ms not).
+  const bool partialNorm = decode && M == 1 && e.ssParts > 0 && takesPartialNorm(L.inProj);
   const bool fuseNorm = decode && M == 1 && (L.inProj.type == W_F16 || partialNorm);
   if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
@@ -415,7 +420,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // 5. out_proj (its output joins the residual in the next norm)
   // (at batch 1, with the partial sums of squares the next in_proj takes its norm from)
   if (decode) {
-    const int parts = M == 1 && l + 1 < c.nLayer && gemvTakesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj) : 0;
+    const int parts = M == 1 && l + 1 < c.nLayer && takesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj) : 0;
     CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1, parts ? e.ssPart : nullptr));
     e.ssParts = parts;
   } else {

@@ -825,8 +825,8 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
     cudaError_t err;
-    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, nullptr, s);
-    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, nullptr, s);
+    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
+    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
     else err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
     if (err) return err;
   }
