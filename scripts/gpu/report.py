@@ -24,10 +24,11 @@ except Exception:
     pass
 json.dump(out, open(os.path.join(d, "gpu-check.json"), "w"), indent=1)
 k, e, b = out["kernels"] or [], out["endToEnd"] or [], out["bench"]
+sci = lambda v: "inf" if v is None else f"{v:.2e}"  # JSON has no Infinity: a non-finite error is written as null
 print(f"device {out['device']}, commit {commit}, {out['date']}")
 print(f"kernels within tolerance: {sum(r['ok'] for r in k)}/{len(k)}; worst {max((r['relError'] for r in k), default=0):.2e}")
 for r in e:
-    print(f"e2e {r['model']:13} {r['recipe']:10} cuda-ref {r['cudaVsRef']:.2e} ort-ref {r['ortVsRef']:.2e} tol {r['tolerance']:.2e} {'ok' if r['ok'] else 'FAIL'}")
+    print(f"e2e {r['model']:13} {r['recipe']:10} cuda-ref {sci(r['cudaVsRef'])} ort-ref {sci(r['ortVsRef'])} tol {sci(r['tolerance'])} {'ok' if r['ok'] else 'FAIL'}")
 if b:
     tr = {t["shape"]: t for t in b["transformers"] if "error" not in t}
     print(f"copy bandwidth {b['copyBandwidthTBs']:.2f} TB/s")
