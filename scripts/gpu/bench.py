@@ -106,6 +106,7 @@ def bench_engine(path):
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 lib.me_bench_step(h, b, 20, ctypes.byref(ms))
             rows = sorted(((e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0), key=lambda r: -r[1])
+            out.setdefault("profile", {})[f"batch{b}"] = [{"kernel": k.split("(")[0], "usPerStep": us / 23, "launchesPerStep": n / 23} for k, us, n in rows]
             print(f"  batch {b}: kernel, us per step, launches per step", flush=True)
             for key, us, n in rows[:12]:
                 print(f"    {key.split('(')[0][:48]:48} {us / 23:9.1f} {n / 23:6.1f}", flush=True)
