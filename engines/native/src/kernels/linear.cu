@@ -581,11 +581,13 @@ static int smCount() {  // of the current device, asked once
 // before pdlWait(): the step is one memory round trip with I4R_U × 512 bytes in flight per warp.
 // The block then stages the input row once in shared memory as fp16, in the order the lanes read
 // it: lane (g, c)'s word j holds rows g and g + 8 at inputs 2c, 2c + 1, 2c + 8, 2c + 9 of k tile j,
-// so its eight input pairs of a group are 32 contiguous bytes. Products are added in fp16 two words
+// so its eight input pairs of a group are 32 contiguous bytes. The row (and the norm's weights,
+// before the wait) first arrive in shared memory by cp.async, every copy in flight at once and no
+// register held: a load-convert-store loop waited once per pass. Products are added in fp16 two words
 // at a time, then in fp32 per group scale; lanes of a row add up by shuffles, the P warps of a tile
 // in shared memory: no workspace, no atomics, the same sums in the same order on every run.
 constexpr int I4R_U = 8;
-constexpr int I4R_MAXK = 16384;  // the staged row (2K bytes) stays well within 48 KB of shared memory
+constexpr int I4R_MAXK = 8192;  // shared memory: the staged row (2K bytes), the raw row (4K) and the norm's (4K): 80 KB
 __device__ __forceinline__ int i4RowSlot(int k) {  // half2 slot of inputs (k, k + 1), k even
   const int G = k >> 6, j = (k >> 4) & 3, r = k & 15;
   return ((G * 4 + ((r & 7) >> 1)) * 4 + j) * 2 + (r >> 3);
@@ -595,6 +597,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
                                                        int hasEp, int P, NormIn nin, int addToY, float* __restrict__ ssOut) {
   extern __shared__ uint4 rowSm[];
   __half2* xs = (__half2*)rowSm;  // (K / 2) input pairs, in i4RowSlot order
+  float* raw = (float*)(xs + W.K / 2);  // the input row as read (K floats), then the norm weights (K floats)
   __shared__ float red[16][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = blockIdx.x * (blockDim.x / 32 / P) + warp / P, part = warp % P;
@@ -614,11 +617,18 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
       sq[u] = ok ? __ldg(srow + G / gpg) : 0.f;
     }
   };
+  // 16 bytes per copy, round robin over the block
+  auto stage = [&](float* dst, const float* src) {
+    for (int i = threadIdx.x; i < K / 4; i += blockDim.x) cpAsync16(dst + 4 * i, src + 4 * i, true);
+  };
   loadW(part);  // weights only: may overlap the previous kernel
+  if constexpr (NORM) stage(raw + K, nin.w);
   pdlWait();
   pdlRelease();
+  stage(raw, NORM ? nin.hidden : x);
+  cpAsyncCommit();
 
-  float rn = 1.f;
+  float rn = 1.f;  // (its loads overlap the copies)
   if constexpr (NORM) {
     if (nin.part) {  // the producer's partial sums: one short sum per block instead of the row's
       rn = partRms(nin, K);
@@ -628,11 +638,12 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
       rn = r[0];
     }
   }
-  const float* xr = NORM ? nin.hidden : x;
+  cpAsyncWait<0>();
+  __syncthreads();
   for (int k = 2 * threadIdx.x; k < K; k += 2 * blockDim.x) {
-    float2 v = __ldg((const float2*)(xr + k));
+    float2 v = *(const float2*)(raw + k);
     if constexpr (NORM) {
-      const float2 w = __ldg((const float2*)(nin.w + k));
+      const float2 w = *(const float2*)(raw + K + k);
       v = make_float2(qdq(v.x * rn * w.x, nin.scale), qdq(v.y * rn * w.y, nin.scale));
     }
     xs[i4RowSlot(k)] = __floats2half2_rn(v.x, v.y);
@@ -723,7 +734,10 @@ static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, in
                                    bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
   const I4RowGrid gr = i4RowGrid(W);
   auto k = hasNorm ? gemvI4RowKernel<true> : gemvI4RowKernel<false>;
-  return launch(k, dim3(gr.blocks), 32 * gr.P * gr.tpb, (size_t)W.K * 2, s, W, (const float*)x, y, ldy, ep, hasEp, gr.P, nin, addToY, ssOut);
+  const size_t smem = (size_t)W.K * (hasNorm ? 10 : 6);  // staged fp16 row, raw row (and norm weights)
+  if (smem > 40 * 1024)  // with its static shared memory above the 48 KB that needs no opt-in
+    if (cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) return e;
+  return launch(k, dim3(gr.blocks), 32 * gr.P * gr.tpb, smem, s, W, (const float*)x, y, ldy, ep, hasEp, gr.P, nin, addToY, ssOut);
 }
 
 // P warps per tile (a power of two): as many as keep at least two groups of 64 inputs per warp
