@@ -222,8 +222,9 @@ def scan1_ref(dbl, dtraw, dtW, dtB, A, D, x, z, sB, sC, h, R, N):
     return torch.stack(ys), h
 
 
-E, N, R = 1536, 16, 48
-for T, prefill in [(1, 0), (4, 0), (200, 1)]:
+E, R = 1536, 48
+# prefill takes its inputs eight rows ahead (two with more than 16 states): lengths off those multiples
+for T, prefill, N in [(1, 0, 16), (4, 0, 16), (200, 1, 16), (37, 1, 16), (45, 1, 48)]:
     dbl = torch.randn(T, R + 2 * N, device=dev)
     dtW = (torch.randn(E, R, device=dev) * 0.1).half()
     dtB = torch.randn(E, device=dev) * 0.5 - 2
@@ -272,7 +273,7 @@ def ssd_ref(xbc, dtraw, dtBias, A, D, z, H, P, N, G, S, gate):
 
 
 H, P, N, G = 8, 64, 64, 2
-for T, prefill in [(3, 0), (130, 1)]:
+for T, prefill in [(3, 0), (130, 1), (131, 1)]:
     W = H * P + 2 * G * N
     xbc = torch.randn(T, W, device=dev)
     dtraw = torch.randn(T, H, device=dev)

@@ -50,6 +50,25 @@ __global__ void ssdStepKernel(Ssd p, float* __restrict__ states, long long slotS
   }
 }
 
+// Prefill: the inputs of the next SSD_TA steps (dt, x, z, and this lane's B and C entries) are loaded
+// while the current ones are used, one memory round trip per SSD_TA steps instead of one per step.
+constexpr int SSD_TA = 2;
+struct SsdIn {
+  float dtRaw, x, z, b[SSD_NJ], c[SSD_NJ];
+};
+
+__device__ __forceinline__ void ssdLoad(const Ssd& p, int T, int t, int h, int pp, int g, int lane, SsdIn& r) {
+  if (t >= T) return;
+  const int H = p.H, P = p.P, N = p.N, G = p.G, nj = N / 32;
+  const float* row = p.xbc + (size_t)t * p.ldxbc;
+  r.dtRaw = p.dtRaw[(size_t)t * p.lddt + h];
+  r.x = row[h * P + pp];
+  r.z = p.gateHere ? p.z[(size_t)t * p.ldz + h * P + pp] : 0.f;
+#pragma unroll
+  for (int j = 0; j < SSD_NJ; j++)
+    if (j < nj) r.b[j] = row[H * P + g * N + lane + 32 * j], r.c[j] = row[H * P + G * N + g * N + lane + 32 * j];
+}
+
 __global__ void ssdPrefillKernel(Ssd p, int T, float* __restrict__ S) {
   const int h = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -61,27 +80,37 @@ __global__ void ssdPrefillKernel(Ssd p, int T, float* __restrict__ S) {
   float* Sp = S + ((size_t)h * P + pp) * N;
 #pragma unroll
   for (int j = 0; j < SSD_NJ; j++) s[j] = j < nj ? Sp[lane + 32 * j] : 0.f;
-  const float A = p.A[h], D = p.D[h];
-  for (int t = 0; t < T; t++) {
-    const float* row = p.xbc + (size_t)t * p.ldxbc;
-    const float dt = ssdDt(p, t, h);
-    const float dA = expf(dt * A);
-    const float x = row[h * P + pp];
-    const float dx = dt * x;
-    float acc = 0.f;
+  const float A = p.A[h], D = p.D[h], bias = p.dtBias[h];
+  SsdIn cur[SSD_TA], next[SSD_TA];
 #pragma unroll
-    for (int j = 0; j < SSD_NJ; j++) {
-      if (j < nj) {
-        s[j] = s[j] * dA + dx * row[H * P + g * N + lane + 32 * j];
-        acc += s[j] * row[H * P + G * N + g * N + lane + 32 * j];
+  for (int i = 0; i < SSD_TA; i++) ssdLoad(p, T, i, h, pp, g, lane, cur[i]);
+  for (int t0 = 0; t0 < T; t0 += SSD_TA) {
+#pragma unroll
+    for (int i = 0; i < SSD_TA; i++) ssdLoad(p, T, t0 + SSD_TA + i, h, pp, g, lane, next[i]);
+#pragma unroll
+    for (int i = 0; i < SSD_TA; i++) {
+      const int t = t0 + i;
+      if (t >= T) break;
+      const SsdIn& r = cur[i];
+      const float dt = fminf(fmaxf(softplusf(r.dtRaw + bias), p.dtLo), p.dtHi);  // as ssdDt
+      const float dA = expf(dt * A), dx = dt * r.x;
+      float acc = 0.f;
+#pragma unroll
+      for (int j = 0; j < SSD_NJ; j++) {
+        if (j < nj) {
+          s[j] = s[j] * dA + dx * r.b[j];
+          acc += s[j] * r.c[j];
+        }
+      }
+      acc = warpSum(acc);
+      if (lane == 0) {
+        float y = acc + D * r.x;
+        if (p.gateHere) y *= siluf(r.z);
+        p.y[(size_t)t * H * P + h * P + pp] = y;
       }
     }
-    acc = warpSum(acc);
-    if (lane == 0) {
-      float y = acc + D * x;
-      if (p.gateHere) y *= siluf(p.z[(size_t)t * p.ldz + h * P + pp]);
-      p.y[(size_t)t * H * P + h * P + pp] = y;
-    }
+#pragma unroll
+    for (int i = 0; i < SSD_TA; i++) cur[i] = next[i];
   }
 #pragma unroll
   for (int j = 0; j < SSD_NJ; j++) if (j < nj) Sp[lane + 32 * j] = s[j];
