@@ -1,5 +1,6 @@
 // What the scheduler and the CLI drive. Each backend (ref, later ort / cuda / trt) implements this;
 // nothing above it knows which one it has.
+import { cpus } from "node:os";
 import type { SequenceState } from "../model/state.js";
 
 export interface BackendInfo {
@@ -7,6 +8,11 @@ export interface BackendInfo {
   device: string;
   maxBatch: number;
   vocabSize: number;
+}
+
+/** The device line of a CPU backend: the processor and the thread count. */
+export function cpuDevice(threads: number): string {
+  return `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), ${threads} thread${threads === 1 ? "" : "s"}`;
 }
 
 export interface Backend {

@@ -12,7 +12,7 @@ import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, transpose, type StateShape } from "../model/state.js";
-import type { Backend, BackendInfo } from "./backend.js";
+import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 import { CapiSession } from "./ort-capi.js";
 
 export type Ort = typeof import("onnxruntime-node");
@@ -41,7 +41,7 @@ export class OrtBackend implements Backend {
     const via = stepper instanceof CapiStepper ? "C API" : "node binding";
     this.info = {
       name: "ort",
-      device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), onnxruntime ${ort.env.versions.node}, ${threads} thread${threads === 1 ? "" : "s"}, step via the ${via}`,
+      device: `${cpuDevice(threads)}, onnxruntime ${ort.env.versions.node}, step via the ${via}`,
       maxBatch,
       vocabSize: c.vocabSize,
     };
@@ -215,7 +215,6 @@ function scatterStates(shape: StateShape, ssmT: [number, number] | null, conv: F
     }
   });
 }
-
 
 /** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
 class OrtState extends SequenceState {

@@ -1,16 +1,14 @@
 // Backend "ref": the TypeScript reference forward pass on the CPU, in float32.
-import { cpus } from "node:os";
 import type { MambaModel } from "../model/model.js";
 import { referenceThreads } from "../model/parallel.js";
 import type { SequenceState } from "../model/state.js";
-import type { Backend, BackendInfo } from "./backend.js";
+import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 
 export class RefBackend implements Backend {
   readonly info: BackendInfo;
 
   constructor(readonly model: MambaModel, maxBatch = 32) {
-    const threads = referenceThreads();
-    this.info = { name: "ref", device: `cpu (${cpus()[0]?.model?.trim() ?? "unknown"}), ${threads} thread${threads === 1 ? "" : "s"}`, maxBatch, vocabSize: model.config.vocabSize };
+    this.info = { name: "ref", device: cpuDevice(referenceThreads()), maxBatch, vocabSize: model.config.vocabSize };
   }
 
   newState(): SequenceState {

@@ -103,13 +103,16 @@ def bench_engine(path):
     try:
         for b in [int(x) for x in os.environ.get("ME_PROFILE", "").split(",") if x]:  # kernel time breakdown of decode steps
             from torch.profiler import ProfilerActivity, profile
+            iters = 20
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                lib.me_bench_step(h, b, 20, ctypes.byref(ms))
+                lib.me_bench_step(h, b, iters, ctypes.byref(ms))
+            steps = iters + 3  # me_bench_step runs 3 warm-up steps first
             rows = sorted(((e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0), key=lambda r: -r[1])
-            out.setdefault("profile", {})[f"batch{b}"] = [{"kernel": k.split("(")[0], "usPerStep": us / 23, "launchesPerStep": n / 23} for k, us, n in rows]
+            kernels = [{"kernel": k.split("(")[0], "usPerStep": us / steps, "launchesPerStep": n / steps} for k, us, n in rows]
+            out.setdefault("profile", {})[f"batch{b}"] = kernels
             print(f"  batch {b}: kernel, us per step, launches per step", flush=True)
-            for key, us, n in rows[:12]:
-                print(f"    {key.split('(')[0][:48]:48} {us / 23:9.1f} {n / 23:6.1f}", flush=True)
+            for r in kernels[:12]:
+                print(f"    {r['kernel'][:48]:48} {r['usPerStep']:9.1f} {r['launchesPerStep']:6.1f}", flush=True)
         for b, iters in [(1, 100), (8, 30), (32, 15)]:
             if lib.me_bench_step(h, b, iters, ctypes.byref(ms)):
                 raise RuntimeError(lib.me_last_error().decode())

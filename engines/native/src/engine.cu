@@ -346,10 +346,10 @@ static void allocate(Engine& e) {
 }
 
 // ---- forward -------------------------------------------------------------------------------------
-// One layer over M rows. decode: row m continues slot dSlots[m]; else prefill of one sequence in `slot`.
 // whether a batch-1 in_proj of W takes its RMSNorm from the previous out_proj's partial sums
 static bool takesPartialNorm(const LinearW& W) { return W.type != W_I8 && gemvTakesPartialNorm(W); }
 
+// One layer over M rows. decode: row m continues slot dSlots[m]; else prefill of one sequence in `slot`.
 static void layer(Engine& e, int l, int M, bool decode, int slot) {
   const Config& c = e.c;
   const Layer& L = e.layers[l];

@@ -773,7 +773,7 @@ static GemvGrid gemvGrid(const LinearW& W) {
   const long long warps = (W.N + rw - 1) / rw;
   const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
   int ks = 1;
-  while (ks < 8 && 2 * ks <= nIt && warps * ks < 4096) ks *= 2;
+  while (ks < 8 && 2 * ks <= nIt && warps * ks < 4096) ks *= 2;  // small matrices: split K so enough warps stream
   const long long perBlock = 8 / ks;
   return {ks, (unsigned)((warps + perBlock - 1) / perBlock)};
 }
