@@ -18,6 +18,8 @@ if lib:
     lib.me_weight_bytes.restype = ctypes.c_int64
     lib.me_weight_bytes.argtypes = [ctypes.c_void_p]
     lib.me_destroy.argtypes = [ctypes.c_void_p]
+    lib.me_describe.restype = ctypes.c_char_p
+    lib.me_describe.argtypes = [ctypes.c_void_p]
     for f in ("me_bench_step", "me_bench_prefill"):
         getattr(lib, f).argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
 
@@ -99,7 +101,7 @@ def bench_engine(path):
     if not h:
         raise RuntimeError(lib.me_last_error().decode())
     ms = ctypes.c_float()
-    out = {"weightBytes": lib.me_weight_bytes(h)}
+    out = {"weightBytes": lib.me_weight_bytes(h), "engine": lib.me_describe(h).decode()}
     try:
         for b in [int(x) for x in os.environ.get("ME_PROFILE", "").split(",") if x]:  # kernel time breakdown of decode steps
             from torch.profiler import ProfilerActivity, profile
@@ -178,7 +180,7 @@ def main():
                 results["engines"].append(r)
                 print(f"{name:11} {recipe:6} decode b1 {r['decodeMsB1']:.3f} ms (floor {r['floorMs']:.3f}, x{r['ratioToFloor']:.2f})  "
                       f"tok/s b1 {r['tokensPerSecondB1']:.0f} b8 {r['tokensPerSecondB8']:.0f} b32 {r['tokensPerSecondB32']:.0f}  "
-                      f"prefill512 {r['prefill512Ms']:.1f} ms  [{time.time() - t0:.0f} s]", flush=True)
+                      f"prefill512 {r['prefill512Ms']:.1f} ms  [{time.time() - t0:.0f} s]" + "".join(f"  ({x})" for x in r["engine"].split(", ")[2:]), flush=True)
             except Exception as ex:  # one failure must not hide the other results
                 print(f"{name} {recipe}: FAILED {ex}", flush=True)
                 results["engines"].append({"shape": name, "recipe": recipe, "error": str(ex)})

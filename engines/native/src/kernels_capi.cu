@@ -1,6 +1,8 @@
 // extern "C" entry points for each kernel on raw device pointers, so the kernels can be checked one
 // by one (scripts/gpu/kernel_check.py calls these through ctypes on PyTorch tensors). Each call
 // synchronizes and returns the CUDA error code (0 = success).
+#include <algorithm>
+#include <vector>
 #include "kernels/kernels.cuh"
 
 using namespace me;
@@ -101,6 +103,74 @@ int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, 
                   int M, float* out, int8_t* outQ) {
   RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale};
   return done(rowNormRotateQuant(p, y, M, out, outQ, 0));
+}
+
+// Times batch-1 GEMVs of W (N x K, 4-bit: groups of 128, packed as the runner packs them) over
+// `copies` copies of the weights in turn, so that each call streams them from DRAM rather than L2:
+// *ms = mean milliseconds per call over `iters` back-to-back calls (inter-kernel gaps included).
+// norm: the 4-bit in_proj's form, its RMSNorm taken from nPart partial sums. Inputs are zeros: the
+// time does not depend on them.
+int me_k_gemv_time(int wtype, int N, int K, const void* w, const float* scale, int norm, int nPart, int copies, int iters, float* ms) {
+  const size_t wBytes = wtype == W_F16 ? (size_t)N * K * 2 : wtype == W_I8 ? (size_t)N * K : (size_t)N * K / 2;
+  const size_t sFloats = wtype == W_I4 ? (size_t)N * (K / 128) : wtype == W_I8 ? (size_t)N : 0;
+  std::vector<void*> bufs;
+  auto alloc = [&](size_t bytes) -> void* {
+    void* p = nullptr;
+    if (cudaMalloc(&p, bytes ? bytes : 4)) return nullptr;
+    bufs.push_back(p);
+    cudaMemset(p, 0, bytes ? bytes : 4);
+    return p;
+  };
+  cudaError_t e = cudaSuccess;
+  std::vector<LinearW> Ws;
+  float* x = (float*)alloc((size_t)K * 4);
+  float* y = (float*)alloc((size_t)N * 4);
+  float* nw = (float*)alloc((size_t)K * 4);
+  float* ss = (float*)alloc((size_t)std::max(nPart, 1) * 4);
+  float* ws = (float*)alloc(GEMV_WS_FLOATS * 4);
+  unsigned* wsCount = (unsigned*)alloc(GEMV_WS_TILES * 4);
+  for (int c = 0; c < copies && !e; c++) {
+    LinearW W{wtype, N, K, nullptr, nullptr, 128, nullptr, 0, ws, wsCount};
+    void* wc = alloc(wBytes);
+    float* sc = sFloats ? (float*)alloc(sFloats * 4) : nullptr;
+    if (!wc || (sFloats && !sc)) { e = cudaErrorMemoryAllocation; break; }
+    if (sc) e = cudaMemcpy(sc, scale, sFloats * 4, cudaMemcpyDeviceToDevice);
+    W.scale = sc;
+    if (!e && wtype == W_I4 && i4Packable(W)) {
+      W.w = w;
+      e = packI4(W, wc, 0);
+      W.packed = 1;
+    } else if (!e) {
+      e = cudaMemcpy(wc, w, wBytes, cudaMemcpyDeviceToDevice);
+    }
+    W.w = wc;
+    Ws.push_back(W);
+  }
+  cudaEvent_t a = nullptr, b = nullptr;
+  if (!e) e = cudaEventCreate(&a);
+  if (!e) e = cudaEventCreate(&b);
+  const NormIn nin{x, nw, 1e-5f, 0.f, nPart > 0 ? ss : nullptr, nPart};
+  auto run = [&](int i) {
+    const LinearW& W = Ws[i % Ws.size()];
+    return norm ? gemv(W, x, K, 0.f, 1, y, N, nullptr, 0, &nin, 1) : gemv(W, x, K, 0.02f, 1, y, N, nullptr, 0);
+  };
+  for (int i = 0; i < 2 * copies && !e; i++) e = run(i);
+  if (!e) e = cudaEventRecord(a, 0);
+  for (int i = 0; i < iters && !e; i++) e = run(i);
+  if (!e) e = cudaEventRecord(b, 0);
+  if (!e) e = cudaEventSynchronize(b);
+  if (!e) e = cudaEventElapsedTime(ms, a, b);
+  if (!e) *ms /= iters;
+  if (a) cudaEventDestroy(a);
+  if (b) cudaEventDestroy(b);
+  for (void* p : bufs) cudaFree(p);
+  return e ? (int)e : (int)cudaGetLastError();
+}
+
+// the batch-1 4-bit row GEMV's grid for the following calls (see setI4RowGrid; 0, 0: its own rule)
+int me_k_i4row_grid(int P, int tpb) {
+  setI4RowGrid(P, tpb);
+  return 0;
 }
 
 int me_k_embed(const __half* table, int D, const int* tokens, int M, float* out) { return done(embed(table, D, tokens, M, out, 0)); }

@@ -78,6 +78,9 @@ int gemvSumSquaresParts(const LinearW& W);
 // whether a batch-1 GEMV of W can take its input's norm from partial sums (NormIn.part)
 bool gemvTakesPartialNorm(const LinearW& W);
 constexpr int GEMV_SS_PARTS = 4096;
+// tuning: forces the batch-1 4-bit row GEMV's warps per 16-row tile (P) and tiles per block
+// (P * tpb <= 16) instead of its rule; 0, 0 restores the rule. Not thread-safe; for sweeps only.
+void setI4RowGrid(int P, int tpb);
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 

@@ -9,6 +9,7 @@
 #include <mma.h>
 #include <algorithm>
 #include "common.cuh"
+#include "i4.cuh"
 #include "kernels.cuh"
 
 namespace me {
@@ -73,19 +74,6 @@ __device__ __forceinline__ void rowRms(const NormIn& nin, int M, int K, int lda,
     ss = blockSum(ss, scratch);
     rn[m] = 1.f / sqrtf(ss / K + nin.eps);
   }
-}
-
-__device__ __forceinline__ __half2 asHalf2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
-
-// Eight 4-bit weights (one 32-bit word, low nibble first) as four half2 holding q - 8 exactly, in the
-// order (k0,k4) (k1,k5) (k2,k6) (k3,k7): each pair is masked straight into the mantissa of 1024.
-__device__ __forceinline__ void dequant8(uint32_t q, __half2* d) {
-  const __half2 off = asHalf2(0x64086408u), sixteenth = asHalf2(0x2C002C00u), off16 = asHalf2(0xD480D480u);  // 1032, 1/16, -72
-  const uint32_t q8 = q >> 8;
-  d[0] = __hsub2(asHalf2((q & 0x000F000Fu) | 0x64006400u), off);                   // 1024 + n
-  d[1] = __hfma2(asHalf2((q & 0x00F000F0u) | 0x64006400u), sixteenth, off16);      // (1024 + 16 n) / 16 - 72
-  d[2] = __hsub2(asHalf2((q8 & 0x000F000Fu) | 0x64006400u), off);
-  d[3] = __hfma2(asHalf2((q8 & 0x00F000F0u) | 0x64006400u), sixteenth, off16);
 }
 
 // output (m, n) of a decode GEMV: times the per-channel scale (int8), plus bias, then the fused conv
@@ -588,10 +576,6 @@ static int smCount() {  // of the current device, asked once
 // in shared memory: no workspace, no atomics, the same sums in the same order on every run.
 constexpr int I4R_U = 8;
 constexpr int I4R_MAXK = 8192;  // shared memory: the staged row (2K bytes), the raw row (4K) and the norm's (4K): 80 KB
-__device__ __forceinline__ int i4RowSlot(int k) {  // half2 slot of inputs (k, k + 1), k even
-  const int G = k >> 6, j = (k >> 4) & 3, r = k & 15;
-  return ((G * 4 + ((r & 7) >> 1)) * 4 + j) * 2 + (r >> 3);
-}
 template <bool NORM>
 __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* __restrict__ x, float* __restrict__ y, int ldy, ConvStep ep,
                                                        int hasEp, int P, NormIn nin, int addToY, float* __restrict__ ssOut) {
@@ -713,8 +697,14 @@ struct I4RowGrid {
   int P, tpb;
   unsigned blocks;
 };
+static int gI4RowP = 0, gI4RowTpb = 0;  // setI4RowGrid's override (0: the rule above)
+void setI4RowGrid(int P, int tpb) { gI4RowP = P, gI4RowTpb = tpb; }
 static I4RowGrid i4RowGrid(const LinearW& W) {
   const int tiles = W.N / 16, nG = W.K / 64;
+  if (gI4RowP > 0 && gI4RowTpb > 0) {
+    const int P = std::min(gI4RowP, nG), tpb = std::max(1, std::min(gI4RowTpb, 16 / P));
+    return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
+  }
   int P = std::min(16, (nG + I4R_U - 1) / I4R_U);
   while ((long long)tiles * P < 16LL * smCount() && 2 * P <= nG / 2 && 2 * P <= 16) P *= 2;
   const int tpb = std::max(1, 8 / P);

@@ -1,0 +1,58 @@
+"""Sweeps the batch-1 4-bit row GEMV's grid (warps per 16-row tile P, tiles per block) at the GEMV
+shapes of Mamba-1 models, timing each with the weights streamed from DRAM (me_k_gemv_time), beside
+the rule's own choice and the int8 GEMV of the same shape. Prints a table per shape; writes JSON.
+Usage: i4row_sweep.py LIB OUT.json [D ...]   (D: model widths, default 768 2560)"""
+import ctypes, datetime, json, sys
+import torch
+
+lib = ctypes.CDLL(sys.argv[1])
+widths = [int(a) for a in sys.argv[3:]] or [768, 2560]
+dev = "cuda"
+F = ctypes.c_float
+
+
+def p(t):
+    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def time_gemv(wtype, n, k, norm, copies, iters=200):
+    if wtype == 2:
+        w = torch.randint(0, 256, (n, k // 2), device=dev, dtype=torch.uint8)
+        s = torch.rand(n, k // 128, device=dev) * 0.01
+    else:
+        w = torch.randint(-127, 128, (n, k), device=dev, dtype=torch.int8)
+        s = torch.rand(n, device=dev) * 0.01
+    ms = F()
+    rc = lib.me_k_gemv_time(wtype, n, k, p(w), p(s), norm, 160 if norm else 0, copies, iters, ctypes.byref(ms))
+    if rc:
+        raise RuntimeError(f"me_k_gemv_time {n}x{k}: CUDA error {rc}")
+    return ms.value * 1000
+
+
+rows = []
+for D in widths:
+    E, R = 2 * D, (D + 15) // 16
+    shapes = [("in_proj", 2 * E, D, 1), ("out_proj", D, E, 0), ("x_proj", (R + 32 + 15) // 16 * 16, E, 0)]
+    for name, n, k, norm in shapes:
+        copies = max(2, int(256e6 // (n * k // 2)) + 1)  # > 128 MB of 4-bit weights: beyond any L2
+        nG = k // 64
+        lib.me_k_i4row_grid(0, 0)
+        base = time_gemv(2, n, k, norm, copies)
+        i8 = time_gemv(1, n, k, 0, max(2, copies // 2))
+        res = []
+        for P in [1, 2, 3, 4, 5, 6, 8, 10, 12, 16]:
+            if P > nG:
+                continue
+            for tpb in [1, 2, 3, 4, 5, 6, 8, 16]:
+                if P * tpb > 16:
+                    continue
+                lib.me_k_i4row_grid(P, tpb)
+                res.append({"P": P, "tpb": tpb, "us": time_gemv(2, n, k, norm, copies)})
+        lib.me_k_i4row_grid(0, 0)
+        res.sort(key=lambda r: r["us"])
+        mb = n * k / 2 / 1e6
+        print(f"D={D} {name} {n}x{k} ({mb:.1f} MB 4-bit): rule {base:.2f} us, int8 {i8:.2f} us; best: " +
+              ", ".join(f"P={r['P']} tpb={r['tpb']} {r['us']:.2f}" for r in res[:6]), flush=True)
+        rows.append({"D": D, "matrix": name, "N": n, "K": k, "norm": bool(norm), "ruleUs": base, "int8Us": i8, "sweep": res})
+json.dump({"tool": "scripts/gpu/i4row_sweep.py", "date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
+           "rows": rows}, open(sys.argv[2], "w"), indent=1)
