@@ -1,8 +1,9 @@
-// The GPU check's Python scripts call the native library through ctypes, which checks nothing: a
-// call with one argument too few or a function the library no longer exports would only show on
-// the GPU machine. Here, without a GPU: every call in those scripts matches the C signature's
-// parameter count, and the built library exports every function they name.
-import { existsSync, readFileSync } from "node:fs";
+// The GPU check's Python scripts (and the tools beside them in scripts/gpu) call the native library
+// through ctypes, which checks nothing: a call with one argument too few or a function the library
+// no longer exports would only show on the GPU machine. Here, without a GPU: every call in those
+// scripts matches the C signature's parameter count, and the built library exports every function
+// they name.
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -51,6 +52,22 @@ function cSignatures(): Map<string, number> {
   return sig;
 }
 
+/** every Python script of the GPU check and its tools */
+const gpuScripts = () => readdirSync(join(root, "scripts/gpu")).filter((f) => f.endsWith(".py")).map((f) => `scripts/gpu/${f}`);
+
+/** direct calls lib.me_…(args…) in the scripts: file, name, argument count, line */
+function directCalls(): { file: string; name: string; args: number; line: number }[] {
+  return gpuScripts().flatMap((file) => {
+    const text = read(file);
+    return [...text.matchAll(/\blib\.(me_\w+)\(/g)].map((m) => ({
+      file,
+      name: m[1],
+      args: topLevelArgs(text, m.index! + m[0].length - 1).length,
+      line: text.slice(0, m.index).split("\n").length,
+    }));
+  });
+}
+
 /** calls of the kernel check's call("me_…", args…) helper: name, argument count, line */
 function kernelCheckCalls(): { name: string; args: number; line: number }[] {
   const text = read("scripts/gpu/kernel_check.py");
@@ -79,6 +96,15 @@ describe("the GPU check scripts against the native library's C API", () => {
     expect(wrong).toEqual([]);
   });
 
+  it("every direct lib.me_…() call in the scripts passes as many arguments as the function takes", () => {
+    const calls = directCalls();
+    expect(calls.map((c) => c.name)).toEqual(expect.arrayContaining(["me_k_gemv_time", "me_k_i4row_grid", "me_create"]));
+    const wrong = calls
+      .filter((c) => sig.get(c.name) !== c.args)
+      .map((c) => `${c.file}:${c.line} ${c.name}: ${c.args} arguments, the library's takes ${sig.get(c.name) ?? "(no such function)"}`);
+    expect(wrong).toEqual([]);
+  });
+
   it("ctypes argument lists in bench.py match the signatures they declare", () => {
     const text = read("scripts/gpu/bench.py");
     const declared = [...text.matchAll(/lib\.(me_\w+)\.argtypes = \[/g)].map((m) => ({
@@ -97,7 +123,7 @@ describe("the GPU check scripts against the native library's C API", () => {
 
   it.skipIf(!existsSync(cudaLibraryPath()))("the built library exports every function the scripts name", async () => {
     const names = new Set<string>();
-    for (const f of ["scripts/gpu/kernel_check.py", "scripts/gpu/bench.py", "scripts/gpu/step_profile.py"])
+    for (const f of gpuScripts())
       for (const m of read(f).matchAll(/\b(me_[a-z0-9_]+)/g)) names.add(m[1]);
     const koffi = (await import("koffi")).default;
     const lib = koffi.load(cudaLibraryPath());
