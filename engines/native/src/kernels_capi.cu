@@ -129,6 +129,7 @@ int me_k_gemv_time(int wtype, int N, int K, const void* w, const float* scale, i
   float* ss = (float*)alloc((size_t)std::max(nPart, 1) * 4);
   float* ws = (float*)alloc(GEMV_WS_FLOATS * 4);
   unsigned* wsCount = (unsigned*)alloc(GEMV_WS_TILES * 4);
+  if (!x || !y || !nw || !ss || !ws || !wsCount) e = cudaErrorMemoryAllocation;
   for (int c = 0; c < copies && !e; c++) {
     LinearW W{wtype, N, K, nullptr, nullptr, 128, nullptr, 0, ws, wsCount};
     void* wc = alloc(wBytes);
