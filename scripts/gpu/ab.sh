@@ -5,7 +5,8 @@
 # first; the GPU machine gets them as a carried folder:
 #   scripts/gpu/ab.sh --prepare REV            # writes bench/tmp/ab-REV/engines/native (git-ignored)
 #   scripts/gpu/ab.sh [--rounds 2] [--profile] OUT.json NAME=SRC_DIR ... [-- shape ...]
-# SRC_DIR is a folder holding engines/native (. for this tree). --profile adds each build's kernel
+# SRC_DIR is a folder holding engines/native (. for this tree; give its commit as COMMIT=…, the
+# prepared folders name theirs). --profile adds each build's kernel
 # times per decode step (PyTorch profiler, MAMBA_EDGE_PDL=0 so kernels run one at a time) as a
 # separate run. ME_RECIPES picks recipes as for bench.py.
 set -uo pipefail
@@ -14,6 +15,7 @@ if [ "${1:-}" = --prepare ]; then
   rev=${2:?--prepare needs a git revision}
   dir=bench/tmp/ab-$(git rev-parse --short "$rev") || exit 1
   rm -rf "$dir" && mkdir -p "$dir" && git archive "$rev" engines/native | tar -x -C "$dir" || exit 1
+  git rev-parse --short "$rev" > "$dir/COMMIT"  # named in the A/B record
   echo "$dir (carry it to the GPU machine)"
   exit 0
 fi
@@ -67,7 +69,10 @@ for r in [str(i) for i in range(1, rounds + 1)] + ["profile"]:
         name = b.split("=", 1)[0]
         p = os.path.join(tmp, f"run-{name}-{r}.json")
         if os.path.exists(p):
-            runs.append({"build": name, "source": b.split("=", 1)[1], "round": r, **json.load(open(p))})
+            src = b.split("=", 1)[1]
+            cf = os.path.join(src, "COMMIT")  # written by --prepare; the tree itself: COMMIT from the environment
+            commit = open(cf).read().strip() if os.path.exists(cf) else (os.environ.get("COMMIT") if src == "." else None)
+            runs.append({"build": name, "source": src, "commit": commit, "round": r, **json.load(open(p))})
 json.dump({"tool": "scripts/gpu/ab.sh", "date": datetime.date.today().isoformat(), "runs": runs}, open(out, "w"), indent=1)
 print(f"wrote {out}: {len(runs)} runs")
 EOF
