@@ -8,29 +8,18 @@ so each kernel's time, DRAM throughput and stall reasons can be read with caches
 default) at the shape that matters. D: the model width (default 2560, mamba-2.8b)."""
 import ctypes, sys
 import torch
+from mamba1_gemvs import layer_gemvs, ptr as p, random_weights as weights
 
 lib = ctypes.CDLL(sys.argv[1])
 D = int(sys.argv[2]) if len(sys.argv) > 2 else 2560
-E, R, N = 2 * D, (D + 15) // 16, 16
+E = 2 * D
 dev = "cuda"
-
-
-def p(t):
-    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
-
-
-def weights(wtype, n, k):
-    if wtype == 1:
-        return torch.randint(-127, 128, (n, k), device=dev, dtype=torch.int8), torch.rand(n, device=dev) * 0.01 + 1e-3
-    q = torch.randint(0, 256, (n, k // 2), device=dev, dtype=torch.uint8)
-    return q, torch.rand(n, k // 128, device=dev) * 0.01 + 1e-3
-
+xp_rows = {name: n for name, n, _ in layer_gemvs(D)}["x_proj"]
 
 F = ctypes.c_float
 for wtype, name in [(2, "int4"), (1, "int8")]:
     wo, so = weights(wtype, D, E)
     wi, si = weights(wtype, 2 * E, D)
-    xp_rows = (R + 2 * N + 15) // 16 * 16
     wx, sx = weights(wtype, xp_rows, E)
     x = torch.randint(-128, 128, (1, E), device=dev, dtype=torch.int8) if wtype == 1 else torch.randn(1, E, device=dev)
     xs = 0.02 if wtype == 1 else 0.0

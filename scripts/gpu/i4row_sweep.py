@@ -4,24 +4,15 @@ the rule's own choice and the int8 GEMV of the same shape. Prints a table per sh
 Usage: i4row_sweep.py LIB OUT.json [D ...]   (D: model widths, default 768 2560)"""
 import ctypes, datetime, json, sys
 import torch
+from mamba1_gemvs import layer_gemvs, ptr as p, random_weights
 
 lib = ctypes.CDLL(sys.argv[1])
 widths = [int(a) for a in sys.argv[3:]] or [768, 2560]
-dev = "cuda"
 F = ctypes.c_float
 
 
-def p(t):
-    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
-
-
 def time_gemv(wtype, n, k, norm, copies, iters=200):
-    if wtype == 2:
-        w = torch.randint(0, 256, (n, k // 2), device=dev, dtype=torch.uint8)
-        s = torch.rand(n, k // 128, device=dev) * 0.01
-    else:
-        w = torch.randint(-127, 128, (n, k), device=dev, dtype=torch.int8)
-        s = torch.rand(n, device=dev) * 0.01
+    w, s = random_weights(wtype, n, k)
     ms = F()
     rc = lib.me_k_gemv_time(wtype, n, k, p(w), p(s), norm, 160 if norm else 0, copies, iters, ctypes.byref(ms))
     if rc:
@@ -31,9 +22,8 @@ def time_gemv(wtype, n, k, norm, copies, iters=200):
 
 rows = []
 for D in widths:
-    E, R = 2 * D, (D + 15) // 16
-    shapes = [("in_proj", 2 * E, D, 1), ("out_proj", D, E, 0), ("x_proj", (R + 32 + 15) // 16 * 16, E, 0)]
-    for name, n, k, norm in shapes:
+    for name, n, k in layer_gemvs(D):
+        norm = int(name == "in_proj")  # (its RMSNorm taken from partial sums, as in the runner)
         copies = max(2, int(256e6 // (n * k // 2)) + 1)  # > 128 MB of 4-bit weights: beyond any L2
         nG = k // 64
         lib.me_k_i4row_grid(0, 0)
