@@ -707,7 +707,6 @@ struct I4RowGrid {
 };
 static int gI4RowP = 0, gI4RowTpb = 0;  // setI4RowGrid's override (0: the rule above)
 void setI4RowGrid(int P, int tpb) { gI4RowP = P, gI4RowTpb = tpb; }
-static size_t i4RowSmem(const LinearW& W, bool norm) { return (size_t)W.K * (norm ? 10 : 6); }  // staged fp16 row, raw row (and norm weights)
 static auto i4RowKernel(bool norm) { return norm ? gemvI4RowKernel<true> : gemvI4RowKernel<false>; }
 static cudaError_t i4RowAllowSmem(bool norm, size_t smem) {  // with its static shared memory above the 48 KB that needs no opt-in
   return smem > 40 * 1024 ? cudaFuncSetAttribute(i4RowKernel(norm), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) : cudaSuccess;
@@ -722,8 +721,9 @@ static int i4RowResident(bool norm, int threads, size_t smem) {  // blocks per m
   if (i4RowAllowSmem(norm, smem) || cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, i4RowKernel(norm), threads, smem)) cudaGetLastError(), n = 0;
   return known[key] = std::max(n, 1);
 }
-static I4RowGrid i4RowGrid(const LinearW& W, bool norm) {
-  const int tiles = W.N / 16, nG = W.K / 64;
+static size_t i4RowSmem(int K, bool norm) { return (size_t)K * (norm ? 10 : 6); }  // staged fp16 row, raw row (and norm weights)
+static I4RowGrid i4RowGrid(int N, int K, bool norm) {
+  const int tiles = N / 16, nG = K / 64;
   if (gI4RowP > 0 && gI4RowTpb > 0) {
     const int P = std::min(gI4RowP, nG), tpb = std::max(1, std::min(gI4RowTpb, 16 / P));
     return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
@@ -735,7 +735,7 @@ static I4RowGrid i4RowGrid(const LinearW& W, bool norm) {
   for (int P = 1; P <= std::min(12, std::max(1, nG / 2)); P++)
     for (int tpb = 1; P * tpb <= 16 && tpb <= tiles; tpb++) {
       const long long blocks = (tiles + tpb - 1) / tpb, warps = blocks * tpb * P;
-      const long long resident = sms * i4RowResident(norm, 32 * P * tpb, i4RowSmem(W, norm)), waves = (blocks + resident - 1) / resident;
+      const long long resident = sms * i4RowResident(norm, 32 * P * tpb, i4RowSmem(K, norm)), waves = (blocks + resident - 1) / resident;
       const long long passes = ((nG + P - 1) / P + I4R_U - 1) / I4R_U, cost = 2 * waves + passes;
       const int tpbOff = std::abs(tpb - std::max(1, 8 / P));
       if (bestCost < 0 || cost < bestCost || (cost == bestCost && (warps > bestWarps || (warps == bestWarps && tpbOff < bestTpbOff))))
@@ -743,11 +743,15 @@ static I4RowGrid i4RowGrid(const LinearW& W, bool norm) {
     }
   return best;
 }
+void i4RowPlan(int N, int K, bool norm, int* P, int* tpb, int* blocks, int* resident) {
+  const I4RowGrid g = i4RowGrid(N, K, norm);
+  *P = g.P, *tpb = g.tpb, *blocks = (int)g.blocks, *resident = i4RowResident(norm, 32 * g.P * g.tpb, i4RowSmem(K, norm));
+}
 static bool i4RowFits(const LinearW& W) { return W.type == W_I4 && W.packed && W.K <= I4R_MAXK; }
 template <int WT>
 static GemvGrid gemvGrid(const LinearW& W);
 int gemvSumSquaresParts(const LinearW& W) {
-  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W, false).blocks : 0;  // (the partial sums come from out_proj, no norm)
+  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W.N, W.K, false).blocks : 0;  // (the partial sums come from out_proj, no norm)
   return b <= (unsigned)GEMV_SS_PARTS ? (int)b : 0;
 }
 // (the row-major CUDA-core 4-bit kernel would take the norm, but it recomputes it anyway)
@@ -755,8 +759,8 @@ bool gemvTakesPartialNorm(const LinearW& W) { return W.type == W_F16 || W.type =
 
 static cudaError_t launchGemvI4Row(const LinearW& W, const void* x, float* y, int ldy, const ConvStep& ep, int hasEp, const NormIn& nin,
                                    bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
-  const I4RowGrid gr = i4RowGrid(W, hasNorm);
-  const size_t smem = i4RowSmem(W, hasNorm);
+  const I4RowGrid gr = i4RowGrid(W.N, W.K, hasNorm);
+  const size_t smem = i4RowSmem(W.K, hasNorm);
   if (cudaError_t e = i4RowAllowSmem(hasNorm, smem)) return e;
   auto k = i4RowKernel(hasNorm);
   return launch(k, dim3(gr.blocks), 32 * gr.P * gr.tpb, smem, s, W, (const float*)x, y, ldy, ep, hasEp, gr.P, nin, addToY, ssOut);
