@@ -641,13 +641,12 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
   float a0 = 0.f, a1 = 0.f;  // rows 16T + g and 16T + g + 8
   for (int Gb = part; Gb < nG && live; Gb += P * I4R_U) {
     if (Gb != part) loadW(Gb);
-    // every slot computed, none branched past, so the compiler can interleave the groups' chains; a
-    // slot past the last group reads the last group's inputs and its sum is dropped at the end
 #pragma unroll
     for (int u = 0; u < I4R_U; u++) {
-      const int G = Gb + u * P, Gx = min(G, nG - 1);
+      const int G = Gb + u * P;
+      if (G >= nG) break;
       const float s0 = __shfl_sync(0xffffffffu, sq[u], g), s1 = __shfl_sync(0xffffffffu, sq[u], g + 8);
-      const uint4* xp = (const uint4*)(xs + (Gx * 4 + c) * 8);
+      const uint4* xp = (const uint4*)(xs + (G * 4 + c) * 8);
       const uint4 xv[2] = {xp[0], xp[1]};
       const __half2* xh = (const __half2*)xv;  // (lo, hi) pairs of k tiles 0..3
       const uint32_t* q = (const uint32_t*)&wq[u];
@@ -665,7 +664,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
         const float2 f0 = __half22float2(h0), f1 = __half22float2(h1);
         p0 += f0.x + f0.y, p1 += f1.x + f1.y;
       }
-      if (G < nG) a0 += p0 * s0, a1 += p1 * s1;
+      a0 += p0 * s0, a1 += p1 * s1;
     }
   }
 #pragma unroll
