@@ -1,6 +1,7 @@
 """Sweeps the batch-1 4-bit row GEMV's grid (warps per 16-row tile P, tiles per block) at the GEMV
 shapes of Mamba-1 models, timing each with the weights streamed from DRAM (me_k_gemv_time), beside
-the rule's own choice and the int8 GEMV of the same shape. Prints a table per shape; writes JSON.
+the rule's own choice (its grid and resident blocks per multiprocessor: me_k_i4row_plan) and the
+int8 GEMV of the same shape. Prints a table per shape; writes JSON.
 Usage: i4row_sweep.py LIB OUT.json [D ...]   (D: model widths, default 768 2560)"""
 import ctypes, datetime, json, sys
 import torch
@@ -27,6 +28,10 @@ for D in widths:
         copies = max(2, int(256e6 // (n * k // 2)) + 1)  # > 128 MB of 4-bit weights: beyond any L2
         nG = k // 64
         lib.me_k_i4row_grid(0, 0)
+        plan = (ctypes.c_int * 4)()
+        if lib.me_k_i4row_plan(n, k, norm, plan):
+            raise RuntimeError(f"me_k_i4row_plan {n}x{k} failed")
+        rule = {"P": plan[0], "tpb": plan[1], "blocks": plan[2], "residentPerSM": plan[3]}
         base = time_gemv(2, n, k, norm, copies)
         i8 = time_gemv(1, n, k, 0, max(2, copies // 2))
         res = []
@@ -41,8 +46,9 @@ for D in widths:
         lib.me_k_i4row_grid(0, 0)
         res.sort(key=lambda r: r["us"])
         mb = n * k / 2 / 1e6
-        print(f"D={D} {name} {n}x{k} ({mb:.1f} MB 4-bit): rule {base:.2f} us, int8 {i8:.2f} us; best: " +
+        print(f"D={D} {name} {n}x{k} ({mb:.1f} MB 4-bit): rule (P={rule['P']} tpb={rule['tpb']}, {rule['blocks']} blocks, "
+              f"{rule['residentPerSM']} resident per SM) {base:.2f} us, int8 {i8:.2f} us; best: " +
               ", ".join(f"P={r['P']} tpb={r['tpb']} {r['us']:.2f}" for r in res[:6]), flush=True)
-        rows.append({"D": D, "matrix": name, "N": n, "K": k, "norm": bool(norm), "ruleUs": base, "int8Us": i8, "sweep": res})
+        rows.append({"D": D, "matrix": name, "N": n, "K": k, "norm": bool(norm), "rule": rule, "ruleUs": base, "int8Us": i8, "sweep": res})
 json.dump({"tool": "scripts/gpu/i4row_sweep.py", "date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
            "rows": rows}, open(sys.argv[2], "w"), indent=1)

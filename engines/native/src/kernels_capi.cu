@@ -174,6 +174,13 @@ int me_k_i4row_grid(int P, int tpb) {
   return 0;
 }
 
+// that rule's grid for N x K: out = {P, tiles per block, blocks, resident blocks per multiprocessor}
+int me_k_i4row_plan(int N, int K, int norm, int* out) {
+  if (N < 16 || N % 16 || K < 128 || K % 128) return (int)cudaErrorInvalidValue;
+  i4RowPlan(N, K, norm != 0, out, out + 1, out + 2, out + 3);
+  return 0;
+}
+
 int me_k_embed(const __half* table, int D, const int* tokens, int M, float* out) { return done(embed(table, D, tokens, M, out, 0)); }
 
 int me_k_argmax(const float* logits, int M, int V, int* out, float* scratch) { return done(argmax(logits, M, V, out, scratch, 0)); }

@@ -81,6 +81,8 @@ constexpr int GEMV_SS_PARTS = 4096;
 // tuning: forces the batch-1 4-bit row GEMV's warps per 16-row tile (P) and tiles per block
 // (P * tpb <= 16) instead of its rule; 0, 0 restores the rule. Not thread-safe; for sweeps only.
 void setI4RowGrid(int P, int tpb);
+// the grid the batch-1 4-bit row GEMV takes for N x K (norm: with its RMSNorm), and its resident blocks per multiprocessor
+void i4RowPlan(int N, int K, bool norm, int* P, int* tpb, int* blocks, int* resident);
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 cudaError_t linear(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s);
 
