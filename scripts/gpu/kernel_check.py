@@ -167,6 +167,27 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
         record("gemv + sum of squares out (M=1)", f"{name} N={N} K={K}: sum of squares ({n} parts)", rel(ss[:n].sum().reshape(1), (y.double() ** 2).sum().reshape(1)), 1e-5)  # of the row as written
         record("gemv + RMSNorm from partial sums (M=1)", f"{name} N={N2} K={N}", rel(y2, ref2), 2e-3)
 
+# the batch-1 4-bit row GEMV at grids its rule takes on other GPUs (warps per tile P x tiles per block;
+# P = 1, 8 tiles per block: the Orin Nano's 8 multiprocessors for 2.8b's in_proj), forced one by one
+def i4_norm_case(N, K):
+    w, scale, wd = weights(2, N, K)
+    hid, nw, s = torch.randn(1, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5, 0.0
+    xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
+    bias, y0 = torch.randn(N, device=dev) * 0.1, torch.randn(1, N, device=dev)
+    y = y0.clone()
+    call("me_k_gemv_norm", 2, N, K, w, scale, 128, bias, hid, nw, 1e-5, s, 1, y, N)
+    return rel(y, y0.double() + xn @ wd.T + bias.double())
+
+
+for P, tpb in [(1, 8), (1, 16), (2, 3), (3, 5), (4, 2), (5, 1), (6, 2), (12, 1), (16, 1)]:
+    call("me_k_i4row_grid", P, tpb)
+    try:
+        for N, K in [(3072, 768), (2560, 5120), (192, 5120)]:
+            record("gemv int4 M=1, grid forced", f"P={P} tiles/block={tpb} N={N} K={K}", linear_case(2, 1, N, K, 0), 2e-3)
+        record("gemv int4 M=1, grid forced", f"P={P} tiles/block={tpb} N=10240 K=2560 (+RMSNorm)", i4_norm_case(10240, 2560), 2e-3)
+    finally:
+        call("me_k_i4row_grid", 0, 0)
+
 # ---- causal conv1d ------------------------------------------------------------------------------------
 def conv_ref(xin, state, w, b, qs):
     # xin (T, C), state (C, K-1) -> out (T, C), new state

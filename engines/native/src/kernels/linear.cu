@@ -558,8 +558,12 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
   }
 }
 
-static int smCount() {  // of the current device, asked once
+// Multiprocessors of the current device, asked once, as the GEMV grids are planned for. MAMBA_EDGE_SMS=n
+// plans them as if there were n (checking on a large GPU the grids a small one, such as the Orin
+// Nano's 8, would run; the blocks still spread over every multiprocessor there is).
+static int smCount() {
   static const int n = [] {
+    if (const char* env = std::getenv("MAMBA_EDGE_SMS"); env && std::atoi(env) > 0) return std::atoi(env);
     int dev = 0, v = 0;
     if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev)) cudaGetLastError(), v = 16;
     return v;
