@@ -1,5 +1,6 @@
 """Merges the GPU check's parts (kernels.json, e2e.json, bench.json in DIR) into DIR/gpu-check.json
-with the device, date and commit ($COMMIT, or git's), and prints the summary tables."""
+with the device, date and commit ($COMMIT, or git's) and the MAMBA_EDGE_* settings it ran under, and
+prints the summary tables."""
 import datetime, json, os, subprocess, sys
 
 d = sys.argv[1]
@@ -13,6 +14,7 @@ out = {
     "torch": torch.__version__,
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "commit": commit,
+    "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MAMBA_EDGE_")},
     "kernels": load("kernels.json"),
     "endToEnd": load("e2e.json"),
     "bench": load("bench.json"),
@@ -25,7 +27,7 @@ except Exception:
 json.dump(out, open(os.path.join(d, "gpu-check.json"), "w"), indent=1)
 k, e, b = out["kernels"] or [], out["endToEnd"] or [], out["bench"]
 sci = lambda v: "inf" if v is None else f"{v:.2e}"  # JSON has no Infinity: a non-finite error is written as null
-print(f"device {out['device']}, commit {commit}, {out['date']}")
+print(f"device {out['device']}, commit {commit}, {out['date']}" + "".join(f", {k}={v}" for k, v in out["settings"].items()))
 print(f"kernels within tolerance: {sum(r['ok'] for r in k)}/{len(k)}; worst {max((r['relError'] for r in k), default=0):.2e}")
 for r in e:
     print(f"e2e {r['model']:13} {r['recipe']:10} cuda-ref {sci(r['cudaVsRef'])} ort-ref {sci(r['ortVsRef'])} tol {sci(r['tolerance'])} {'ok' if r['ok'] else 'FAIL'}")
