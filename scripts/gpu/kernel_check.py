@@ -104,29 +104,33 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
 
 
 # the decode GEMV with the block's RMSNorm fused into its input, adding into the residual stream
+def norm_case(wtype, M, N, K):
+    group = 128
+    hid, nw = torch.randn(M, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5
+    xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
+    bias = torch.randn(N, device=dev) * 0.1
+    y0 = torch.randn(M, N, device=dev)
+    if wtype == 0:
+        w, scale, s = (torch.randn(N, K, device=dev) * 0.05).half(), None, 0.0
+        ref = y0.double() + xn @ w.double().T + bias.double()
+    elif wtype == 1:
+        w = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+        scale, s = torch.rand(N, device=dev) * 0.01 + 1e-3, 0.04
+        ref = y0.double() + (q8(xn, s) @ w.double().T) * scale.double() * s + bias.double()
+    else:
+        q = torch.randint(0, 16, (N, K), device=dev, dtype=torch.uint8)
+        w = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+        scale, s = torch.rand(N, K // group, device=dev) * 0.01 + 1e-3, 0.04
+        wd = (q.double() - 8) * scale.double().repeat_interleave(group, 1)
+        ref = y0.double() + qdq(xn, s) @ wd.T + bias.double()
+    y = y0.clone()
+    call("me_k_gemv_norm", wtype, N, K, w, scale, group, bias, hid, nw, 1e-5, s, M, y, N)
+    return rel(y, ref)
+
+
 for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
     for M, N, K in [(1, 2048, 768), (5, 2048, 768), (1, 256, 2560), (8, 256, 2560)]:
-        group = 128
-        hid, nw = torch.randn(M, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5
-        xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
-        bias = torch.randn(N, device=dev) * 0.1
-        y0 = torch.randn(M, N, device=dev)
-        if wtype == 0:
-            w, scale, s = (torch.randn(N, K, device=dev) * 0.05).half(), None, 0.0
-            ref = y0.double() + xn @ w.double().T + bias.double()
-        elif wtype == 1:
-            w = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
-            scale, s = torch.rand(N, device=dev) * 0.01 + 1e-3, 0.04
-            ref = y0.double() + (q8(xn, s) @ w.double().T) * scale.double() * s + bias.double()
-        else:
-            q = torch.randint(0, 16, (N, K), device=dev, dtype=torch.uint8)
-            w = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
-            scale, s = torch.rand(N, K // group, device=dev) * 0.01 + 1e-3, 0.04
-            wd = (q.double() - 8) * scale.double().repeat_interleave(group, 1)
-            ref = y0.double() + qdq(xn, s) @ wd.T + bias.double()
-        y = y0.clone()
-        call("me_k_gemv_norm", wtype, N, K, w, scale, group, bias, hid, nw, 1e-5, s, M, y, N)
-        record("gemv + fused RMSNorm input", f"{name}{' (+int8 input)' if wtype == 1 else ' (+fake-quant input)' if wtype == 2 else ''} M={M} N={N} K={K}", rel(y, ref), 2e-3)
+        record("gemv + fused RMSNorm input", f"{name}{' (+int8 input)' if wtype == 1 else ' (+fake-quant input)' if wtype == 2 else ''} M={M} N={N} K={K}", norm_case(wtype, M, N, K), 2e-3)
 
 
 # batch 1: a GEMV adding into the residual row that also leaves its sum of squares as partial sums,
@@ -169,22 +173,12 @@ for wtype, name in [(0, "fp16"), (1, "int8"), (2, "int4")]:
 
 # the batch-1 4-bit row GEMV at grids its rule takes on other GPUs (warps per tile P x tiles per block;
 # P = 1, 8 tiles per block: the Orin Nano's 8 multiprocessors for 2.8b's in_proj), forced one by one
-def i4_norm_case(N, K):
-    w, scale, wd = weights(2, N, K)
-    hid, nw, s = torch.randn(1, K, device=dev) * 3, torch.rand(K, device=dev) + 0.5, 0.0
-    xn = hid.double() / torch.sqrt((hid.double() ** 2).mean(1, keepdim=True) + 1e-5) * nw.double()
-    bias, y0 = torch.randn(N, device=dev) * 0.1, torch.randn(1, N, device=dev)
-    y = y0.clone()
-    call("me_k_gemv_norm", 2, N, K, w, scale, 128, bias, hid, nw, 1e-5, s, 1, y, N)
-    return rel(y, y0.double() + xn @ wd.T + bias.double())
-
-
 for P, tpb in [(1, 8), (1, 16), (2, 3), (3, 5), (4, 2), (5, 1), (6, 2), (12, 1), (16, 1)]:
     call("me_k_i4row_grid", P, tpb)
     try:
         for N, K in [(3072, 768), (2560, 5120), (192, 5120)]:
             record("gemv int4 M=1, grid forced", f"P={P} tiles/block={tpb} N={N} K={K}", linear_case(2, 1, N, K, 0), 2e-3)
-        record("gemv int4 M=1, grid forced", f"P={P} tiles/block={tpb} N=10240 K=2560 (+RMSNorm)", i4_norm_case(10240, 2560), 2e-3)
+        record("gemv int4 M=1, grid forced", f"P={P} tiles/block={tpb} N=10240 K=2560 (+RMSNorm, fake-quant input)", norm_case(2, 1, 10240, 2560), 2e-3)
     finally:
         call("me_k_i4row_grid", 0, 0)
 
