@@ -711,6 +711,7 @@ struct I4RowGrid {
   int P, tpb;
   unsigned blocks;
 };
+static I4RowGrid i4RowGridOf(int tiles, int P, int tpb) { return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)}; }
 static int gI4RowP = 0, gI4RowTpb = 0;  // setI4RowGrid's override (0: the rule above)
 void setI4RowGrid(int P, int tpb) { gI4RowP = P, gI4RowTpb = tpb; }
 static auto i4RowKernel(bool norm) { return norm ? gemvI4RowKernel<true> : gemvI4RowKernel<false>; }
@@ -728,13 +729,13 @@ static I4RowGrid i4RowSearch(int N, int K, bool norm) {
   const int tiles = N / 16, nG = K / 64;
   const long long sms = smCount();
   auto waves = [&](int P, int tpb) {
-    const long long blocks = (tiles + tpb - 1) / tpb, resident = sms * i4RowResident(norm, 32 * P * tpb, K);
-    return (blocks + resident - 1) / resident;
+    const long long resident = sms * i4RowResident(norm, 32 * P * tpb, K);
+    return (i4RowGridOf(tiles, P, tpb).blocks + resident - 1) / resident;
   };
   int P = std::min(16, (nG + I4R_U - 1) / I4R_U);
   while ((long long)tiles * P < 16LL * sms && 2 * P <= nG / 2 && 2 * P <= 16) P *= 2;
   int tpb = std::max(1, 8 / P);
-  if (waves(P, tpb) <= 1) return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
+  if (waves(P, tpb) <= 1) return i4RowGridOf(tiles, P, tpb);
   long long bestCost = -1;
   for (int p = 1; p <= std::min(12, std::max(1, nG / 2)); p++)
     for (int t = 1; p * t <= 16 && t <= tiles; t++) {
@@ -742,13 +743,13 @@ static I4RowGrid i4RowSearch(int N, int K, bool norm) {
       if (bestCost < 0 || cost < bestCost || (cost == bestCost && (p > P || (p == P && std::abs(t - 8 / p) < std::abs(tpb - 8 / p)))))
         P = p, tpb = t, bestCost = cost;
     }
-  return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
+  return i4RowGridOf(tiles, P, tpb);
 }
 static I4RowGrid i4RowGrid(int N, int K, bool norm) {  // the search above, once per shape
   const int tiles = N / 16, nG = K / 64;
   if (gI4RowP > 0 && gI4RowTpb > 0) {
     const int P = std::min(gI4RowP, nG), tpb = std::max(1, std::min(gI4RowTpb, 16 / P));
-    return {P, tpb, (unsigned)((tiles + tpb - 1) / tpb)};
+    return i4RowGridOf(tiles, P, tpb);
   }
   static std::mutex mu;
   static std::map<std::tuple<int, int, bool>, I4RowGrid> known;
