@@ -8,7 +8,7 @@ import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "
 import { MambaModel } from "../runtime/model/model.js";
 import { randomModel, SHAPES } from "../runtime/model/random.js";
 import type { Mamba1Layer, Mamba2Layer } from "../runtime/model/weights.js";
-import { buildGraph, type Emitter } from "./onnx/export.js";
+import { buildGraph, OPS_DOMAIN, OPS_DOMAIN_VERSION, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
 import { fp16Emitter } from "./recipes/fp16.js";
@@ -99,11 +99,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
 
     // onnxruntime graphs sharing cpu/weights.bin
-    for (const mode of ["step", "prefill"] as const) {
-      log(`exporting cpu/${mode}.onnx`);
-      const g = new Graph(`mamba_edge_${mode}`);
-      buildGraph(g, c, model.weights, file, em, mode);
-      writeFileSync(join(tmp, "cpu", `${mode}.onnx`), g.serialize());
+    // (step-fused.onnx: the step with the fused operators of engines/ort-ops, used where that library loads)
+    for (const [name, mode, fused] of [["step", "step", false], ["step-fused", "step", true], ["prefill", "prefill", false]] as const) {
+      log(`exporting cpu/${name}.onnx`);
+      const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
+      buildGraph(g, c, model.weights, file, em, mode, { fused });
+      writeFileSync(join(tmp, "cpu", `${name}.onnx`), g.serialize(21, true, fused ? { [OPS_DOMAIN]: OPS_DOMAIN_VERSION } : {}));
     }
     await file.write(join(tmp, "cpu", "weights.bin"));
     // canonical quantized tensors (what native backends load)
@@ -114,7 +115,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (hasTokenizer) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
+    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/step-fused.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
       const p = join(tmp, name);
       files[name] = { sha256: sha256File(p), bytes: statSync(p).size };
     }

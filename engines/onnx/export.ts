@@ -3,6 +3,9 @@
 // explicit inputs and outputs: the SSM state with the layout of the reference's SequenceState, the
 // conv state time-major (B, d_conv-1, channels), the transpose of the reference's, which the ort
 // backend converts when it gathers and scatters states. Linear layers are emitted by a recipe-specific `LinearEmitter`.
+// The step graph comes in two forms: plain ONNX operators, and `fused`, where each layer's conv step
+// and SSM state update are single operators of our own domain (OPS_DOMAIN, engines/ort-ops), which
+// onnxruntime runs only where that library is registered.
 import type { ModelConfig } from "../../runtime/model/config.js";
 import { graphSsmShape, transpose } from "../../runtime/model/state.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
@@ -29,7 +32,12 @@ interface Ctx {
   file: WeightFile;
   em: Emitter;
   mode: "step" | "prefill";
+  fused: boolean;
 }
+
+/** The ONNX domain of the fused decode-step operators (engines/ort-ops). */
+export const OPS_DOMAIN = "ai.mamba_edge";
+export const OPS_DOMAIN_VERSION = 1;
 
 const f32 = (ctx: Ctx, name: string, a: Float32Array, dims: number[]) => ctx.g.external(name, ctx.file.add(name, a), dims, DT.FLOAT);
 
@@ -59,9 +67,19 @@ export interface StateIO {
   ssm: string[];
 }
 
-/** Adds one graph (step or prefill) to `g`. */
-export function buildGraph(g: Graph, c: ModelConfig, w: Weights<Mamba1Layer> | Weights<Mamba2Layer>, file: WeightFile, em: Emitter, mode: "step" | "prefill"): void {
-  const ctx: Ctx = { g, c, w, file, em, mode };
+/** Adds one graph (step or prefill) to `g`; `fused` (step only): with the fused operators of OPS_DOMAIN. */
+export function buildGraph(
+  g: Graph,
+  c: ModelConfig,
+  w: Weights<Mamba1Layer> | Weights<Mamba2Layer>,
+  file: WeightFile,
+  em: Emitter,
+  mode: "step" | "prefill",
+  opts: { fused?: boolean } = {},
+): void {
+  const fused = opts.fused ?? false;
+  if (fused && mode !== "step") throw new Error("buildGraph: the fused operators exist for the step graph only");
+  const ctx: Ctx = { g, c, w, file, em, mode, fused };
   const linear = em.linear.bind(em);
   const B: number | string = mode === "step" ? "batch" : 1;
   const rows: number | string = mode === "step" ? "batch" : "tokens";
@@ -108,6 +126,12 @@ function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W:
   const { g, c } = ctx;
   const K = c.dConv;
   const wName = f32(ctx, `l${l}.conv_w`, W, [C, K]);
+  if (ctx.fused) {
+    const wT = g.o("Transpose", [wName], { perm: [1, 0] }); // (K, C), folded when the session loads
+    const b = bias ? f32(ctx, `l${l}.conv_b`, bias, [C]) : g.floats(new Float32Array(C));
+    const [y, newState] = g.op("ConvStep", [x, state, wT, b], {}, 2, OPS_DOMAIN);
+    return [y, newState];
+  }
   let y: string;
   let window: string;
   if (ctx.mode === "step") {
@@ -141,9 +165,15 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   const [dtLow, BmRaw, CmRaw] = split(g, xdbl, [R, N, N]);
   const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BmRaw, N) ?? BmRaw;
   const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CmRaw, N) ?? CmRaw;
-  const dt = softplus(g, linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R)); // (rows, E)
+  const dtRaw = linear(g, dtLow, `l${l}.dt_proj`, L.dtProj, L.dtProjBias, E, R); // (rows, E), before softplus
   const A = f32(ctx, `l${l}.A`, transpose(L.A, E, N, new Float32Array(E * N)), [N, E]); // state-major, as the state
   const D = f32(ctx, `l${l}.D`, L.D, [E]);
+  if (ctx.fused) {
+    // softplus, the state update, the D skip and the gate silu(z) in one operator
+    const [yg, hOut] = g.op("SelectiveStep", [ssm, dtRaw, xc, Bm, Cm, z, A, D], {}, 2, OPS_DOMAIN);
+    return [linear(g, yg, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, hOut];
+  }
+  const dt = softplus(g, dtRaw); // (rows, E)
 
   let y: string;
   let ssmOut: string;
@@ -205,8 +235,14 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   const x = ctx.em.ssmInput?.(g, `l${l}.x`, xRaw, E) ?? xRaw;
   const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BRaw, G * N) ?? BRaw;
   const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CRaw, G * N) ?? CRaw;
-  let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H): no Gemm to fuse into
   const [lo, hi] = c.dtLimit;
+  if (ctx.fused) {
+    // softplus(dt + dt_bias), its clip, the state update and the D skip in one operator; the gated norm follows
+    const ins = [ssm, dtRaw, x, Bm, Cm, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H]), f32(ctx, `l${l}.A`, L.A, [H]), f32(ctx, `l${l}.D`, L.D, [H])];
+    const [ys, sOut] = g.op("SsdStep", ins, { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } }, 2, OPS_DOMAIN);
+    return [linear(g, gatedNorm(ctx, l, L, ys, z), `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
+  }
+  let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H): no Gemm to fuse into
   if (lo > 0 || hi < Infinity) dt = g.o("Clip", [dt, g.floats([lo], []), g.floats([Math.min(hi, 3.4e38)], [])]);
   const A = f32(ctx, `l${l}.A`, L.A, [H]);
   const D = f32(ctx, `l${l}.D`, L.D, [H]);

@@ -107,11 +107,16 @@ export class Graph {
     return { name: this.name, node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs };
   }
 
-  serialize(opset = 21, msOpset = true): Uint8Array {
+  /** `domains`: further operator domains the graph uses, with their versions. */
+  serialize(opset = 21, msOpset = true, domains: Record<string, number> = {}): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 10,
       producerName: "mamba-edge",
-      opsetImport: [{ domain: "", version: opset }, ...(msOpset ? [{ domain: "com.microsoft", version: 1 }] : [])],
+      opsetImport: [
+        { domain: "", version: opset },
+        ...(msOpset ? [{ domain: "com.microsoft", version: 1 }] : []),
+        ...Object.entries(domains).map(([domain, version]) => ({ domain, version })),
+      ],
       graph: this.proto(),
     });
     return onnx.ModelProto.encode(model).finish();

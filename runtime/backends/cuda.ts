@@ -4,20 +4,16 @@
 // `data` (saving, cloning, another backend), and slots are recycled least-recently-used first, so a
 // state can always move between backends in the reference's SequenceState layout.
 import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
-import type { Backend, BackendInfo } from "./backend.js";
+import { packageRoot, type Backend, type BackendInfo } from "./backend.js";
 
 /** Where the library is looked for: $MAMBA_EDGE_CUDA_LIB, else the CMake build directory. */
 export function cudaLibraryPath(): string {
   if (process.env.MAMBA_EDGE_CUDA_LIB) return process.env.MAMBA_EDGE_CUDA_LIB;
-  // compiled: dist/runtime/backends; from source (tests): runtime/backends
-  const here = dirname(fileURLToPath(import.meta.url));
-  const root = [resolve(here, "..", "..", ".."), resolve(here, "..", "..")].find((r) => existsSync(join(r, "engines", "native"))) ?? resolve(here, "..", "..", "..");
-  return join(root, "engines", "native", "build", "libmamba_edge.so");
+  return join(packageRoot(), "engines", "native", "build", "libmamba_edge.so");
 }
 
 export const BUILD_HINT = "cmake -S engines/native -B engines/native/build && cmake --build engines/native/build -j";

@@ -32,8 +32,9 @@ const API = {
   ReleaseSession: 95,
   ReleaseValue: 96,
   ReleaseSessionOptions: 100,
+  RegisterCustomOpsLibrary_V2: 228,
 } as const;
-/** The API version asked for: every entry above exists since version 1; 1.30 serves up to 23. */
+/** The API version asked for: every entry above exists since version 14; 1.30 serves up to 23. */
 const API_VERSION = 16;
 const ELEMENT = { float32: 1, int64: 7 } as const;
 
@@ -103,6 +104,7 @@ async function loadApi(): Promise<Api | null> {
       ReleaseSession: "void f(void* p)",
       ReleaseValue: "void f(void* p)",
       ReleaseSessionOptions: "void f(void* p)",
+      RegisterCustomOpsLibrary_V2: `${S} f(void* options, const char* path)`,
     };
     const fn = Object.fromEntries(
       (Object.keys(API) as (keyof typeof API)[]).map((k) => [k, koffi.decode(ptrs[API[k]], koffi.proto(protos[k].replace(" f(", ` Ort${k}(`))) as Fn]),
@@ -148,12 +150,16 @@ export class CapiSession {
     private readonly session: Ptr,
   ) {}
 
-  /** Opens `modelPath` like the binding would (all graph optimizations, sequential, `threads` intra-op); null where the C API is unavailable. */
-  static async open(modelPath: string, threads: number): Promise<CapiSession | null> {
+  /**
+   * Opens `modelPath` like the binding would (all graph optimizations, sequential, `threads` intra-op),
+   * with the custom operators of the library `opsLibrary` registered if given; null where the C API is unavailable.
+   */
+  static async open(modelPath: string, threads: number, opsLibrary?: string): Promise<CapiSession | null> {
     const a = await loadApi();
     if (!a) return null;
     const options = out(a, (o) => a.fn.CreateSessionOptions(o));
     try {
+      if (opsLibrary) check(a, a.fn.RegisterCustomOpsLibrary_V2(options, opsLibrary));
       check(a, a.fn.SetIntraOpNumThreads(options, threads));
       check(a, a.fn.SetSessionGraphOptimizationLevel(options, 99 /* all */));
       check(a, a.fn.SetSessionExecutionMode(options, 0 /* sequential */));

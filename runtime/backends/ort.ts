@@ -5,6 +5,7 @@
 // SequenceState only when something reads it or the batch changes. The step runs through
 // onnxruntime's C API (ort-capi.ts), which writes outputs in place, where that can be loaded, and
 // through the onnxruntime-node binding otherwise.
+import { existsSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import type { InferenceSession, Tensor } from "onnxruntime-node";
@@ -12,13 +13,30 @@ import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, transpose, type StateShape } from "../model/state.js";
-import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
+import { cpuDevice, packageRoot, type Backend, type BackendInfo } from "./backend.js";
 import { CapiSession } from "./ort-capi.js";
 
 export type Ort = typeof import("onnxruntime-node");
 
 /** prompt tokens per prefill run */
 const PREFILL_CHUNK = 512;
+
+/**
+ * The library of fused step operators (engines/ort-ops): $MAMBA_EDGE_ORT_OPS (a path, or "off"), else
+ * its CMake build directory; null where it is switched off or not built.
+ */
+export function ortOpsLibraryPath(): string | null {
+  const env = process.env.MAMBA_EDGE_ORT_OPS;
+  if (env === "off" || env === "0") return null;
+  const path = env || join(packageRoot(), "engines", "ort-ops", "build", "libmamba_edge_ort_ops.so");
+  return existsSync(path) ? path : null;
+}
+
+/** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused). */
+interface StepChoice {
+  stepper: Stepper;
+  via: string;
+}
 
 export class OrtBackend implements Backend {
   readonly info: BackendInfo;
@@ -34,11 +52,11 @@ export class OrtBackend implements Backend {
     private readonly prefillSession: InferenceSession,
     maxBatch: number,
     threads: number,
+    via: string,
   ) {
     const c = manifest.config;
     this.shape = stateShape(c);
     this.fingerprint = `${manifest.source.weightsSha256.slice(0, 16)}`;
-    const via = stepper instanceof CapiStepper ? "C API" : "node binding";
     this.info = {
       name: "ort",
       device: `${cpuDevice(threads)}, onnxruntime ${ort.env.versions.node}, step via the ${via}`,
@@ -47,9 +65,12 @@ export class OrtBackend implements Backend {
     };
   }
 
-  /** Verifies and opens NAME.mamba; onnxruntime-node is loaded only here. */
-  /** `binding`: run the step through the onnxruntime-node binding even where the C API loads (for comparisons). */
-  static async open(dir: string, opts: { threads?: number; maxBatch?: number; binding?: boolean } = {}): Promise<OrtBackend> {
+  /**
+   * Verifies and opens NAME.mamba; onnxruntime-node is loaded only here. `binding`: run the step
+   * through the onnxruntime-node binding even where the C API loads; `fused: false`: the plain step
+   * graph even where the fused operators load (both for comparisons).
+   */
+  static async open(dir: string, opts: { threads?: number; maxBatch?: number; binding?: boolean; fused?: boolean } = {}): Promise<OrtBackend> {
     const manifest = loadManifest(dir);
     if (!manifest.targets.includes("cpu")) throw new UserError(`${dir}: built without the cpu target (targets: ${manifest.targets.join(", ")})`);
     if (manifest.config.dtLimit[1] === null) manifest.config.dtLimit[1] = Infinity; // JSON has no Infinity
@@ -61,13 +82,11 @@ export class OrtBackend implements Backend {
     }
     const threads = opts.threads ?? Math.max(1, cpus().length);
     const options: InferenceSession.SessionOptions = { graphOptimizationLevel: "all", intraOpNumThreads: threads, executionMode: "sequential" };
-    const stepPath = join(dir, "cpu", "step.onnx");
-    const [prefill, capi] = await Promise.all([
+    const [prefill, step] = await Promise.all([
       ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options),
-      opts.binding ? null : CapiSession.open(stepPath, threads),
+      openStep(ort, dir, manifest, threads, options, opts),
     ]);
-    const stepper = capi ? new CapiStepper(capi, manifest.config) : new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), manifest.config);
-    return new OrtBackend(manifest, ort, stepper, prefill, opts.maxBatch ?? 32, threads);
+    return new OrtBackend(manifest, ort, step.stepper, prefill, opts.maxBatch ?? 32, threads, step.via);
   }
 
   newState(): SequenceState {
@@ -174,6 +193,39 @@ export class OrtBackend implements Backend {
       states,
     );
   }
+}
+
+/**
+ * The fastest step that opens: the fused graph through the C API (where the package has it and the
+ * operator library loads), else the plain graph through the C API, else through the binding.
+ */
+async function openStep(
+  ort: Ort,
+  dir: string,
+  m: Manifest,
+  threads: number,
+  options: InferenceSession.SessionOptions,
+  opts: { binding?: boolean; fused?: boolean },
+): Promise<StepChoice> {
+  const c = m.config;
+  let notFused = "";
+  if (!opts.binding && opts.fused !== false) {
+    const lib = ortOpsLibraryPath();
+    if (!m.files["cpu/step-fused.onnx"]) notFused = " (no fused step graph in this engine: rebuild it for the fused operators)";
+    else if (!lib) notFused = " (fused operators not built: engines/ort-ops)";
+    else {
+      try {
+        const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);
+        if (capi) return { stepper: new CapiStepper(capi, c), via: "C API, fused operators" };
+      } catch (e) {
+        notFused = ` (fused operators unavailable: ${(e as Error).message.split("\n")[0]})`;
+      }
+    }
+  }
+  const stepPath = join(dir, "cpu", "step.onnx");
+  const capi = opts.binding ? null : await CapiSession.open(stepPath, threads);
+  if (capi) return { stepper: new CapiStepper(capi, c), via: `C API${notFused}` };
+  return { stepper: new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), c), via: "node binding" };
 }
 
 /**

@@ -1,0 +1,239 @@
+// The onnxruntime side of the fused decode-step operators: their declarations (OrtCustomOp), shape
+// checks, the split of a batch over onnxruntime's intra-op threads, and RegisterCustomOps, the entry
+// point RegisterCustomOpsLibrary_V2 calls. The arithmetic is in kernels.cpp.
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "ort_abi.h"
+
+namespace {
+
+const char* const kDomain = "ai.mamba_edge";  // engines/onnx/export.ts: OPS_DOMAIN
+const OrtApi* gApi = nullptr;                 // the table for kCustomOpVersion
+const OrtApi* gParallelApi = nullptr;         // the table with KernelContext_ParallelFor, if the runtime has it
+
+OrtStatus* error(const std::string& msg) { return ort::fn<ort::CreateStatusFn>(gApi, ort::CreateStatus)(ORT_INVALID_ARGUMENT, msg.c_str()); }
+
+std::string shapeText(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+struct Tensor {
+  float* data = nullptr;
+  std::vector<int64_t> dims;
+};
+
+struct Op;
+using Compute = OrtStatusPtr (*)(const struct Kernel&, OrtKernelContext*, std::vector<Tensor>&);
+
+// An operator: onnxruntime's struct first, so onnxruntime's pointer to it is a pointer to this.
+struct Op : OrtCustomOp {
+  const char* name;
+  const char* const* inputs;  // names, for error messages
+  size_t nIn, nOut;
+  Compute compute;
+};
+
+struct Kernel {
+  const Op* op;
+  float dtMin = 0.f, dtMax = 3.4e38f;
+};
+
+OrtStatusPtr readInput(OrtKernelContext* ctx, size_t i, Tensor& t) {
+  const OrtValue* v = nullptr;
+  if (OrtStatusPtr s = ort::fn<ort::KernelContextGetInputFn>(gApi, ort::KernelContext_GetInput)(ctx, i, &v)) return s;
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatusPtr s = ort::fn<ort::GetTensorTypeAndShapeFn>(gApi, ort::GetTensorTypeAndShape)(v, &info)) return s;
+  size_t rank = 0;
+  OrtStatusPtr s = ort::fn<ort::GetDimensionsCountFn>(gApi, ort::GetDimensionsCount)(info, &rank);
+  if (!s) {
+    t.dims.assign(rank, 0);
+    s = ort::fn<ort::GetDimensionsFn>(gApi, ort::GetDimensions)(info, t.dims.data(), rank);
+  }
+  ort::fn<ort::ReleaseTensorTypeAndShapeInfoFn>(gApi, ort::ReleaseTensorTypeAndShapeInfo)(info);
+  if (s) return s;
+  void* p = nullptr;
+  if (OrtStatusPtr s2 = ort::fn<ort::GetTensorMutableDataFn>(gApi, ort::GetTensorMutableData)(const_cast<OrtValue*>(v), &p)) return s2;
+  t.data = static_cast<float*>(p);
+  return nullptr;
+}
+
+OrtStatusPtr makeOutput(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& dims, float** out) {
+  OrtValue* v = nullptr;
+  if (OrtStatusPtr s = ort::fn<ort::KernelContextGetOutputFn>(gApi, ort::KernelContext_GetOutput)(ctx, i, dims.data(), dims.size(), &v)) return s;
+  void* p = nullptr;
+  if (OrtStatusPtr s = ort::fn<ort::GetTensorMutableDataFn>(gApi, ort::GetTensorMutableData)(v, &p)) return s;
+  *out = static_cast<float*>(p);
+  return nullptr;
+}
+
+// nullptr if input i has exactly the dims `want`, else an error naming the operator, input and shapes.
+OrtStatusPtr expect(const Kernel& k, const std::vector<Tensor>& in, size_t i, const std::vector<int64_t>& want) {
+  if (in[i].dims == want) return nullptr;
+  return error(std::string(kDomain) + "." + k.op->name + ": input " + std::to_string(i) + " (" + k.op->inputs[i] + ") has shape " +
+               shapeText(in[i].dims) + ", expected " + shapeText(want));
+}
+
+// Runs rows [0, B) of `work`, one row per task on onnxruntime's intra-op threads where there are
+// several rows and the runtime offers it, else here.
+template <typename Work>
+OrtStatusPtr forRows(OrtKernelContext* ctx, int64_t B, Work&& work) {
+  if (B <= 1 || !gParallelApi) {
+    work(0, B);
+    return nullptr;
+  }
+  auto task = [](void* data, size_t i) { (*static_cast<Work*>(data))(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1); };
+  return ort::fn<ort::ParallelForFn>(gParallelApi, ort::KernelContext_ParallelFor)(ctx, task, static_cast<size_t>(B), 0, &work);
+}
+
+OrtStatusPtr rank(const Kernel& k, const std::vector<Tensor>& in, size_t i, size_t r) {
+  if (in[i].dims.size() == r) return nullptr;
+  return error(std::string(kDomain) + "." + k.op->name + ": input " + std::to_string(i) + " (" + k.op->inputs[i] + ") has shape " +
+               shapeText(in[i].dims) + ", expected rank " + std::to_string(r));
+}
+
+#define ME_TRY(expr)                        \
+  do {                                      \
+    if (OrtStatusPtr s_ = (expr)) return s_; \
+  } while (0)
+
+// inputs: x (B, C), state (B, K-1, C), wT (K, C), bias (C); outputs: y (B, C), state (B, K-1, C)
+OrtStatusPtr convStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 2, 2));
+  const int64_t K = in[2].dims[0], C = in[2].dims[1];
+  ME_TRY(rank(k, in, 0, 2));
+  const int64_t B = in[0].dims[0];
+  if (K < 2) return error(std::string(kDomain) + ".ConvStep: a kernel of width " + std::to_string(K) + " has no state");
+  ME_TRY(expect(k, in, 0, {B, C}));
+  ME_TRY(expect(k, in, 1, {B, K - 1, C}));
+  ME_TRY(expect(k, in, 3, {C}));
+  float *y, *stateOut;
+  ME_TRY(makeOutput(ctx, 0, {B, C}, &y));
+  ME_TRY(makeOutput(ctx, 1, {B, K - 1, C}, &stateOut));
+  return forRows(ctx, B, [&](int64_t r0, int64_t r1) { me::convStep(r0, r1, K, C, in[0].data, in[1].data, in[2].data, in[3].data, y, stateOut); });
+}
+
+// inputs: h (B, N, E), dtRaw (B, E), x (B, E), B (B, N), C (B, N), z (B, E), A (N, E), D (E); outputs: y (B, E), h (B, N, E)
+OrtStatusPtr selectiveStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 0, 3));
+  const int64_t B = in[0].dims[0], N = in[0].dims[1], E = in[0].dims[2];
+  for (size_t i : {1, 2, 5}) ME_TRY(expect(k, in, i, {B, E}));
+  for (size_t i : {3, 4}) ME_TRY(expect(k, in, i, {B, N}));
+  ME_TRY(expect(k, in, 6, {N, E}));
+  ME_TRY(expect(k, in, 7, {E}));
+  float *y, *hOut;
+  ME_TRY(makeOutput(ctx, 0, {B, E}, &y));
+  ME_TRY(makeOutput(ctx, 1, {B, N, E}, &hOut));
+  return forRows(ctx, B, [&](int64_t r0, int64_t r1) {
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(2 * E));
+    me::selectiveStep(r0, r1, N, E, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data, y, hOut,
+                      scratch.data());
+  });
+}
+
+// inputs: S (B, H, P, N), dtRaw (B, H), x (B, H·P), B (B, G·N), C (B, G·N), dtBias (H), A (H), D (H);
+// outputs: y (B, H·P), S (B, H, P, N)
+OrtStatusPtr ssdStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 0, 4));
+  const int64_t B = in[0].dims[0], H = in[0].dims[1], P = in[0].dims[2], N = in[0].dims[3];
+  ME_TRY(rank(k, in, 3, 2));
+  const int64_t GN = in[3].dims[1], G = GN / N;
+  if (G < 1 || G * N != GN || H % G != 0)
+    return error(std::string(kDomain) + ".SsdStep: input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
+                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
+  ME_TRY(expect(k, in, 1, {B, H}));
+  ME_TRY(expect(k, in, 2, {B, H * P}));
+  ME_TRY(expect(k, in, 3, {B, GN}));
+  ME_TRY(expect(k, in, 4, {B, GN}));
+  for (size_t i : {5, 6, 7}) ME_TRY(expect(k, in, i, {H}));
+  float *y, *sOut;
+  ME_TRY(makeOutput(ctx, 0, {B, H * P}, &y));
+  ME_TRY(makeOutput(ctx, 1, {B, H, P, N}, &sOut));
+  return forRows(ctx, B, [&](int64_t r0, int64_t r1) {
+    me::ssdStep(r0, r1, H, P, N, G, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data, k.dtMin,
+                k.dtMax, y, sOut);
+  });
+}
+
+const char* const kConvInputs[] = {"x", "state", "wT", "bias"};
+const char* const kSelectiveInputs[] = {"h", "dt", "x", "B", "C", "z", "A", "D"};
+const char* const kSsdInputs[] = {"S", "dt", "x", "B", "C", "dt_bias", "A", "D"};
+
+const Op& self(const OrtCustomOp* op) { return *static_cast<const Op*>(op); }
+
+Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, Compute compute) {
+  Op op{};
+  op.version = kCustomOpVersion;
+  op.name = name;
+  op.inputs = inputs;
+  op.nIn = nIn;
+  op.nOut = nOut;
+  op.compute = compute;
+  op.CreateKernel = nullptr;  // CreateKernelV2 is used
+  op.GetName = [](const OrtCustomOp* o) { return self(o).name; };
+  op.GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // the CPU
+  op.GetInputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_FLOAT); };
+  op.GetInputTypeCount = [](const OrtCustomOp* o) { return self(o).nIn; };
+  op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_FLOAT); };
+  op.GetOutputTypeCount = [](const OrtCustomOp* o) { return self(o).nOut; };
+  op.KernelCompute = nullptr;  // KernelComputeV2 is used
+  op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+  op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_IO_REQUIRED); };
+  op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_IO_REQUIRED); };
+  op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_MEM_DEFAULT); };
+  op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  op.CreateKernelV2 = [](const OrtCustomOp* o, const OrtApi*, const OrtKernelInfo* info, void** out) -> OrtStatusPtr {
+    auto* k = new Kernel{&self(o)};
+    if (self(o).compute == ssdStep) {
+      // the dt clip; absent attributes keep the defaults (no clip)
+      auto get = ort::fn<ort::KernelInfoGetAttributeFloatFn>(gApi, ort::KernelInfoGetAttribute_float);
+      auto release = ort::fn<ort::ReleaseStatusFn>(gApi, ort::ReleaseStatus);
+      float v;
+      if (OrtStatusPtr s = get(info, "dt_min", &v)) release(s); else k->dtMin = v;
+      if (OrtStatusPtr s = get(info, "dt_max", &v)) release(s); else k->dtMax = v;
+    }
+    *out = k;
+    return nullptr;
+  };
+  op.KernelComputeV2 = [](void* kernel, OrtKernelContext* ctx) -> OrtStatusPtr {
+    const Kernel& k = *static_cast<Kernel*>(kernel);
+    std::vector<Tensor> in(k.op->nIn);
+    for (size_t i = 0; i < in.size(); i++) ME_TRY(readInput(ctx, i, in[i]));
+    return k.op->compute(k, ctx, in);
+  };
+  return op;
+}
+
+}  // namespace
+
+// Called by onnxruntime's RegisterCustomOpsLibrary_V2 with the session options to extend.
+extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base) {
+  static std::once_flag once;
+  static OrtCustomOpDomain* domain = nullptr;  // shared by every session; lives as long as the process
+  static OrtStatus* failed = nullptr;
+  static Op ops[3];
+  gApi = base->GetApi(kCustomOpVersion);
+  if (!gApi) {  // onnxruntime older than 1.16: report through the oldest table
+    const OrtApi* v1 = base->GetApi(1);
+    return ort::fn<ort::CreateStatusFn>(v1, ort::CreateStatus)(ORT_FAIL, "ai.mamba_edge operators need onnxruntime 1.16 or later");
+  }
+  std::call_once(once, [&] {
+    gParallelApi = base->GetApi(kParallelForApiVersion);
+    ops[0] = makeOp("ConvStep", kConvInputs, 4, 2, convStep);
+    ops[1] = makeOp("SelectiveStep", kSelectiveInputs, 8, 2, selectiveStep);
+    ops[2] = makeOp("SsdStep", kSsdInputs, 8, 2, ssdStep);
+    if ((failed = ort::fn<ort::CreateCustomOpDomainFn>(gApi, ort::CreateCustomOpDomain)(kDomain, &domain))) return;
+    for (const Op& op : ops)
+      if ((failed = ort::fn<ort::CustomOpDomainAddFn>(gApi, ort::CustomOpDomain_Add)(domain, &op))) return;
+  });
+  if (failed) return error("ai.mamba_edge operators could not be registered");
+  return ort::fn<ort::AddCustomOpDomainFn>(gApi, ort::AddCustomOpDomain)(options, domain);
+}
