@@ -32,6 +32,8 @@ export function ortOpsLibraryPath(): string | null {
   return existsSync(path) ? path : null;
 }
 
+export const ORT_OPS_BUILD_HINT = "cmake -S engines/ort-ops -B engines/ort-ops/build && cmake --build engines/ort-ops/build";
+
 /** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused). */
 interface StepChoice {
   stepper: Stepper;
@@ -211,8 +213,9 @@ async function openStep(
   let notFused = "";
   if (!opts.binding && opts.fused !== false) {
     const lib = ortOpsLibraryPath();
-    if (!m.files["cpu/step-fused.onnx"]) notFused = " (no fused step graph in this engine: rebuild it for the fused operators)";
-    else if (!lib) notFused = " (fused operators not built: engines/ort-ops)";
+    if (["off", "0"].includes(process.env.MAMBA_EDGE_ORT_OPS ?? "")) notFused = " (fused operators switched off by MAMBA_EDGE_ORT_OPS)";
+    else if (!m.files["cpu/step-fused.onnx"]) notFused = " (no fused step graph in this engine: rebuild it for the fused operators)";
+    else if (!lib) notFused = ` (fused operators not built: ${ORT_OPS_BUILD_HINT})`;
     else {
       try {
         const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);

@@ -102,13 +102,15 @@ function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): O
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
 async function ensureDefaultEngine(): Promise<string> {
   const found = builtVersion(defaultEngineDir);
-  if (found === FORMAT_VERSION) return defaultEngineDir;
+  if (isCurrent(defaultEngineDir)) return defaultEngineDir;
   const { build } = await import("../../engines/build.js");
   const { progress } = await import("./progress.js");
   process.stderr.write(
     found === null
       ? `building the default engine ${shortPath(defaultEngineDir)} from ${shortPath(defaultModelDir)} (once)\n`
-      : `rebuilding the default engine ${shortPath(defaultEngineDir)}: it has engine format version ${found}, this build reads ${FORMAT_VERSION}\n`,
+      : found !== FORMAT_VERSION
+        ? `rebuilding the default engine ${shortPath(defaultEngineDir)}: it has engine format version ${found}, this build reads ${FORMAT_VERSION}\n`
+        : `rebuilding the default engine ${shortPath(defaultEngineDir)}: it predates the fused step graph (cpu/step-fused.onnx)\n`,
   );
   let bar: ReturnType<typeof progress> | null = null;
   try {
@@ -126,16 +128,25 @@ async function ensureDefaultEngine(): Promise<string> {
     });
   } catch (e) {
     // another process may have built it meanwhile
-    if (builtVersion(defaultEngineDir) !== FORMAT_VERSION) throw e;
+    if (!isCurrent(defaultEngineDir)) throw e;
   }
   return defaultEngineDir;
 }
 
 /** The format version of the engine in `dir`; null when there is none (or no readable manifest). */
 function builtVersion(dir: string): number | null {
+  const v = readManifest(dir)?.version;
+  return typeof v === "number" ? v : null;
+}
+
+/** The engine in `dir` is of this format version and has every graph this build writes. */
+function isCurrent(dir: string): boolean {
+  return builtVersion(dir) === FORMAT_VERSION && Boolean(readManifest(dir)?.files?.["cpu/step-fused.onnx"]);
+}
+
+function readManifest(dir: string): Partial<Manifest> | null {
   try {
-    const v = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).version;
-    return typeof v === "number" ? v : null;
+    return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
   } catch {
     return null;
   }

@@ -1,0 +1,217 @@
+// The fused decode-step operators of engines/ort-ops, run by onnxruntime through its C API: each
+// operator against the same arithmetic in float64 here, then whole engines' fused step graphs
+// against their plain step graphs.
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../engines/onnx/export.js";
+import { DT, Graph } from "../engines/onnx/graph.js";
+import { CapiSession } from "../runtime/backends/ort-capi.js";
+import { OrtBackend, ortOpsLibraryPath } from "../runtime/backends/ort.js";
+import { cli } from "./helpers/cli.js";
+import { fixtureRoot, relErr } from "./helpers/fixtures.js";
+
+const lib = ortOpsLibraryPath();
+const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-ort-ops-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** A deterministic stream of values in [-1, 1). */
+function values(n: number, seed: number): Float32Array {
+  let x = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    return x / 2 ** 31 - 1;
+  });
+}
+
+const softplus = (v: number) => (v > 20 ? v : Math.log1p(Math.exp(v)));
+const silu = (v: number) => v / (1 + Math.exp(-v));
+
+/** Writes a one-node graph of our domain and opens it through the C API with the operators registered. */
+async function oneNode(name: string, op: string, inputs: [string, number[]][], outputs: number[][], attrs: Record<string, { f: number }> = {}) {
+  const g = new Graph(name);
+  const ins = inputs.map(([n, dims]) => g.input(n, DT.FLOAT, dims));
+  const [a, b] = g.op(op, ins, attrs, 2, OPS_DOMAIN);
+  g.output(a, "y", DT.FLOAT, outputs[0]);
+  g.output(b, "state_out", DT.FLOAT, outputs[1]);
+  const path = join(scratch, `${name}.onnx`);
+  writeFileSync(path, g.serialize(21, false, { [OPS_DOMAIN]: OPS_DOMAIN_VERSION }));
+  const s = await CapiSession.open(path, 2, lib!);
+  if (!s) throw new Error("onnxruntime's C API did not load");
+  const feeds = Object.fromEntries(inputs.map(([n, dims]) => [n, s.float32(dims)]));
+  return { s, feeds };
+}
+
+describe.skipIf(!lib)("fused step operators against float64 arithmetic", () => {
+  it("SelectiveStep: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate", async () => {
+    const [B, N, E] = [3, 4, 40];
+    const { s, feeds } = await oneNode("sel", "SelectiveStep", [
+      ["h", [B, N, E]], ["dt", [B, E]], ["x", [B, E]], ["B", [B, N]], ["C", [B, N]], ["z", [B, E]], ["A", [N, E]], ["D", [E]],
+    ], [[B, E], [B, N, E]]);
+    const v = (n: number, seed: number, scale = 1) => values(n, seed).map((x) => x * scale);
+    feeds.h.data.set(v(B * N * E, 1, 3));
+    feeds.dt.data.set(Float32Array.from({ length: B * E }, (_, i) => -30 + (60 * i) / (B * E - 1))); // -30 … 30
+    feeds.x.data.set(v(B * E, 3, 2));
+    feeds.B.data.set(v(B * N, 4));
+    feeds.C.data.set(v(B * N, 5));
+    feeds.z.data.set(v(B * E, 6, 6));
+    feeds.A.data.set(v(N * E, 7).map((a) => -Math.exp(2 * a)));
+    feeds.D.data.set(v(E, 8));
+    const y = s.float32([B, E]);
+    const hOut = s.float32([B, N, E]);
+    s.run(feeds, { y, state_out: hOut });
+    const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
+    const wantY = new Float64Array(B * E);
+    const wantH = new Float64Array(B * N * E);
+    for (let b = 0; b < B; b++)
+      for (let e = 0; e < E; e++) {
+        const dt = softplus(f.dt[b * E + e]);
+        let acc = 0;
+        for (let n = 0; n < N; n++) {
+          const i = (b * N + n) * E + e;
+          wantH[i] = Math.exp(dt * f.A[n * E + e]) * f.h[i] + dt * f.x[b * E + e] * f.B[b * N + n];
+          acc += f.C[b * N + n] * wantH[i];
+        }
+        wantY[b * E + e] = (acc + f.D[e] * f.x[b * E + e]) * silu(f.z[b * E + e]);
+      }
+    expect(relErr(hOut.data, wantH)).toBeLessThanOrEqual(2e-6);
+    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+    s.release();
+  });
+
+  it("SsdStep: heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip", async () => {
+    const [B, H, P, N, G] = [2, 4, 8, 16, 2];
+    const [dtMin, dtMax] = [0.01, 0.4];
+    const { s, feeds } = await oneNode(
+      "ssd",
+      "SsdStep",
+      [["S", [B, H, P, N]], ["dt", [B, H]], ["x", [B, H * P]], ["B", [B, G * N]], ["C", [B, G * N]], ["dt_bias", [H]], ["A", [H]], ["D", [H]]],
+      [[B, H * P], [B, H, P, N]],
+      { dt_min: { f: dtMin }, dt_max: { f: dtMax } },
+    );
+    feeds.S.data.set(values(B * H * P * N, 11).map((x) => 2 * x));
+    feeds.dt.data.set(Float32Array.of(-8, -1, 0.5, 3, 25, -3, -0.2, 1)); // below, inside and above the clip
+    feeds.x.data.set(values(B * H * P, 13));
+    feeds.B.data.set(values(B * G * N, 14));
+    feeds.C.data.set(values(B * G * N, 15));
+    feeds.dt_bias.data.set(Float32Array.of(0.1, -0.5, 0, -2.5));
+    feeds.A.data.set(Float32Array.of(-1, -4, -0.5, -8));
+    feeds.D.data.set(Float32Array.of(1, 0.5, -0.25, 2));
+    const y = s.float32([B, H * P]);
+    const sOut = s.float32([B, H, P, N]);
+    s.run(feeds, { y, state_out: sOut });
+    const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
+    const wantY = new Float64Array(B * H * P);
+    const wantS = new Float64Array(B * H * P * N);
+    for (let b = 0; b < B; b++)
+      for (let h = 0; h < H; h++) {
+        const dt = Math.min(Math.max(softplus(f.dt[b * H + h] + f.dt_bias[h]), dtMin), dtMax);
+        const g = Math.floor(h / (H / G));
+        for (let p = 0; p < P; p++) {
+          const xv = f.x[b * H * P + h * P + p];
+          let acc = 0;
+          for (let n = 0; n < N; n++) {
+            const i = ((b * H + h) * P + p) * N + n;
+            wantS[i] = Math.exp(dt * f.A[h]) * f.S[i] + dt * xv * f.B[(b * G + g) * N + n];
+            acc += wantS[i] * f.C[(b * G + g) * N + n];
+          }
+          wantY[b * H * P + h * P + p] = acc + f.D[h] * xv;
+        }
+      }
+    expect(relErr(sOut.data, wantS)).toBeLessThanOrEqual(2e-6);
+    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+    s.release();
+  });
+
+  it("ConvStep: the window's dot product with bias and silu, and the window moved on by one row", async () => {
+    const [B, K, C] = [3, 4, 24];
+    const { s, feeds } = await oneNode("conv", "ConvStep", [["x", [B, C]], ["state", [B, K - 1, C]], ["wT", [K, C]], ["bias", [C]]], [[B, C], [B, K - 1, C]]);
+    for (const [i, t] of Object.values(feeds).entries()) t.data.set(values(t.data.length, 20 + i).map((x) => 3 * x));
+    const y = s.float32([B, C]);
+    const st = s.float32([B, K - 1, C]);
+    s.run(feeds, { y, state_out: st });
+    const { x, state, wT, bias } = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
+    const wantY = new Float64Array(B * C);
+    const wantS = new Float64Array(B * (K - 1) * C);
+    for (let b = 0; b < B; b++)
+      for (let c = 0; c < C; c++) {
+        const window = [...Array.from({ length: K - 1 }, (_, k) => state[(b * (K - 1) + k) * C + c]), x[b * C + c]];
+        wantY[b * C + c] = silu(window.reduce((acc, w, k) => acc + w * wT[k * C + c], bias[c]));
+        for (let k = 0; k < K - 1; k++) wantS[(b * (K - 1) + k) * C + c] = window[k + 1];
+      }
+    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+    expect(Array.from(st.data)).toEqual(Array.from(wantS, Math.fround));
+    s.release();
+  });
+
+  it("a shape that does not fit is a one-line error naming the operator, the input and both shapes", async () => {
+    const { s, feeds } = await oneNode("bad", "ConvStep", [["x", [2, 4]], ["state", [2, 2, 5]], ["wT", [3, 4]], ["bias", [4]]], [[2, 4], [2, 2, 4]]);
+    const run = () => s.run(feeds, { y: s.float32([2, 4]), state_out: s.float32([2, 2, 4]) });
+    expect(run).toThrow(/ai\.mamba_edge\.ConvStep: input 1 \(state\) has shape \[2, 2, 5\], expected \[2, 2, 4\]/);
+    expect(() => run()).toThrow(/^[^\n]*$/);
+    s.release();
+  });
+});
+
+describe.skipIf(!lib)("engines' fused step graphs against their plain step graphs", () => {
+  const engines = ["mamba1-untied-dtrank", "mamba2-groups", "state-spaces-mamba2"];
+  beforeAll(() => {
+    for (const name of engines) {
+      const r = cli(["build", join(fixtureRoot, name), "--quant", "fp16", "--out", join(scratch, `${name}.mamba`)]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+  });
+
+  for (const name of engines) {
+    it(`${name}: the same logits and states over a changing batch`, async () => {
+      const dir = join(scratch, `${name}.mamba`);
+      const fused = await OrtBackend.open(dir);
+      const plain = await OrtBackend.open(dir, { fused: false });
+      expect(fused.info.device).toMatch(/step via the C API, fused operators$/);
+      expect(plain.info.device).toMatch(/step via the C API$/);
+      const prompts = [[1, 2, 3], [4], [5, 6, 7, 8]];
+      const run = async (be: OrtBackend) => {
+        const states = prompts.map(() => be.newState());
+        for (const [i, p] of prompts.entries()) await be.prefill(Int32Array.from(p), states[i]);
+        const logits: Float32Array[] = [];
+        for (let t = 0; t < 4; t++) logits.push(await be.step(Int32Array.from(prompts, (_, b) => 9 + b + t), states));
+        logits.push(await be.step(Int32Array.of(11), [states[1]])); // the batch changes
+        const data = states.map((s) => Array.from(s.data));
+        await be.close();
+        return { logits, data };
+      };
+      const a = await run(fused);
+      const b = await run(plain);
+      // float32 throughout; the fused exp, log and sums round differently from onnxruntime's
+      a.logits.forEach((l, i) => expect(relErr(l, b.logits[i])).toBeLessThanOrEqual(1e-5));
+      a.data.forEach((d, i) => expect(relErr(d, b.data[i])).toBeLessThanOrEqual(1e-5));
+    });
+  }
+
+  it("falls back to the plain step graph, saying why: switched off, or an engine without the fused graph", async () => {
+    const dir = join(scratch, "mamba2-groups.mamba");
+    const before = process.env.MAMBA_EDGE_ORT_OPS;
+    process.env.MAMBA_EDGE_ORT_OPS = "off";
+    try {
+      const off = await OrtBackend.open(dir);
+      expect(off.info.device).toMatch(/step via the C API \(fused operators switched off by MAMBA_EDGE_ORT_OPS\)$/);
+      await off.close();
+    } finally {
+      if (before === undefined) delete process.env.MAMBA_EDGE_ORT_OPS;
+      else process.env.MAMBA_EDGE_ORT_OPS = before;
+    }
+    // an engine built before the fused graph existed: the file and its manifest entry absent
+    const old = join(scratch, "old.mamba");
+    cpSync(dir, old, { recursive: true });
+    rmSync(join(old, "cpu", "step-fused.onnx"));
+    const m = JSON.parse(readFileSync(join(old, "manifest.json"), "utf8"));
+    delete m.files["cpu/step-fused.onnx"];
+    writeFileSync(join(old, "manifest.json"), JSON.stringify(m));
+    const be = await OrtBackend.open(old);
+    expect(be.info.device).toMatch(/step via the C API \(no fused step graph in this engine: rebuild it for the fused operators\)$/);
+    const logits = await be.step(Int32Array.of(3), [be.newState()]);
+    expect(logits.length).toBe(be.info.vocabSize);
+    await be.close();
+  });
+});
