@@ -69,7 +69,7 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
     gather: half.gather,
     linear(g, xIn, name, W, bias, outDim, inDim) {
       if (name === "lm_head" || name.endsWith(".dt_proj")) return half.linear(g, xIn, name, W, bias, outDim, inDim);
-      const x = name.endsWith(".out_proj") && rotates(o.recipe) ? emitRotation(g, xIn, inDim) : xIn;
+      const x = name.endsWith(".out_proj") && rotates(o.recipe) ? emitRotation(g, file, xIn, inDim) : xIn;
       let p = prepared.get(name);
       if (!p) {
         if (int8Weights(o.recipe)) {

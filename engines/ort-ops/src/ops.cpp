@@ -1,7 +1,9 @@
 // The onnxruntime side of the fused decode-step operators: their declarations (OrtCustomOp), shape
 // checks, the split of a batch over onnxruntime's intra-op threads, and RegisterCustomOps, the entry
 // point RegisterCustomOpsLibrary_V2 calls. The arithmetic is in kernels.cpp.
+#include <exception>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -191,7 +193,8 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
   op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
   op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.CreateKernelV2 = [](const OrtCustomOp* o, const OrtApi*, const OrtKernelInfo* info, void** out) -> OrtStatusPtr {
-    auto* k = new Kernel{&self(o)};
+    auto* k = new (std::nothrow) Kernel{&self(o)};
+    if (!k) return error(std::string(kDomain) + "." + self(o).name + ": out of memory");
     if (self(o).compute == ssdStep) {
       // the dt clip; absent attributes keep the defaults (no clip)
       auto get = ort::fn<ort::KernelInfoGetAttributeFloatFn>(gApi, ort::KernelInfoGetAttribute_float);
@@ -205,9 +208,13 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
   };
   op.KernelComputeV2 = [](void* kernel, OrtKernelContext* ctx) -> OrtStatusPtr {
     const Kernel& k = *static_cast<Kernel*>(kernel);
-    std::vector<Tensor> in(k.op->nIn);
-    for (size_t i = 0; i < in.size(); i++) ME_TRY(readInput(ctx, i, in[i]));
-    return k.op->compute(k, ctx, in);
+    try {  // nothing may unwind into onnxruntime
+      std::vector<Tensor> in(k.op->nIn);
+      for (size_t i = 0; i < in.size(); i++) ME_TRY(readInput(ctx, i, in[i]));
+      return k.op->compute(k, ctx, in);
+    } catch (const std::exception& e) {
+      return error(std::string(kDomain) + "." + k.op->name + ": " + e.what());
+    }
   };
   return op;
 }
