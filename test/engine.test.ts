@@ -91,6 +91,25 @@ describe("fp16 engines on onnxruntime", () => {
     await be.close();
   });
 
+  it("keeps states exact while batch sizes come and go, the buffers growing from 2 to 16 sequences", async () => {
+    // every batch size runs over the same native buffers (their first b rows), which are replaced
+    // by larger ones when a batch outgrows them; states must survive both
+    const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"));
+    const model = MambaModel.load(join(fixtureRoot, "mamba2-groups"));
+    const seqs = Array.from({ length: 9 }, (_, i) => ({ s: be.newState(), r: model.newState(), p: [1 + i, 2 + i] }));
+    for (const q of seqs) {
+      await be.prefill(Int32Array.from(q.p), q.s);
+      model.prefill(q.p, q.r);
+    }
+    for (const [t, pick] of [[0, 1], [2, 3, 4, 5, 6], [7], [0, 1, 2, 3, 4, 5, 6, 7, 8], [8, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8]].entries()) {
+      const batch = pick.map((i) => seqs[i]);
+      const tokens = Int32Array.from(pick, (i) => 20 + i + t);
+      expect(relErr(await be.step(tokens, batch.map((q) => q.s)), model.step(tokens, batch.map((q) => q.r)))).toBeLessThanOrEqual(5e-3);
+    }
+    for (const q of seqs) expect(relErr(q.s.data, q.r.data)).toBeLessThanOrEqual(5e-3);
+    await be.close();
+  });
+
   it("steps through onnxruntime's C API with the binding's logits and states", async () => {
     const dir = join(scratch, "mamba2-groups.mamba");
     const capi = await OrtBackend.open(dir, { fused: false }); // the same graph as the binding's (fused: ort-ops.test.ts)

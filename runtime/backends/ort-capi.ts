@@ -140,9 +140,27 @@ export interface NativeTensor<T extends Float32Array | BigInt64Array> {
   readonly value: Ptr;
 }
 
-/** One onnxruntime session run through the C API, on tensors that live as long as it does. */
+const KINDS = {
+  float32: { ctype: "float", size: 4, element: ELEMENT.float32, array: Float32Array },
+  int64: { ctype: "int64_t", size: 8, element: ELEMENT.int64, array: BigInt64Array },
+} as const;
+type Kind = keyof typeof KINDS;
+type ArrayOf<K extends Kind> = K extends "float32" ? Float32Array : BigInt64Array;
+
+/** Native memory for `length` values of one kind, zeroed; tensors are made over its first values. */
+export interface NativeBuffer<K extends Kind = Kind> {
+  readonly kind: K;
+  readonly length: number;
+}
+
+interface Buffer_ extends NativeBuffer {
+  mem: Ptr;
+  tensors: Set<Ptr>; // OrtValues over it, released with it
+}
+
+/** One onnxruntime session run through the C API, on tensors that live as long as it does (or until freed). */
 export class CapiSession {
-  private readonly owned: { mem: Ptr; value: Ptr }[] = [];
+  private readonly buffers = new Set<Buffer_>();
   private released = false;
 
   private constructor(
@@ -170,18 +188,44 @@ export class CapiSession {
     }
   }
 
-  /** A float32 tensor of the given shape in native memory, zeroed. */
-  float32(dims: number[]): NativeTensor<Float32Array> {
-    const n = dims.reduce((x, y) => x * y, 1);
-    const { mem, value } = this.alloc("float", 4, n, dims, ELEMENT.float32);
-    return { data: new Float32Array(this.a.koffi.view(mem, 4 * n)), value };
+  /** Zeroed native memory for `length` values of `kind`. */
+  buffer<K extends Kind>(kind: K, length: number): NativeBuffer<K> {
+    const k = KINDS[kind];
+    const mem = this.a.koffi.alloc(k.ctype, Math.max(1, length)) as Ptr;
+    new Uint8Array(this.a.koffi.view(mem, k.size * Math.max(1, length))).fill(0);
+    const b: Buffer_ = { kind, length, mem, tensors: new Set() };
+    this.buffers.add(b);
+    return b as unknown as NativeBuffer<K>;
   }
 
-  /** An int64 tensor of the given shape in native memory, zeroed. */
-  int64(dims: number[]): NativeTensor<BigInt64Array> {
+  /** A tensor of shape `dims` over the first values of `buf` (no copy; valid until `buf` is freed). */
+  tensor<K extends Kind>(buf: NativeBuffer<K>, dims: number[]): NativeTensor<ArrayOf<K>> {
+    const b = buf as unknown as Buffer_;
+    if (!this.buffers.has(b)) throw new Error("onnxruntime: tensor over a freed buffer");
+    const k = KINDS[b.kind];
     const n = dims.reduce((x, y) => x * y, 1);
-    const { mem, value } = this.alloc("int64_t", 8, n, dims, ELEMENT.int64);
-    return { data: new BigInt64Array(this.a.koffi.view(mem, 8 * n)), value };
+    if (n > b.length) throw new Error(`onnxruntime: a tensor of ${n} values over a buffer of ${b.length}`);
+    const value = out(this.a, (o) => this.a.fn.CreateTensorWithDataAsOrtValue(this.a.cpu, b.mem, k.size * n, BigInt64Array.from(dims, BigInt), dims.length, k.element, o));
+    b.tensors.add(value);
+    return { data: new k.array(this.a.koffi.view(b.mem, k.size * Math.max(1, n))).subarray(0, n) as ArrayOf<K>, value };
+  }
+
+  /** A zeroed float32 tensor of its own. */
+  float32(dims: number[]): NativeTensor<Float32Array> {
+    return this.tensor(this.buffer("float32", dims.reduce((x, y) => x * y, 1)), dims);
+  }
+
+  /** A zeroed int64 tensor of its own. */
+  int64(dims: number[]): NativeTensor<BigInt64Array> {
+    return this.tensor(this.buffer("int64", dims.reduce((x, y) => x * y, 1)), dims);
+  }
+
+  /** Frees `buf` and every tensor over it. */
+  free(buf: NativeBuffer): void {
+    const b = buf as unknown as Buffer_;
+    if (!this.buffers.delete(b)) return;
+    for (const v of b.tensors) this.a.fn.ReleaseValue(v);
+    this.a.koffi.free(b.mem);
   }
 
   /** Runs the graph; every output is written into the tensor given for it. */
@@ -195,24 +239,11 @@ export class CapiSession {
     );
   }
 
-  /** Frees the session and every tensor made by it. */
+  /** Frees the session and every buffer and tensor made by it. */
   release(): void {
     if (this.released) return;
     this.released = true;
     this.a.fn.ReleaseSession(this.session);
-    for (const t of this.owned) {
-      this.a.fn.ReleaseValue(t.value);
-      this.a.koffi.free(t.mem);
-    }
-    this.owned.length = 0;
-  }
-
-  private alloc(type: string, size: number, n: number, dims: number[], element: number): { mem: Ptr; value: Ptr } {
-    const k = this.a.koffi;
-    const mem = k.alloc(type, Math.max(1, n)) as Ptr;
-    new Uint8Array(k.view(mem, size * Math.max(1, n))).fill(0);
-    const value = out(this.a, (o) => this.a.fn.CreateTensorWithDataAsOrtValue(this.a.cpu, mem, size * n, BigInt64Array.from(dims, BigInt), dims.length, element, o));
-    this.owned.push({ mem, value });
-    return { mem, value };
+    for (const b of [...this.buffers]) this.free(b);
   }
 }
