@@ -99,8 +99,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
 
     // onnxruntime graphs sharing cpu/weights.bin
-    // (step-fused.onnx: the step with the fused operators of engines/ort-ops, used where that library loads)
-    for (const [name, mode, fused] of [["step", "step", false], ["step-fused", "step", true], ["prefill", "prefill", false]] as const) {
+    // (*-fused.onnx: with the fused operators of engines/ort-ops, used where that library loads)
+    const graphs = [["step", "step", false], ["step-fused", "step", true], ["prefill", "prefill", false], ["prefill-fused", "prefill", true]] as const;
+    for (const [name, mode, fused] of graphs) {
       log(`exporting cpu/${name}.onnx`);
       const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
       buildGraph(g, c, model.weights, file, em, mode, { fused });
@@ -115,7 +116,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (hasTokenizer) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    for (const name of ["weights.safetensors", "cpu/step.onnx", "cpu/step-fused.onnx", "cpu/prefill.onnx", "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
+    for (const name of ["weights.safetensors", ...graphs.map(([name]) => `cpu/${name}.onnx`), "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
       const p = join(tmp, name);
       files[name] = { sha256: sha256File(p), bytes: statSync(p).size };
     }

@@ -1,6 +1,6 @@
-// The fused decode-step operators of engines/ort-ops, run by onnxruntime through its C API: each
-// operator against the same arithmetic in float64 here, then whole engines' fused step graphs
-// against their plain step graphs.
+// The fused operators of engines/ort-ops, run by onnxruntime through its C API: each operator
+// against the same arithmetic in float64 here, then whole engines' fused graphs (prefill and step)
+// against their plain graphs.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,86 +44,96 @@ async function oneNode(name: string, op: string, inputs: [string, number[]][], o
   return { s, feeds };
 }
 
-describe.skipIf(!lib)("fused step operators against float64 arithmetic", () => {
-  it("SelectiveStep: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate", async () => {
-    const [B, N, E] = [3, 4, 40];
-    const { s, feeds } = await oneNode("sel", "SelectiveStep", [
-      ["h", [B, N, E]], ["dt", [B, E]], ["x", [B, E]], ["B", [B, N]], ["C", [B, N]], ["z", [B, E]], ["A", [N, E]], ["D", [E]],
-    ], [[B, E], [B, N, E]]);
-    const v = (n: number, seed: number, scale = 1) => values(n, seed).map((x) => x * scale);
-    feeds.h.data.set(v(B * N * E, 1, 3));
-    feeds.dt.data.set(Float32Array.from({ length: B * E }, (_, i) => -30 + (60 * i) / (B * E - 1))); // -30 … 30
-    feeds.x.data.set(v(B * E, 3, 2));
-    feeds.B.data.set(v(B * N, 4));
-    feeds.C.data.set(v(B * N, 5));
-    feeds.z.data.set(v(B * E, 6, 6));
-    feeds.A.data.set(v(N * E, 7).map((a) => -Math.exp(2 * a)));
-    feeds.D.data.set(v(E, 8));
-    const y = s.float32([B, E]);
-    const hOut = s.float32([B, N, E]);
-    s.run(feeds, { y, state_out: hOut });
-    const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
-    const wantY = new Float64Array(B * E);
-    const wantH = new Float64Array(B * N * E);
-    for (let b = 0; b < B; b++)
-      for (let e = 0; e < E; e++) {
-        const dt = softplus(f.dt[b * E + e]);
-        let acc = 0;
-        for (let n = 0; n < N; n++) {
-          const i = (b * N + n) * E + e;
-          wantH[i] = Math.exp(dt * f.A[n * E + e]) * f.h[i] + dt * f.x[b * E + e] * f.B[b * N + n];
-          acc += f.C[b * N + n] * wantH[i];
-        }
-        wantY[b * E + e] = (acc + f.D[e] * f.x[b * E + e]) * silu(f.z[b * E + e]);
-      }
-    expect(relErr(hOut.data, wantH)).toBeLessThanOrEqual(2e-6);
-    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
-    s.release();
-  });
-
-  it("SsdStep: heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip", async () => {
-    const [B, H, P, N, G] = [2, 4, 8, 16, 2];
-    const [dtMin, dtMax] = [0.01, 0.4];
-    const { s, feeds } = await oneNode(
-      "ssd",
-      "SsdStep",
-      [["S", [B, H, P, N]], ["dt", [B, H]], ["x", [B, H * P]], ["B", [B, G * N]], ["C", [B, G * N]], ["dt_bias", [H]], ["A", [H]], ["D", [H]]],
-      [[B, H * P], [B, H, P, N]],
-      { dt_min: { f: dtMin }, dt_max: { f: dtMax } },
-    );
-    feeds.S.data.set(values(B * H * P * N, 11).map((x) => 2 * x));
-    feeds.dt.data.set(Float32Array.of(-8, -1, 0.5, 3, 25, -3, -0.2, 1)); // below, inside and above the clip
-    feeds.x.data.set(values(B * H * P, 13));
-    feeds.B.data.set(values(B * G * N, 14));
-    feeds.C.data.set(values(B * G * N, 15));
-    feeds.dt_bias.data.set(Float32Array.of(0.1, -0.5, 0, -2.5));
-    feeds.A.data.set(Float32Array.of(-1, -4, -0.5, -8));
-    feeds.D.data.set(Float32Array.of(1, 0.5, -0.25, 2));
-    const y = s.float32([B, H * P]);
-    const sOut = s.float32([B, H, P, N]);
-    s.run(feeds, { y, state_out: sOut });
-    const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
-    const wantY = new Float64Array(B * H * P);
-    const wantS = new Float64Array(B * H * P * N);
-    for (let b = 0; b < B; b++)
-      for (let h = 0; h < H; h++) {
-        const dt = Math.min(Math.max(softplus(f.dt[b * H + h] + f.dt_bias[h]), dtMin), dtMax);
-        const g = Math.floor(h / (H / G));
-        for (let p = 0; p < P; p++) {
-          const xv = f.x[b * H * P + h * P + p];
+describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
+  // The step ops update R sequences one token each; the scan ops one sequence over R tokens (one state).
+  for (const op of ["SelectiveStep", "SelectiveScan"] as const)
+    it(`${op}: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate`, async () => {
+      const scan = op === "SelectiveScan";
+      const [R, N, E] = scan ? [6, 3, 70] : [3, 4, 40]; // 70 channels: threads take 64, then 6
+      const hDims = [scan ? 1 : R, N, E];
+      const { s, feeds } = await oneNode(op, op, [
+        ["h", hDims], ["dt", [R, E]], ["x", [R, E]], ["B", [R, N]], ["C", [R, N]], ["z", [R, E]], ["A", [N, E]], ["D", [E]],
+      ], [[R, E], hDims]);
+      const v = (n: number, seed: number, scale = 1) => values(n, seed).map((x) => x * scale);
+      feeds.h.data.set(v(feeds.h.data.length, 1, 3));
+      feeds.dt.data.set(Float32Array.from({ length: R * E }, (_, i) => -30 + (60 * i) / (R * E - 1))); // -30 … 30
+      feeds.x.data.set(v(R * E, 3, 2));
+      feeds.B.data.set(v(R * N, 4));
+      feeds.C.data.set(v(R * N, 5));
+      feeds.z.data.set(v(R * E, 6, 6));
+      feeds.A.data.set(v(N * E, 7).map((a) => -Math.exp(2 * a)));
+      feeds.D.data.set(v(E, 8));
+      const y = s.float32([R, E]);
+      const hOut = s.float32(hDims);
+      s.run(feeds, { y, state_out: hOut });
+      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
+      const wantY = new Float64Array(R * E);
+      const wantH = Float64Array.from(f.h);
+      for (let r = 0; r < R; r++) {
+        const h = scan ? wantH : wantH.subarray(r * N * E, (r + 1) * N * E); // updated in place, token by token
+        for (let e = 0; e < E; e++) {
+          const dt = softplus(f.dt[r * E + e]);
           let acc = 0;
           for (let n = 0; n < N; n++) {
-            const i = ((b * H + h) * P + p) * N + n;
-            wantS[i] = Math.exp(dt * f.A[h]) * f.S[i] + dt * xv * f.B[(b * G + g) * N + n];
-            acc += wantS[i] * f.C[(b * G + g) * N + n];
+            h[n * E + e] = Math.exp(dt * f.A[n * E + e]) * h[n * E + e] + dt * f.x[r * E + e] * f.B[r * N + n];
+            acc += f.C[r * N + n] * h[n * E + e];
           }
-          wantY[b * H * P + h * P + p] = acc + f.D[h] * xv;
+          wantY[r * E + e] = (acc + f.D[e] * f.x[r * E + e]) * silu(f.z[r * E + e]);
         }
       }
-    expect(relErr(sOut.data, wantS)).toBeLessThanOrEqual(2e-6);
-    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
-    s.release();
-  });
+      expect(relErr(hOut.data, wantH)).toBeLessThanOrEqual(2e-6);
+      expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+      s.release();
+    });
+
+  for (const op of ["SsdStep", "SsdScan"] as const)
+    it(`${op}: heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip`, async () => {
+      const scan = op === "SsdScan";
+      const [R, H, P, N, G] = [2, 4, 8, 16, 2];
+      const sDims = [scan ? 1 : R, H, P, N];
+      const [dtMin, dtMax] = [0.01, 0.4];
+      const { s, feeds } = await oneNode(
+        op,
+        op,
+        [["S", sDims], ["dt", [R, H]], ["x", [R, H * P]], ["B", [R, G * N]], ["C", [R, G * N]], ["dt_bias", [H]], ["A", [H]], ["D", [H]]],
+        [[R, H * P], sDims],
+        { dt_min: { f: dtMin }, dt_max: { f: dtMax } },
+      );
+      feeds.S.data.set(values(feeds.S.data.length, 11).map((x) => 2 * x));
+      feeds.dt.data.set(Float32Array.of(-8, -1, 0.5, 3, 25, -3, -0.2, 1)); // below, inside and above the clip
+      feeds.x.data.set(values(R * H * P, 13));
+      feeds.B.data.set(values(R * G * N, 14));
+      feeds.C.data.set(values(R * G * N, 15));
+      feeds.dt_bias.data.set(Float32Array.of(0.1, -0.5, 0, -2.5));
+      feeds.A.data.set(Float32Array.of(-1, -4, -0.5, -8));
+      feeds.D.data.set(Float32Array.of(1, 0.5, -0.25, 2));
+      const y = s.float32([R, H * P]);
+      const sOut = s.float32(sDims);
+      s.run(feeds, { y, state_out: sOut });
+      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
+      const wantY = new Float64Array(R * H * P);
+      const wantS = Float64Array.from(f.S);
+      for (let r = 0; r < R; r++) {
+        const S = scan ? wantS : wantS.subarray(r * H * P * N, (r + 1) * H * P * N);
+        for (let h = 0; h < H; h++) {
+          const dt = Math.min(Math.max(softplus(f.dt[r * H + h] + f.dt_bias[h]), dtMin), dtMax);
+          const g = Math.floor(h / (H / G));
+          for (let p = 0; p < P; p++) {
+            const xv = f.x[r * H * P + h * P + p];
+            let acc = 0;
+            for (let n = 0; n < N; n++) {
+              const i = (h * P + p) * N + n;
+              S[i] = Math.exp(dt * f.A[h]) * S[i] + dt * xv * f.B[(r * G + g) * N + n];
+              acc += S[i] * f.C[(r * G + g) * N + n];
+            }
+            wantY[r * H * P + h * P + p] = acc + f.D[h] * xv;
+          }
+        }
+      }
+      expect(relErr(sOut.data, wantS)).toBeLessThanOrEqual(2e-6);
+      expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+      s.release();
+    });
 
   it("ConvStep: the window's dot product with bias and silu, and the window moved on by one row", async () => {
     const [B, K, C] = [3, 4, 24];
@@ -155,7 +165,7 @@ describe.skipIf(!lib)("fused step operators against float64 arithmetic", () => {
   });
 });
 
-describe.skipIf(!lib)("engines' fused step graphs against their plain step graphs", () => {
+describe.skipIf(!lib)("engines' fused graphs against their plain graphs", () => {
   const engines = ["mamba1-untied-dtrank", "mamba2-groups", "state-spaces-mamba2"];
   beforeAll(() => {
     for (const name of engines) {
@@ -165,7 +175,7 @@ describe.skipIf(!lib)("engines' fused step graphs against their plain step graph
   });
 
   for (const name of engines) {
-    it(`${name}: the same logits and states over a changing batch`, async () => {
+    it(`${name}: the same logits and states through prefill and a changing batch`, async () => {
       const dir = join(scratch, `${name}.mamba`);
       const fused = await OrtBackend.open(dir);
       const plain = await OrtBackend.open(dir, { fused: false });
@@ -188,17 +198,26 @@ describe.skipIf(!lib)("engines' fused step graphs against their plain step graph
       if (before === undefined) delete process.env.MAMBA_EDGE_ORT_OPS;
       else process.env.MAMBA_EDGE_ORT_OPS = before;
     }
-    // an engine built before the fused graph existed: the file and its manifest entry absent
-    const old = join(scratch, "old.mamba");
-    cpSync(dir, old, { recursive: true });
-    rmSync(join(old, "cpu", "step-fused.onnx"));
-    const m = JSON.parse(readFileSync(join(old, "manifest.json"), "utf8"));
-    delete m.files["cpu/step-fused.onnx"];
-    writeFileSync(join(old, "manifest.json"), JSON.stringify(m));
-    const be = await OrtBackend.open(old);
-    expect(be.info.device).toMatch(/step via the C API \(no fused step graph in this engine: rebuild it for the fused operators\)$/);
-    const logits = await be.step(Int32Array.of(3), [be.newState()]);
-    expect(logits.length).toBe(be.info.vocabSize);
-    await be.close();
+    // engines built before the fused graphs existed: the files and their manifest entries absent
+    const without = async (name: string, files: string[]) => {
+      const old = join(scratch, name);
+      cpSync(dir, old, { recursive: true });
+      const m = JSON.parse(readFileSync(join(old, "manifest.json"), "utf8"));
+      for (const f of files) {
+        rmSync(join(old, f));
+        delete m.files[f];
+      }
+      writeFileSync(join(old, "manifest.json"), JSON.stringify(m));
+      const be = await OrtBackend.open(old);
+      const s = be.newState();
+      await be.prefill(Int32Array.of(1, 2), s);
+      expect((await be.step(Int32Array.of(3), [s])).length).toBe(be.info.vocabSize);
+      await be.close();
+      return be.info.device;
+    };
+    expect(await without("old.mamba", ["cpu/step-fused.onnx", "cpu/prefill-fused.onnx"])).toMatch(
+      /step via the C API \(no fused step graph in this engine: rebuild it for the fused operators\)$/,
+    );
+    expect(await without("older-prefill.mamba", ["cpu/prefill-fused.onnx"])).toMatch(/step via the C API, fused operators \(prefill unfused: rebuild the engine\)$/);
   });
 });

@@ -3,9 +3,9 @@
 // explicit inputs and outputs: the SSM state with the layout of the reference's SequenceState, the
 // conv state time-major (B, d_conv-1, channels), the transpose of the reference's, which the ort
 // backend converts when it gathers and scatters states. Linear layers are emitted by a recipe-specific `LinearEmitter`.
-// The step graph comes in two forms: plain ONNX operators, and `fused`, where each layer's conv step
-// and SSM state update are single operators of our own domain (OPS_DOMAIN, engines/ort-ops), which
-// onnxruntime runs only where that library is registered.
+// Each graph comes in two forms: plain ONNX operators, and `fused`, where each layer's SSM state
+// update (a step; a scan over the prompt in prefill) and the step's conv are single operators of our
+// own domain (OPS_DOMAIN, engines/ort-ops), which onnxruntime runs only where that library is registered.
 import type { ModelConfig } from "../../runtime/model/config.js";
 import { graphSsmShape, transpose } from "../../runtime/model/state.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
@@ -67,7 +67,7 @@ export interface StateIO {
   ssm: string[];
 }
 
-/** Adds one graph (step or prefill) to `g`; `fused` (step only): with the fused operators of OPS_DOMAIN. */
+/** Adds one graph (step or prefill) to `g`; `fused`: with the fused operators of OPS_DOMAIN. */
 export function buildGraph(
   g: Graph,
   c: ModelConfig,
@@ -78,7 +78,6 @@ export function buildGraph(
   opts: { fused?: boolean } = {},
 ): void {
   const fused = opts.fused ?? false;
-  if (fused && mode !== "step") throw new Error("buildGraph: the fused operators exist for the step graph only");
   const ctx: Ctx = { g, c, w, file, em, mode, fused };
   const linear = em.linear.bind(em);
   const B: number | string = mode === "step" ? "batch" : 1;
@@ -126,7 +125,7 @@ function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W:
   const { g, c } = ctx;
   const K = c.dConv;
   const wName = f32(ctx, `l${l}.conv_w`, W, [C, K]);
-  if (ctx.fused) {
+  if (ctx.fused && ctx.mode === "step") {
     const wT = g.o("Transpose", [wName], { perm: [1, 0] }); // (K, C), folded when the session loads
     const b = bias ? f32(ctx, `l${l}.conv_b`, bias, [C]) : g.floats(new Float32Array(C));
     const [y, newState] = g.op("ConvStep", [x, state, wT, b], {}, 2, OPS_DOMAIN);
@@ -169,8 +168,8 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ss
   const A = f32(ctx, `l${l}.A`, transpose(L.A, E, N, new Float32Array(E * N)), [N, E]); // state-major, as the state
   const D = f32(ctx, `l${l}.D`, L.D, [E]);
   if (ctx.fused) {
-    // softplus, the state update, the D skip and the gate silu(z) in one operator
-    const [yg, hOut] = g.op("SelectiveStep", [ssm, dtRaw, xc, Bm, Cm, z, A, D], {}, 2, OPS_DOMAIN);
+    // softplus, the state update, the D skip and the gate silu(z) in one operator (over all tokens in prefill)
+    const [yg, hOut] = g.op(ctx.mode === "step" ? "SelectiveStep" : "SelectiveScan", [ssm, dtRaw, xc, Bm, Cm, z, A, D], {}, 2, OPS_DOMAIN);
     return [linear(g, yg, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, hOut];
   }
   const dt = softplus(g, dtRaw); // (rows, E)
@@ -239,7 +238,7 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   if (ctx.fused) {
     // softplus(dt + dt_bias), its clip, the state update and the D skip in one operator; the gated norm follows
     const ins = [ssm, dtRaw, x, Bm, Cm, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H]), f32(ctx, `l${l}.A`, L.A, [H]), f32(ctx, `l${l}.D`, L.D, [H])];
-    const [ys, sOut] = g.op("SsdStep", ins, { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } }, 2, OPS_DOMAIN);
+    const [ys, sOut] = g.op(ctx.mode === "step" ? "SsdStep" : "SsdScan", ins, { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } }, 2, OPS_DOMAIN);
     return [linear(g, gatedNorm(ctx, l, L, ys, z), `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
   }
   let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H): no Gemm to fuse into

@@ -220,6 +220,11 @@ export class CapiSession {
     return this.tensor(this.buffer("int64", dims.reduce((x, y) => x * y, 1)), dims);
   }
 
+  /** Releases one tensor made by tensor() (its buffer stays). */
+  dispose(t: NativeTensor<Float32Array | BigInt64Array>): void {
+    for (const b of this.buffers) if (b.tensors.delete(t.value)) return void this.a.fn.ReleaseValue(t.value);
+  }
+
   /** Frees `buf` and every tensor over it. */
   free(buf: NativeBuffer): void {
     const b = buf as unknown as Buffer_;

@@ -34,10 +34,11 @@ export function ortOpsLibraryPath(): string | null {
 
 export const ORT_OPS_BUILD_HINT = "cmake -S engines/ort-ops -B engines/ort-ops/build && cmake --build engines/ort-ops/build";
 
-/** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused). */
+/** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused); the fused prefill, if it opened. */
 interface StepChoice {
   stepper: Stepper;
   via: string;
+  prefill: CapiPrefill | null;
 }
 
 export class OrtBackend implements Backend {
@@ -51,6 +52,7 @@ export class OrtBackend implements Backend {
     private readonly ort: Ort,
     private readonly stepper: Stepper,
     private readonly prefillSession: InferenceSession,
+    private readonly fusedPrefill: CapiPrefill | null,
     maxBatch: number,
     threads: number,
     via: string,
@@ -87,7 +89,7 @@ export class OrtBackend implements Backend {
       ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options),
       openStep(ort, dir, manifest, threads, options, opts),
     ]);
-    return new OrtBackend(manifest, ort, step.stepper, prefill, opts.maxBatch ?? 32, threads, step.via);
+    return new OrtBackend(manifest, ort, step.stepper, prefill, step.prefill, opts.maxBatch ?? 32, threads, step.via);
   }
 
   newState(): SequenceState {
@@ -102,10 +104,13 @@ export class OrtBackend implements Backend {
     const parts: Float32Array[] = [];
     for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
       const chunk = tokens.subarray(at, at + PREFILL_CHUNK);
-      const out = await this.prefillSession.run(graphFeeds(this.ort, this.manifest.config, chunk, [s]), [want, ...this.stateOutputNames()]);
-      this.readStates(out, [s]);
+      if (this.fusedPrefill) parts.push(this.fusedPrefill.run(chunk, s, want));
+      else {
+        const out = await this.prefillSession.run(graphFeeds(this.ort, this.manifest.config, chunk, [s]), [want, ...this.stateOutputNames()]);
+        this.readStates(out, [s]);
+        parts.push(out[want].data as Float32Array);
+      }
       s.tokens += chunk.length;
-      parts.push(out[want].data as Float32Array);
     }
     if (parts.length === 1 || !allLogits) return parts[parts.length - 1];
     const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
@@ -159,6 +164,7 @@ export class OrtBackend implements Backend {
 
   async close(): Promise<void> {
     this.flush();
+    this.fusedPrefill?.release();
     await Promise.all([this.stepper.release(), this.prefillSession.release()]);
   }
 
@@ -207,7 +213,9 @@ async function openStep(
     else {
       try {
         const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);
-        if (capi) return { stepper: new CapiStepper(capi, c), via: "C API, fused operators" };
+        // the fused prefill graph came later than the fused step: an engine may have only the step
+        const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib) : null;
+        if (capi) return { stepper: new CapiStepper(capi, c), via: `C API, fused operators${pre ? "" : " (prefill unfused: rebuild the engine)"}`, prefill: pre && new CapiPrefill(pre, c) };
       } catch (e) {
         notFused = ` (fused operators unavailable: ${(e as Error).message.split("\n")[0]})`;
       }
@@ -215,8 +223,8 @@ async function openStep(
   }
   const stepPath = join(dir, "cpu", "step.onnx");
   const capi = opts.binding ? null : await CapiSession.open(stepPath, threads);
-  if (capi) return { stepper: new CapiStepper(capi, c), via: `C API${notFused}` };
-  return { stepper: new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), c), via: "node binding" };
+  if (capi) return { stepper: new CapiStepper(capi, c), via: `C API${notFused}`, prefill: null };
+  return { stepper: new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), c), via: "node binding", prefill: null };
 }
 
 /**
@@ -426,6 +434,57 @@ class CapiStepper implements Stepper {
 
   async release(): Promise<void> {
     this.io.clear();
+    this.session.release();
+  }
+}
+
+/**
+ * The fused prefill graph, run through the C API (the binding cannot register custom operators):
+ * one chunk of one sequence's prompt per run, its state gathered into and scattered out of native
+ * buffers of its own (the step's may hold a resident batch).
+ */
+class CapiPrefill {
+  private readonly tokens: NativeBuffer<"int64">;
+  private logits: NativeBuffer<"float32"> | null = null;
+  private readonly cur: BatchStates;
+  private readonly next: BatchStates;
+
+  constructor(
+    private readonly session: CapiSession,
+    private readonly c: ModelConfig,
+  ) {
+    this.tokens = session.buffer("int64", PREFILL_CHUNK);
+    const make: TensorMaker = (dims) => {
+      const t = session.float32(dims);
+      return { data: t.data, tensor: t };
+    };
+    this.cur = new BatchStates(make, c, 1);
+    this.next = new BatchStates(make, c, 1);
+  }
+
+  /** Runs up to PREFILL_CHUNK tokens through `s`; returns a copy of the logits asked for. */
+  run(tokens: Int32Array, s: SequenceState, want: "logits" | "last_logits"): Float32Array {
+    const V = this.c.vocabSize;
+    const rows = want === "logits" ? tokens.length : 1;
+    if (!this.logits || this.logits.length < rows * V) {
+      if (this.logits) this.session.free(this.logits);
+      this.logits = this.session.buffer("float32", (want === "logits" ? PREFILL_CHUNK : 1) * V);
+    }
+    const tok = this.session.tensor(this.tokens, [tokens.length]);
+    const out = this.session.tensor(this.logits, [rows, V]);
+    try {
+      tokens.forEach((t, i) => (tok.data[i] = BigInt(t)));
+      this.cur.gather([s]);
+      this.session.run({ tokens: tok, ...(this.cur.inputs as Record<string, { value: unknown }>) }, { [want]: out, ...(this.next.outputs as Record<string, { value: unknown }>) });
+      this.next.scatter([s]);
+      return out.data.slice();
+    } finally {
+      this.session.dispose(tok);
+      this.session.dispose(out);
+    }
+  }
+
+  release(): void {
     this.session.release();
   }
 }

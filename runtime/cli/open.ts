@@ -110,7 +110,7 @@ async function ensureDefaultEngine(): Promise<string> {
       ? `building the default engine ${shortPath(defaultEngineDir)} from ${shortPath(defaultModelDir)} (once)\n`
       : found !== FORMAT_VERSION
         ? `rebuilding the default engine ${shortPath(defaultEngineDir)}: it has engine format version ${found}, this build reads ${FORMAT_VERSION}\n`
-        : `rebuilding the default engine ${shortPath(defaultEngineDir)}: it predates the fused step graph (cpu/step-fused.onnx)\n`,
+        : `rebuilding the default engine ${shortPath(defaultEngineDir)}: it predates the fused graphs (cpu/*-fused.onnx)\n`,
   );
   let bar: ReturnType<typeof progress> | null = null;
   try {
@@ -141,7 +141,8 @@ function builtVersion(dir: string): number | null {
 
 /** The engine in `dir` is of this format version and has every graph this build writes. */
 function isCurrent(dir: string): boolean {
-  return builtVersion(dir) === FORMAT_VERSION && Boolean(readManifest(dir)?.files?.["cpu/step-fused.onnx"]);
+  const files = readManifest(dir)?.files ?? {};
+  return builtVersion(dir) === FORMAT_VERSION && ["cpu/step-fused.onnx", "cpu/prefill-fused.onnx"].every((f) => f in files);
 }
 
 function readManifest(dir: string): Partial<Manifest> | null {

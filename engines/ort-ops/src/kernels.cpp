@@ -98,64 +98,103 @@ ME_CLONES void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const floa
   }
 }
 
-ME_CLONES void selectiveStep(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x,
-                             const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* __restrict y,
-                             float* __restrict hOut, float* __restrict scratch) {
+// One token of one sequence, channels [e0, e1) of E (rows of h are E apart):
+//   dt = softplus(dtRaw); h' = exp(dt·A) h + (dt·x) ⊗ B; y = (C·h' + D·x)·silu(z).
+// hin and hout may be the same array (a scan updates in place); dtRaw, x, z, y are the token's rows,
+// Bm, Cm its N values. Inlined into each clone, so it is built for each instruction set.
+__attribute__((always_inline)) inline void selectiveToken(int64_t N, int64_t E, int64_t e0, int64_t e1, const float* hin, float* hout,
+                                                          const float* dtRaw, const float* x, const float* Bm, const float* Cm, const float* z,
+                                                          const float* A, const float* D, float* __restrict y, float* __restrict scratch) {
+  const int64_t W = e1 - e0;
   float* __restrict dt = scratch;
-  float* __restrict dx = scratch + E;
-  for (int64_t b = r0; b < r1; b++) {
-    const float* __restrict xb = x + b * E;
-    const float* __restrict dr = dtRaw + b * E;
-    float* __restrict yb = y + b * E;
-    for (int64_t e = 0; e < E; e++) {
-      dt[e] = softplus(dr[e]);
-      dx[e] = dt[e] * xb[e];
-      yb[e] = 0.f;
+  float* __restrict dx = scratch + W;
+  const float* __restrict xr = x + e0;
+  const float* __restrict dr = dtRaw + e0;
+  float* __restrict yr = y + e0;
+  for (int64_t i = 0; i < W; i++) {
+    dt[i] = softplus(dr[i]);
+    dx[i] = dt[i] * xr[i];
+    yr[i] = 0.f;
+  }
+  for (int64_t n = 0; n < N; n++) {
+    const float bn = Bm[n], cn = Cm[n];
+    const float* hr = hin + n * E + e0;
+    float* ho = hout + n * E + e0;
+    const float* __restrict ar = A + n * E + e0;
+    for (int64_t i = 0; i < W; i++) {
+      const float v = expf_(dt[i] * ar[i]) * hr[i] + dx[i] * bn;
+      ho[i] = v;
+      yr[i] += cn * v;
     }
+  }
+  const float* __restrict zr = z + e0;
+  const float* __restrict Dr = D + e0;
+  for (int64_t i = 0; i < W; i++) yr[i] = (yr[i] + Dr[i] * xr[i]) * silu(zr[i]);
+}
+
+ME_CLONES void selectiveStep(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x,
+                             const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut,
+                             float* scratch) {
+  for (int64_t b = r0; b < r1; b++)
+    selectiveToken(N, E, 0, E, h + b * N * E, hOut + b * N * E, dtRaw + b * E, x + b * E, Bm + b * N, Cm + b * N, z + b * E, A, D, y + b * E,
+                   scratch);
+}
+
+ME_CLONES void selectiveScan(int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x,
+                             const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* h,
+                             float* scratch) {
+  for (int64_t t = 0; t < T; t++)
+    selectiveToken(N, E, e0, e1, t == 0 ? h0 : h, h, dtRaw + t * E, x + t * E, Bm + t * N, Cm + t * N, z + t * E, A, D, y + t * E, scratch);
+}
+
+namespace {
+
+inline float ssdDt(float raw, float bias, float dtMin, float dtMax) { return clampf(softplus(raw + bias), dtMin, dtMax); }
+
+// One head of one token: S' = dA·S + (dt·x) ⊗ B; y = S'·C + D·x, for S (P, N). Sin and Sout may be the same array.
+__attribute__((always_inline)) inline void ssdHead(int64_t P, int64_t N, float dt, float dA, float Dh, const float* x, const float* bg,
+                                                   const float* cg, const float* Sin, float* Sout, float* y) {
+  for (int64_t p = 0; p < P; p++) {
+    const float dx = dt * x[p];
+    const float* sr = Sin + p * N;
+    float* so = Sout + p * N;
+    float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
     for (int64_t n = 0; n < N; n++) {
-      const float bn = Bm[b * N + n], cn = Cm[b * N + n];
-      const float* __restrict hr = h + (b * N + n) * E;
-      const float* __restrict ar = A + n * E;
-      float* __restrict ho = hOut + (b * N + n) * E;
-      for (int64_t e = 0; e < E; e++) {
-        const float v = expf_(dt[e] * ar[e]) * hr[e] + dx[e] * bn;
-        ho[e] = v;
-        yb[e] += cn * v;
-      }
+      const float v = sr[n] * dA + dx * bg[n];
+      so[n] = v;
+      acc += v * cg[n];
     }
-    const float* __restrict zb = z + b * E;
-    for (int64_t e = 0; e < E; e++) yb[e] = (yb[e] + D[e] * xb[e]) * silu(zb[e]);
+    y[p] = acc + Dh * x[p];
   }
 }
 
+}  // namespace
+
 ME_CLONES void ssdStep(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
-                       const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
-                       float* __restrict y, float* __restrict SOut) {
+                       const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
+                       float* SOut) {
   const int64_t perGroup = H / G;
-  for (int64_t b = r0; b < r1; b++) {
+  for (int64_t b = r0; b < r1; b++)
     for (int64_t hd = 0; hd < H; hd++) {
-      const float dt = clampf(softplus(dtRaw[b * H + hd] + dtBias[hd]), dtMin, dtMax);
-      const float dA = expf_(dt * A[hd]);
-      const int64_t g = hd / perGroup;
-      const float* __restrict bg = Bm + (b * G + g) * N;
-      const float* __restrict cg = Cm + (b * G + g) * N;
-      for (int64_t p = 0; p < P; p++) {
-        const int64_t row = (b * H + hd) * P + p;
-        const float xv = x[b * H * P + hd * P + p];
-        const float dx = dt * xv;
-        const float* __restrict sr = S + row * N;
-        float* __restrict so = SOut + row * N;
-        float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t n = 0; n < N; n++) {
-          const float v = sr[n] * dA + dx * bg[n];
-          so[n] = v;
-          acc += v * cg[n];
-        }
-        y[b * H * P + hd * P + p] = acc + D[hd] * xv;
-      }
+      const float dt = ssdDt(dtRaw[b * H + hd], dtBias[hd], dtMin, dtMax);
+      const int64_t g = hd / perGroup, at = (b * H + hd) * P * N;
+      ssdHead(P, N, dt, expf_(dt * A[hd]), D[hd], x + (b * H + hd) * P, Bm + (b * G + g) * N, Cm + (b * G + g) * N, S + at, SOut + at,
+              y + (b * H + hd) * P);
     }
-  }
+}
+
+ME_CLONES void ssdScan(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
+                       const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
+                       float dtMax, float* y, float* S) {
+  const int64_t perGroup = H / G;
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t hd = h0; hd < h1; hd++) {
+      const float dt = ssdDt(dtRaw[t * H + hd], dtBias[hd], dtMin, dtMax);
+      const int64_t g = hd / perGroup, at = hd * P * N;
+      ssdHead(P, N, dt, expf_(dt * A[hd]), D[hd], x + (t * H + hd) * P, Bm + (t * G + g) * N, Cm + (t * G + g) * N, (t == 0 ? S0 : S) + at,
+              S + at, y + (t * H + hd) * P);
+    }
 }
 
 }  // namespace me

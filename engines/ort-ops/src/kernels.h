@@ -19,6 +19,12 @@ void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, cons
 void selectiveStep(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x, const float* Bm,
                    const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut, float* scratch);
 
+// The same over T tokens of one sequence (prefill), channels [e0, e1) only (channels are independent,
+// so threads split them): h starts as h0 (N, E) and ends as the state after the last token; dtRaw,
+// x, z, y (T, E); Bm, Cm (T, N). `scratch` holds 2·(e1 − e0) floats.
+void selectiveScan(int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x,
+                   const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* h, float* scratch);
+
 // Mamba-2 (SSD) state update, one step, S (B, H, P, N), heads grouped G to a B/C group:
 //   dt = clip(softplus(dtRaw + dtBias), dtMin, dtMax) per head; S' = exp(dt·A) S + (dt·x) ⊗ B;
 //   y = S'·C + D·x
@@ -26,5 +32,11 @@ void selectiveStep(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h,
 void ssdStep(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
              const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
              float* SOut);
+
+// The same over T tokens of one sequence (prefill), heads [h0, h1) only: S starts as S0 (H, P, N)
+// and ends as the state after the last token; dtRaw (T, H); x, y (T, H·P); Bm, Cm (T, G·N).
+void ssdScan(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
+             const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
+             float* y, float* S);
 
 }  // namespace me

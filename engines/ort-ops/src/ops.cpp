@@ -5,6 +5,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -80,16 +81,31 @@ OrtStatusPtr expect(const Kernel& k, const std::vector<Tensor>& in, size_t i, co
                shapeText(in[i].dims) + ", expected " + shapeText(want));
 }
 
-// Runs rows [0, B) of `work`, one row per task on onnxruntime's intra-op threads where there are
-// several rows and the runtime offers it, else here.
+// Runs [0, n) of `work` in pieces of `piece`, one piece per task on onnxruntime's intra-op threads
+// where there are several pieces and the runtime offers it, else here. work(begin, end).
 template <typename Work>
-OrtStatusPtr forRows(OrtKernelContext* ctx, int64_t B, Work&& work) {
-  if (B <= 1 || !gParallelApi) {
-    work(0, B);
+OrtStatusPtr forPieces(OrtKernelContext* ctx, int64_t n, int64_t piece, Work&& work) {
+  const int64_t tasks = (n + piece - 1) / piece;
+  if (tasks <= 1 || !gParallelApi) {
+    work(0, n);
     return nullptr;
   }
-  auto task = [](void* data, size_t i) { (*static_cast<Work*>(data))(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1); };
-  return ort::fn<ort::ParallelForFn>(gParallelApi, ort::KernelContext_ParallelFor)(ctx, task, static_cast<size_t>(B), 0, &work);
+  struct Job {
+    std::remove_reference_t<Work>* work;
+    int64_t n, piece;
+  } job{&work, n, piece};
+  auto task = [](void* data, size_t i) {
+    const Job& j = *static_cast<Job*>(data);
+    const int64_t begin = static_cast<int64_t>(i) * j.piece;
+    (*j.work)(begin, begin + j.piece < j.n ? begin + j.piece : j.n);
+  };
+  return ort::fn<ort::ParallelForFn>(gParallelApi, ort::KernelContext_ParallelFor)(ctx, task, static_cast<size_t>(tasks), 0, &job);
+}
+
+// A batch split by sequence.
+template <typename Work>
+OrtStatusPtr forRows(OrtKernelContext* ctx, int64_t B, Work&& work) {
+  return forPieces(ctx, B, 1, work);
 }
 
 OrtStatusPtr rank(const Kernel& k, const std::vector<Tensor>& in, size_t i, size_t r) {
@@ -162,6 +178,54 @@ OrtStatusPtr ssdStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>
   });
 }
 
+// inputs: h (1, N, E), dtRaw (T, E), x (T, E), B (T, N), C (T, N), z (T, E), A (N, E), D (E);
+// outputs: y (T, E), h after the last token (1, N, E). Threads split the channels.
+OrtStatusPtr selectiveScan(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 0, 3));
+  ME_TRY(rank(k, in, 1, 2));
+  const int64_t N = in[0].dims[1], E = in[0].dims[2], T = in[1].dims[0];
+  ME_TRY(expect(k, in, 0, {1, N, E}));
+  for (size_t i : {1, 2, 5}) ME_TRY(expect(k, in, i, {T, E}));
+  for (size_t i : {3, 4}) ME_TRY(expect(k, in, i, {T, N}));
+  ME_TRY(expect(k, in, 6, {N, E}));
+  ME_TRY(expect(k, in, 7, {E}));
+  float *y, *h;
+  ME_TRY(makeOutput(ctx, 0, {T, E}, &y));
+  ME_TRY(makeOutput(ctx, 1, {1, N, E}, &h));
+  return forPieces(ctx, E, 64, [&](int64_t e0, int64_t e1) {
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(2 * (e1 - e0)));
+    me::selectiveScan(T, N, E, e0, e1, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data, y, h,
+                      scratch.data());
+  });
+}
+
+// inputs: S (1, H, P, N), dtRaw (T, H), x (T, H·P), B (T, G·N), C (T, G·N), dtBias (H), A (H), D (H);
+// outputs: y (T, H·P), S after the last token (1, H, P, N). Threads split the heads.
+OrtStatusPtr ssdScan(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 0, 4));
+  ME_TRY(rank(k, in, 1, 2));
+  ME_TRY(rank(k, in, 3, 2));
+  const int64_t H = in[0].dims[1], P = in[0].dims[2], N = in[0].dims[3], T = in[1].dims[0];
+  const int64_t GN = in[3].dims[1], G = GN / N;
+  if (G < 1 || G * N != GN || H % G != 0)
+    return error(std::string(kDomain) + ".SsdScan: input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
+                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
+  ME_TRY(expect(k, in, 0, {1, H, P, N}));
+  ME_TRY(expect(k, in, 1, {T, H}));
+  ME_TRY(expect(k, in, 2, {T, H * P}));
+  ME_TRY(expect(k, in, 3, {T, GN}));
+  ME_TRY(expect(k, in, 4, {T, GN}));
+  for (size_t i : {5, 6, 7}) ME_TRY(expect(k, in, i, {H}));
+  float *y, *S;
+  ME_TRY(makeOutput(ctx, 0, {T, H * P}, &y));
+  ME_TRY(makeOutput(ctx, 1, {1, H, P, N}, &S));
+  return forPieces(ctx, H, 1, [&](int64_t h0, int64_t h1) {
+    me::ssdScan(T, H, h0, h1, P, N, G, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data, k.dtMin,
+                k.dtMax, y, S);
+  });
+}
+
 const char* const kConvInputs[] = {"x", "state", "wT", "bias"};
 const char* const kSelectiveInputs[] = {"h", "dt", "x", "B", "C", "z", "A", "D"};
 const char* const kSsdInputs[] = {"S", "dt", "x", "B", "C", "dt_bias", "A", "D"};
@@ -195,7 +259,7 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
   op.CreateKernelV2 = [](const OrtCustomOp* o, const OrtApi*, const OrtKernelInfo* info, void** out) -> OrtStatusPtr {
     auto* k = new (std::nothrow) Kernel{&self(o)};
     if (!k) return error(std::string(kDomain) + "." + self(o).name + ": out of memory");
-    if (self(o).compute == ssdStep) {
+    if (self(o).compute == ssdStep || self(o).compute == ssdScan) {
       // the dt clip; absent attributes keep the defaults (no clip)
       auto get = ort::fn<ort::KernelInfoGetAttributeFloatFn>(gApi, ort::KernelInfoGetAttribute_float);
       auto release = ort::fn<ort::ReleaseStatusFn>(gApi, ort::ReleaseStatus);
@@ -226,7 +290,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
   static std::once_flag once;
   static OrtCustomOpDomain* domain = nullptr;  // shared by every session; lives as long as the process
   static OrtStatus* failed = nullptr;
-  static Op ops[3];
+  static Op ops[5];
   gApi = base->GetApi(kCustomOpVersion);
   if (!gApi) {  // onnxruntime older than 1.16: report through the oldest table
     const OrtApi* v1 = base->GetApi(1);
@@ -237,6 +301,8 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
     ops[0] = makeOp("ConvStep", kConvInputs, 4, 2, convStep);
     ops[1] = makeOp("SelectiveStep", kSelectiveInputs, 8, 2, selectiveStep);
     ops[2] = makeOp("SsdStep", kSsdInputs, 8, 2, ssdStep);
+    ops[3] = makeOp("SelectiveScan", kSelectiveInputs, 8, 2, selectiveScan);
+    ops[4] = makeOp("SsdScan", kSsdInputs, 8, 2, ssdScan);
     if ((failed = ort::fn<ort::CreateCustomOpDomainFn>(gApi, ort::CreateCustomOpDomain)(kDomain, &domain))) return;
     for (const Op& op : ops)
       if ((failed = ort::fn<ort::CustomOpDomainAddFn>(gApi, ort::CustomOpDomain_Add)(domain, &op))) return;
