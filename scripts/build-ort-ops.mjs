@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Builds engines/ort-ops (the fused decode-step operators of backend ort) with CMake; run by
+// Builds engines/ort-ops (the fused operators of backend ort) with CMake; run by
 // `npm ci` / `npm install` (the package's prepare step) and by `npm run build:ops`. Where CMake or a
-// C++ compiler is missing it says so and exits 0: backend ort then runs its plain step graph.
+// C++ compiler is missing it says so and exits 0: backend ort then runs its plain graphs.
 // `--strict` (CI) fails instead.
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -21,8 +21,8 @@ function step(args) {
 
 const why = step(["-S", src, "-B", out, "-DCMAKE_BUILD_TYPE=Release"]) ?? step(["--build", out, "-j", "2"]);
 if (why) {
-  console.error(`mamba-edge: the fused step operators (engines/ort-ops) were not built: ${why}`);
-  console.error("mamba-edge: backend ort will run its plain step graph; install cmake and a C++ compiler, then `npm run build:ops`");
+  console.error(`mamba-edge: the fused operators (engines/ort-ops) were not built: ${why}`);
+  console.error("mamba-edge: backend ort will run its plain graphs; install cmake and a C++ compiler, then `npm run build:ops`");
   process.exit(strict ? 1 : 0);
 }
-console.error(`mamba-edge: built the fused step operators (${join("engines", "ort-ops", "build")})`);
+console.error(`mamba-edge: built the fused operators (${join("engines", "ort-ops", "build")})`);

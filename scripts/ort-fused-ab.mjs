@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Backend ort's decode step with the fused operators of engines/ort-ops against the plain step graph,
-// side by side in one process: for each engine both are opened, and timed rounds of each alternate
-// (the same greedy tokens, the same batch). Prints ms per step, the speed-up and each one's batch-8 ÷
-// batch-1 throughput, checks that both give the same logits, and writes JSON under bench/results/.
-// Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100]
+// Backend ort with the fused operators of engines/ort-ops against its plain graphs, side by side in
+// one process: for each engine both are opened, and timed rounds of each alternate: a prefill of
+// --prompt tokens into a fresh state, then decode steps (the same greedy tokens, the same batch).
+// Prints prefill tokens/s, ms per step, the speed-ups and each one's batch-8 ÷ batch-1 throughput,
+// checks that both give the same logits, and writes JSON under bench/results/.
+// Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--label demo]
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
@@ -14,6 +15,8 @@ const args = yargs(hideBin(process.argv))
   .option("batch", { type: "string", default: "1,8", describe: "batch sizes" })
   .option("rounds", { type: "number", default: 7, describe: "timed rounds per variant (the median is reported)" })
   .option("steps", { type: "number", default: 100, describe: "decode steps per round" })
+  .option("prompt", { type: "number", default: 512, describe: "prompt tokens per timed prefill (0: no prefill)" })
+  .option("label", { type: "string", default: "demo", describe: "the record's name: bench/results/<date>-ort-fused-ab-ort-<label>.json" })
   .option("out", { type: "boolean", default: true, describe: "write bench/results/*.json" })
   .demandCommand(1)
   .strict()
@@ -42,7 +45,27 @@ for (const engine of args._.map(String)) {
   const fused = await OrtBackend.open(engine);
   const plain = await OrtBackend.open(engine, { fused: false });
   if (!/fused operators$/.test(fused.info.device)) throw new Error(`${engine}: the fused step did not open (${fused.info.device})`);
-  const row = { engine, recipe: fused.manifest.quant.recipe, arch: fused.manifest.config.arch, device: fused.info.device, batch: {} };
+  const row = { engine, recipe: fused.manifest.quant.recipe, arch: fused.manifest.config.arch, device: fused.info.device, prefill: null, batch: {} };
+  if (args.prompt > 0) {
+    const V = fused.info.vocabSize;
+    const prompt = Int32Array.from({ length: args.prompt }, (_, i) => (i * 7919 + 1) % V);
+    const once = async (be) => {
+      const t0 = performance.now();
+      const logits = await be.prefill(prompt, be.newState());
+      return { ms: performance.now() - t0, logits };
+    };
+    const a = await once(fused); // warm-up, and the logits compared
+    const b = await once(plain);
+    let err = 0, ref = 0;
+    for (let i = 0; i < V; i++) (err = Math.max(err, Math.abs(a.logits[i] - b.logits[i]))), (ref = Math.max(ref, Math.abs(b.logits[i])));
+    const f = [], p = [];
+    for (let r = 0; r < args.rounds; r++) {
+      if (r % 2 === 0) f.push((await once(fused)).ms), p.push((await once(plain)).ms);
+      else p.push((await once(plain)).ms), f.push((await once(fused)).ms);
+    }
+    const tps = (ms) => +((args.prompt * 1000) / ms).toFixed(1);
+    row.prefill = { tokens: args.prompt, fusedTokensPerSecond: tps(median(f)), plainTokensPerSecond: tps(median(p)), lastLogitsRelErr: +(err / ref).toExponential(2) };
+  }
   for (const B of batches) {
     // same start: the same prompt in every sequence, then the same tokens into both variants
     const start = Int32Array.from({ length: B }, (_, b) => 1 + b);
@@ -68,13 +91,15 @@ for (const engine of args._.map(String)) {
   rows.push(row);
   const b = row.batch;
   const ratio = (k) => (batches.includes(1) && batches.includes(8) ? ((8 * b[1][k]) / b[8][k]).toFixed(2) : "–");
+  const pf = row.prefill;
   console.log(
     `${engine}: ` +
+      (pf ? `prefill ${pf.tokens} fused ${pf.fusedTokensPerSecond} tok/s, plain ${pf.plainTokensPerSecond} (× ${(pf.fusedTokensPerSecond / pf.plainTokensPerSecond).toFixed(2)}); ` : "") +
       batches.map((B) => `b${B} fused ${b[B].fusedMs.toFixed(3)} ms, plain ${b[B].plainMs.toFixed(3)} ms (× ${(b[B].plainMs / b[B].fusedMs).toFixed(2)})`).join("; ") +
       `; b8÷b1 tokens/s fused ${ratio("fusedMs")}, plain ${ratio("plainMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
   );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-fused-ab.mjs", kind: "ort-fused-ab", ...provenance(), rounds: args.rounds, steps: args.steps, engines: rows };
-  console.log(`wrote ${writeResult("ort-fused-ab", "ort", "demo", record)}`);
+  const record = { tool: "scripts/ort-fused-ab.mjs", kind: "ort-fused-ab", ...provenance(), rounds: args.rounds, steps: args.steps, prompt: args.prompt, engines: rows };
+  console.log(`wrote ${writeResult("ort-fused-ab", "ort", args.label, record)}`);
 }

@@ -22,7 +22,7 @@ export type Ort = typeof import("onnxruntime-node");
 const PREFILL_CHUNK = 512;
 
 /**
- * The library of fused step operators (engines/ort-ops): $MAMBA_EDGE_ORT_OPS (a path, or "off"), else
+ * The library of fused operators (engines/ort-ops): $MAMBA_EDGE_ORT_OPS (a path, or "off"), else
  * its CMake build directory; null where it is switched off or not built.
  */
 export function ortOpsLibraryPath(): string | null {

@@ -1,4 +1,4 @@
-// The fused decode-step kernels behind the onnxruntime custom operators (ops.cpp): plain C++ over
+// The fused prefill and decode-step kernels behind the onnxruntime custom operators (ops.cpp): plain C++ over
 // float arrays, no onnxruntime types, so each is one pass over its state. Rows are sequences of the
 // batch; every function handles rows [r0, r1) so the caller can split a batch across threads.
 #pragma once

@@ -1,4 +1,4 @@
-// The onnxruntime side of the fused decode-step operators: their declarations (OrtCustomOp), shape
+// The onnxruntime side of the fused operators: their declarations (OrtCustomOp), shape
 // checks, the split of a batch over onnxruntime's intra-op threads, and RegisterCustomOps, the entry
 // point RegisterCustomOpsLibrary_V2 calls. The arithmetic is in kernels.cpp.
 #include <exception>
