@@ -51,8 +51,8 @@ export class OrtBackend implements Backend {
     readonly manifest: Manifest,
     private readonly ort: Ort,
     private readonly stepper: Stepper,
-    private readonly prefillSession: InferenceSession,
-    private readonly fusedPrefill: CapiPrefill | null,
+    /** the prefill: the fused graph through the C API, or the plain one through the binding (each session holds its own weights) */
+    private readonly prefillRun: CapiPrefill | InferenceSession,
     maxBatch: number,
     threads: number,
     via: string,
@@ -85,11 +85,9 @@ export class OrtBackend implements Backend {
     }
     const threads = opts.threads ?? Math.max(1, cpus().length);
     const options: InferenceSession.SessionOptions = { graphOptimizationLevel: "all", intraOpNumThreads: threads, executionMode: "sequential" };
-    const [prefill, step] = await Promise.all([
-      ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options),
-      openStep(ort, dir, manifest, threads, options, opts),
-    ]);
-    return new OrtBackend(manifest, ort, step.stepper, prefill, step.prefill, opts.maxBatch ?? 32, threads, step.via);
+    const step = await openStep(ort, dir, manifest, threads, options, opts);
+    const prefill = step.prefill ?? (await ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options));
+    return new OrtBackend(manifest, ort, step.stepper, prefill, opts.maxBatch ?? 32, threads, step.via);
   }
 
   newState(): SequenceState {
@@ -104,9 +102,9 @@ export class OrtBackend implements Backend {
     const parts: Float32Array[] = [];
     for (let at = 0; at < tokens.length; at += PREFILL_CHUNK) {
       const chunk = tokens.subarray(at, at + PREFILL_CHUNK);
-      if (this.fusedPrefill) parts.push(this.fusedPrefill.run(chunk, s, want));
+      if (this.prefillRun instanceof CapiPrefill) parts.push(this.prefillRun.run(chunk, s, want));
       else {
-        const out = await this.prefillSession.run(graphFeeds(this.ort, this.manifest.config, chunk, [s]), [want, ...this.stateOutputNames()]);
+        const out = await this.prefillRun.run(graphFeeds(this.ort, this.manifest.config, chunk, [s]), [want, ...this.stateOutputNames()]);
         this.readStates(out, [s]);
         parts.push(out[want].data as Float32Array);
       }
@@ -164,8 +162,7 @@ export class OrtBackend implements Backend {
 
   async close(): Promise<void> {
     this.flush();
-    this.fusedPrefill?.release();
-    await Promise.all([this.stepper.release(), this.prefillSession.release()]);
+    await Promise.all([this.stepper.release(), this.prefillRun.release()]);
   }
 
   private checkToken(t: number): number {
@@ -484,7 +481,7 @@ class CapiPrefill {
     }
   }
 
-  release(): void {
+  async release(): Promise<void> {
     this.session.release();
   }
 }
