@@ -119,6 +119,36 @@ OrtStatusPtr rank(const Kernel& k, const std::vector<Tensor>& in, size_t i, size
     if (OrtStatusPtr s_ = (expr)) return s_; \
   } while (0)
 
+// The selective operators' inputs for R rows (sequences or tokens) on a state of `stateRows` sequences:
+// h (stateRows, N, E), dt, x and z (R, E), B and C (R, N), A (N, E), D (E).
+OrtStatusPtr selectiveShapes(const Kernel& k, const std::vector<Tensor>& in, int64_t R, int64_t stateRows) {
+  const int64_t N = in[0].dims[1], E = in[0].dims[2];
+  ME_TRY(expect(k, in, 0, {stateRows, N, E}));
+  for (size_t i : {1, 2, 5}) ME_TRY(expect(k, in, i, {R, E}));
+  for (size_t i : {3, 4}) ME_TRY(expect(k, in, i, {R, N}));
+  ME_TRY(expect(k, in, 6, {N, E}));
+  return expect(k, in, 7, {E});
+}
+
+// The SSD operators' inputs for R rows (sequences or tokens) on a state of `stateRows` sequences:
+// S (stateRows, H, P, N), dt (R, H), x (R, H·P), B and C (R, G·N), dt_bias, A, D (H). Sets the groups G.
+OrtStatusPtr ssdShapes(const Kernel& k, const std::vector<Tensor>& in, int64_t R, int64_t stateRows, int64_t& G) {
+  const int64_t H = in[0].dims[1], P = in[0].dims[2], N = in[0].dims[3];
+  ME_TRY(rank(k, in, 3, 2));
+  const int64_t GN = in[3].dims[1];
+  G = GN / N;
+  if (G < 1 || G * N != GN || H % G != 0)
+    return error(std::string(kDomain) + "." + k.op->name + ": input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
+                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
+  ME_TRY(expect(k, in, 0, {stateRows, H, P, N}));
+  ME_TRY(expect(k, in, 1, {R, H}));
+  ME_TRY(expect(k, in, 2, {R, H * P}));
+  ME_TRY(expect(k, in, 3, {R, GN}));
+  ME_TRY(expect(k, in, 4, {R, GN}));
+  for (size_t i : {5, 6, 7}) ME_TRY(expect(k, in, i, {H}));
+  return nullptr;
+}
+
 // inputs: x (B, C), state (B, K-1, C), wT (K, C), bias (C); outputs: y (B, C), state (B, K-1, C)
 OrtStatusPtr convStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
   ME_TRY(rank(k, in, 2, 2));
@@ -139,10 +169,7 @@ OrtStatusPtr convStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor
 OrtStatusPtr selectiveStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
   ME_TRY(rank(k, in, 0, 3));
   const int64_t B = in[0].dims[0], N = in[0].dims[1], E = in[0].dims[2];
-  for (size_t i : {1, 2, 5}) ME_TRY(expect(k, in, i, {B, E}));
-  for (size_t i : {3, 4}) ME_TRY(expect(k, in, i, {B, N}));
-  ME_TRY(expect(k, in, 6, {N, E}));
-  ME_TRY(expect(k, in, 7, {E}));
+  ME_TRY(selectiveShapes(k, in, B, B));
   float *y, *hOut;
   ME_TRY(makeOutput(ctx, 0, {B, E}, &y));
   ME_TRY(makeOutput(ctx, 1, {B, N, E}, &hOut));
@@ -159,16 +186,8 @@ OrtStatusPtr selectiveStep(const Kernel& k, OrtKernelContext* ctx, std::vector<T
 OrtStatusPtr ssdStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
   ME_TRY(rank(k, in, 0, 4));
   const int64_t B = in[0].dims[0], H = in[0].dims[1], P = in[0].dims[2], N = in[0].dims[3];
-  ME_TRY(rank(k, in, 3, 2));
-  const int64_t GN = in[3].dims[1], G = GN / N;
-  if (G < 1 || G * N != GN || H % G != 0)
-    return error(std::string(kDomain) + ".SsdStep: input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
-                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
-  ME_TRY(expect(k, in, 1, {B, H}));
-  ME_TRY(expect(k, in, 2, {B, H * P}));
-  ME_TRY(expect(k, in, 3, {B, GN}));
-  ME_TRY(expect(k, in, 4, {B, GN}));
-  for (size_t i : {5, 6, 7}) ME_TRY(expect(k, in, i, {H}));
+  int64_t G;
+  ME_TRY(ssdShapes(k, in, B, B, G));
   float *y, *sOut;
   ME_TRY(makeOutput(ctx, 0, {B, H * P}, &y));
   ME_TRY(makeOutput(ctx, 1, {B, H, P, N}, &sOut));
@@ -184,11 +203,7 @@ OrtStatusPtr selectiveScan(const Kernel& k, OrtKernelContext* ctx, std::vector<T
   ME_TRY(rank(k, in, 0, 3));
   ME_TRY(rank(k, in, 1, 2));
   const int64_t N = in[0].dims[1], E = in[0].dims[2], T = in[1].dims[0];
-  ME_TRY(expect(k, in, 0, {1, N, E}));
-  for (size_t i : {1, 2, 5}) ME_TRY(expect(k, in, i, {T, E}));
-  for (size_t i : {3, 4}) ME_TRY(expect(k, in, i, {T, N}));
-  ME_TRY(expect(k, in, 6, {N, E}));
-  ME_TRY(expect(k, in, 7, {E}));
+  ME_TRY(selectiveShapes(k, in, T, 1));
   float *y, *h;
   ME_TRY(makeOutput(ctx, 0, {T, E}, &y));
   ME_TRY(makeOutput(ctx, 1, {1, N, E}, &h));
@@ -205,18 +220,9 @@ OrtStatusPtr selectiveScan(const Kernel& k, OrtKernelContext* ctx, std::vector<T
 OrtStatusPtr ssdScan(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
   ME_TRY(rank(k, in, 0, 4));
   ME_TRY(rank(k, in, 1, 2));
-  ME_TRY(rank(k, in, 3, 2));
   const int64_t H = in[0].dims[1], P = in[0].dims[2], N = in[0].dims[3], T = in[1].dims[0];
-  const int64_t GN = in[3].dims[1], G = GN / N;
-  if (G < 1 || G * N != GN || H % G != 0)
-    return error(std::string(kDomain) + ".SsdScan: input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
-                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
-  ME_TRY(expect(k, in, 0, {1, H, P, N}));
-  ME_TRY(expect(k, in, 1, {T, H}));
-  ME_TRY(expect(k, in, 2, {T, H * P}));
-  ME_TRY(expect(k, in, 3, {T, GN}));
-  ME_TRY(expect(k, in, 4, {T, GN}));
-  for (size_t i : {5, 6, 7}) ME_TRY(expect(k, in, i, {H}));
+  int64_t G;
+  ME_TRY(ssdShapes(k, in, T, 1, G));
   float *y, *S;
   ME_TRY(makeOutput(ctx, 0, {T, H * P}, &y));
   ME_TRY(makeOutput(ctx, 1, {1, H, P, N}, &S));
