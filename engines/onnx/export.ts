@@ -35,7 +35,7 @@ interface Ctx {
   fused: boolean;
 }
 
-/** The ONNX domain of the fused decode-step operators (engines/ort-ops). */
+/** The ONNX domain of the fused operators (engines/ort-ops). */
 export const OPS_DOMAIN = "ai.mamba_edge";
 export const OPS_DOMAIN_VERSION = 1;
 
@@ -235,16 +235,17 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   const Bm = ctx.em.ssmInput?.(g, `l${l}.B`, BRaw, G * N) ?? BRaw;
   const Cm = ctx.em.ssmInput?.(g, `l${l}.C`, CRaw, G * N) ?? CRaw;
   const [lo, hi] = c.dtLimit;
+  const dtBias = f32(ctx, `l${l}.dt_bias`, L.dtBias, [H]);
+  const A = f32(ctx, `l${l}.A`, L.A, [H]);
+  const D = f32(ctx, `l${l}.D`, L.D, [H]);
   if (ctx.fused) {
     // softplus(dt + dt_bias), its clip, the state update and the D skip in one operator; the gated norm follows
-    const ins = [ssm, dtRaw, x, Bm, Cm, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H]), f32(ctx, `l${l}.A`, L.A, [H]), f32(ctx, `l${l}.D`, L.D, [H])];
+    const ins = [ssm, dtRaw, x, Bm, Cm, dtBias, A, D];
     const [ys, sOut] = g.op(ctx.mode === "step" ? "SsdStep" : "SsdScan", ins, { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } }, 2, OPS_DOMAIN);
     return [linear(g, gatedNorm(ctx, l, L, ys, z), `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
   }
-  let dt = g.o("Softplus", [g.o("Add", [dtRaw, f32(ctx, `l${l}.dt_bias`, L.dtBias, [H])])]); // (rows, H): no Gemm to fuse into
+  let dt = g.o("Softplus", [g.o("Add", [dtRaw, dtBias])]); // (rows, H): no Gemm to fuse into
   if (lo > 0 || hi < Infinity) dt = g.o("Clip", [dt, g.floats([lo], []), g.floats([Math.min(hi, 3.4e38)], [])]);
-  const A = f32(ctx, `l${l}.A`, L.A, [H]);
-  const D = f32(ctx, `l${l}.D`, L.D, [H]);
   // heads view: x (rows, H, P); B, C per head (rows, H, N) by repeating each group H/G times
   const rowsHP = g.ints([-1, H, P]);
   const xh = g.o("Reshape", [x, rowsHP]);

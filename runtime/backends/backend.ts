@@ -1,18 +1,7 @@
 // What the scheduler and the CLI drive. Each backend (ref, later ort / cuda / trt) implements this;
 // nothing above it knows which one it has.
-import { existsSync } from "node:fs";
 import { cpus } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { SequenceState } from "../model/state.js";
-
-/** The package's root directory (where engines/ lives), whether running compiled (dist/) or from source. */
-export function packageRoot(): string {
-  // compiled: dist/runtime/backends; from source (tests): runtime/backends
-  const here = dirname(fileURLToPath(import.meta.url));
-  const roots = [resolve(here, "..", "..", ".."), resolve(here, "..", "..")];
-  return roots.find((r) => existsSync(join(r, "engines"))) ?? roots[0];
-}
 
 export interface BackendInfo {
   name: "ref" | "ort" | "cuda" | "trt";

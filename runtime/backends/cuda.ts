@@ -8,12 +8,13 @@ import { join, resolve } from "node:path";
 import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
-import { packageRoot, type Backend, type BackendInfo } from "./backend.js";
+import { packageRoot } from "../paths.js";
+import type { Backend, BackendInfo } from "./backend.js";
 
 /** Where the library is looked for: $MAMBA_EDGE_CUDA_LIB, else the CMake build directory. */
 export function cudaLibraryPath(): string {
   if (process.env.MAMBA_EDGE_CUDA_LIB) return process.env.MAMBA_EDGE_CUDA_LIB;
-  return join(packageRoot(), "engines", "native", "build", "libmamba_edge.so");
+  return join(packageRoot, "engines", "native", "build", "libmamba_edge.so");
 }
 
 export const BUILD_HINT = "cmake -S engines/native -B engines/native/build && cmake --build engines/native/build -j";

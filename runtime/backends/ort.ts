@@ -13,7 +13,8 @@ import { UserError } from "../errors.js";
 import { loadManifest, type Manifest } from "../engine/manifest.js";
 import type { ModelConfig } from "../model/config.js";
 import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, transpose, type StateShape } from "../model/state.js";
-import { cpuDevice, packageRoot, type Backend, type BackendInfo } from "./backend.js";
+import { packageRoot } from "../paths.js";
+import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 import { CapiSession, type NativeBuffer, type NativeTensor } from "./ort-capi.js";
 
 export type Ort = typeof import("onnxruntime-node");
@@ -26,13 +27,14 @@ const PREFILL_CHUNK = 512;
  * its CMake build directory; null where it is switched off or not built.
  */
 export function ortOpsLibraryPath(): string | null {
-  const env = process.env.MAMBA_EDGE_ORT_OPS;
-  if (env === "off" || env === "0") return null;
-  const path = env || join(packageRoot(), "engines", "ort-ops", "build", "libmamba_edge_ort_ops.so");
+  if (opsSwitchedOff()) return null;
+  const path = process.env.MAMBA_EDGE_ORT_OPS || join(packageRoot, "engines", "ort-ops", "build", "libmamba_edge_ort_ops.so");
   return existsSync(path) ? path : null;
 }
 
-export const ORT_OPS_BUILD_HINT = "cmake -S engines/ort-ops -B engines/ort-ops/build && cmake --build engines/ort-ops/build";
+const opsSwitchedOff = () => ["off", "0"].includes(process.env.MAMBA_EDGE_ORT_OPS ?? "");
+
+const ORT_OPS_BUILD_HINT = "npm run build:ops";
 
 /** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused); the fused prefill, if it opened. */
 interface StepChoice {
@@ -204,7 +206,7 @@ async function openStep(
   let notFused = "";
   if (!opts.binding && opts.fused !== false) {
     const lib = ortOpsLibraryPath();
-    if (["off", "0"].includes(process.env.MAMBA_EDGE_ORT_OPS ?? "")) notFused = " (fused operators switched off by MAMBA_EDGE_ORT_OPS)";
+    if (opsSwitchedOff()) notFused = " (fused operators switched off by MAMBA_EDGE_ORT_OPS)";
     else if (!m.files["cpu/step-fused.onnx"]) notFused = " (no fused step graph in this engine: rebuild it for the fused operators)";
     else if (!lib) notFused = ` (fused operators not built: ${ORT_OPS_BUILD_HINT})`;
     else {

@@ -2,8 +2,7 @@
 // (--model, the TypeScript reference), the bundled demo model by default, or a random model of a
 // published shape (--random, for benchmarks).
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, relative, resolve } from "node:path";
 import type { Backend } from "../backends/backend.js";
 import { RefBackend } from "../backends/ref.js";
 import { UserError } from "../errors.js";
@@ -13,9 +12,9 @@ import { MambaModel } from "../model/model.js";
 import { setReferenceThreads } from "../model/parallel.js";
 import { randomModel } from "../model/random.js";
 import { Tokenizer } from "../tokenizer.js";
+import { packageRoot } from "../paths.js";
 
 /** The repository (or installed package) root: dist/runtime/cli -> ../../.. */
-export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");
 /** The engine the CLI runs when given no model: built from the demo model on first use. */
 export const defaultEngineDir = join(packageRoot, "models", "engines", "mamba2-brown-w8a8.mamba");
@@ -141,8 +140,8 @@ function builtVersion(dir: string): number | null {
 
 /** The engine in `dir` is of this format version and has every graph this build writes. */
 function isCurrent(dir: string): boolean {
-  const files = readManifest(dir)?.files ?? {};
-  return builtVersion(dir) === FORMAT_VERSION && ["cpu/step-fused.onnx", "cpu/prefill-fused.onnx"].every((f) => f in files);
+  const m = readManifest(dir);
+  return m?.version === FORMAT_VERSION && ["cpu/step-fused.onnx", "cpu/prefill-fused.onnx"].every((f) => f in (m.files ?? {}));
 }
 
 function readManifest(dir: string): Partial<Manifest> | null {

@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, hostname, platform, release, totalmem } from "node:os";
 import { join } from "node:path";
-import { packageRoot } from "./open.js";
+import { packageRoot } from "../paths.js";
 
 export function provenance() {
   return {
