@@ -375,7 +375,7 @@ class BindingStepper implements Stepper {
  * The step through onnxruntime's C API: states, tokens and logits in native memory, written in place.
  * Two sets of buffers (a step's inputs and its outputs) hold up to `capacity` sequences; a batch of
  * b runs on tensors over their first b rows, so every batch size shares them. (Buffers of their own
- * per batch size took a 130m engine from 0.75 to 3.7 GB once a daemon had run every size up to 32.)
+ * per batch size took a 130m engine from 0.6 to 3.7 GB once a daemon had run every size up to 32.)
  */
 class CapiStepper implements Stepper {
   private capacity = 0;
