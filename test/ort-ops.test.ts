@@ -46,8 +46,9 @@ async function oneNode(name: string, op: string, inputs: [string, number[]][], o
 
 describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
   // The step ops update R sequences one token each; the scan ops one sequence over R tokens (one state).
-  for (const op of ["SelectiveStep", "SelectiveScan"] as const)
-    it(`${op}: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate`, async () => {
+  // A step in place (the state tensor given as both input and output) is how backend ort runs the fused step.
+  for (const [op, inPlace] of [["SelectiveStep", false], ["SelectiveStep", true], ["SelectiveScan", false]] as const)
+    it(`${op}${inPlace ? " in place" : ""}: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate`, async () => {
       const scan = op === "SelectiveScan";
       const [R, N, E] = scan ? [6, 3, 70] : [3, 4, 40]; // 70 channels: threads take 64, then 6
       const hDims = [scan ? 1 : R, N, E];
@@ -63,10 +64,10 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       feeds.z.data.set(v(R * E, 6, 6));
       feeds.A.data.set(v(N * E, 7).map((a) => -Math.exp(2 * a)));
       feeds.D.data.set(v(E, 8));
+      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data.slice()]));
       const y = s.float32([R, E]);
-      const hOut = s.float32(hDims);
+      const hOut = inPlace ? feeds.h : s.float32(hDims);
       s.run(feeds, { y, state_out: hOut });
-      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
       const wantY = new Float64Array(R * E);
       const wantH = Float64Array.from(f.h);
       for (let r = 0; r < R; r++) {
@@ -86,10 +87,12 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       s.release();
     });
 
-  for (const op of ["SsdStep", "SsdScan"] as const)
-    it(`${op}: heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip`, async () => {
+  // P 8, N 16: rows four at a time in vectors of eight; P 6, N 12: two rows left over, and the scalar path.
+  const ssdCases = [["SsdStep", 8, 16, false], ["SsdStep", 6, 12, false], ["SsdStep", 8, 16, true], ["SsdScan", 8, 16, false], ["SsdScan", 6, 12, false]] as const;
+  for (const [op, P, N, inPlace] of ssdCases)
+    it(`${op}${inPlace ? " in place" : ""} (head dim ${P}, state ${N}): heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip`, async () => {
       const scan = op === "SsdScan";
-      const [R, H, P, N, G] = [2, 4, 8, 16, 2];
+      const [R, H, G] = [2, 4, 2];
       const sDims = [scan ? 1 : R, H, P, N];
       const [dtMin, dtMax] = [0.01, 0.4];
       const { s, feeds } = await oneNode(
@@ -107,10 +110,10 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       feeds.dt_bias.data.set(Float32Array.of(0.1, -0.5, 0, -2.5));
       feeds.A.data.set(Float32Array.of(-1, -4, -0.5, -8));
       feeds.D.data.set(Float32Array.of(1, 0.5, -0.25, 2));
+      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data.slice()]));
       const y = s.float32([R, H * P]);
-      const sOut = s.float32(sDims);
+      const sOut = inPlace ? feeds.S : s.float32(sDims);
       s.run(feeds, { y, state_out: sOut });
-      const f = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
       const wantY = new Float64Array(R * H * P);
       const wantS = Float64Array.from(f.S);
       for (let r = 0; r < R; r++) {
@@ -135,26 +138,27 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       s.release();
     });
 
-  it("ConvStep: the window's dot product with bias and silu, and the window moved on by one row", async () => {
-    const [B, K, C] = [3, 4, 24];
-    const { s, feeds } = await oneNode("conv", "ConvStep", [["x", [B, C]], ["state", [B, K - 1, C]], ["wT", [K, C]], ["bias", [C]]], [[B, C], [B, K - 1, C]]);
-    for (const [i, t] of Object.values(feeds).entries()) t.data.set(values(t.data.length, 20 + i).map((x) => 3 * x));
-    const y = s.float32([B, C]);
-    const st = s.float32([B, K - 1, C]);
-    s.run(feeds, { y, state_out: st });
-    const { x, state, wT, bias } = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data]));
-    const wantY = new Float64Array(B * C);
-    const wantS = new Float64Array(B * (K - 1) * C);
-    for (let b = 0; b < B; b++)
-      for (let c = 0; c < C; c++) {
-        const window = [...Array.from({ length: K - 1 }, (_, k) => state[(b * (K - 1) + k) * C + c]), x[b * C + c]];
-        wantY[b * C + c] = silu(window.reduce((acc, w, k) => acc + w * wT[k * C + c], bias[c]));
-        for (let k = 0; k < K - 1; k++) wantS[(b * (K - 1) + k) * C + c] = window[k + 1];
-      }
-    expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
-    expect(Array.from(st.data)).toEqual(Array.from(wantS, Math.fround));
-    s.release();
-  });
+  for (const inPlace of [false, true])
+    it(`ConvStep${inPlace ? " in place" : ""}: the window's dot product with bias and silu, and the window moved on by one row`, async () => {
+      const [B, K, C] = [3, 4, 24];
+      const { s, feeds } = await oneNode("conv", "ConvStep", [["x", [B, C]], ["state", [B, K - 1, C]], ["wT", [K, C]], ["bias", [C]]], [[B, C], [B, K - 1, C]]);
+      for (const [i, t] of Object.values(feeds).entries()) t.data.set(values(t.data.length, 20 + i).map((x) => 3 * x));
+      const { x, state, wT, bias } = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data.slice()]));
+      const y = s.float32([B, C]);
+      const st = inPlace ? feeds.state : s.float32([B, K - 1, C]);
+      s.run(feeds, { y, state_out: st });
+      const wantY = new Float64Array(B * C);
+      const wantS = new Float64Array(B * (K - 1) * C);
+      for (let b = 0; b < B; b++)
+        for (let c = 0; c < C; c++) {
+          const window = [...Array.from({ length: K - 1 }, (_, k) => state[(b * (K - 1) + k) * C + c]), x[b * C + c]];
+          wantY[b * C + c] = silu(window.reduce((acc, w, k) => acc + w * wT[k * C + c], bias[c]));
+          for (let k = 0; k < K - 1; k++) wantS[(b * (K - 1) + k) * C + c] = window[k + 1];
+        }
+      expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
+      expect(Array.from(st.data)).toEqual(Array.from(wantS, Math.fround));
+      s.release();
+    });
 
   it("a shape that does not fit is a one-line error naming the operator, the input and both shapes", async () => {
     const { s, feeds } = await oneNode("bad", "ConvStep", [["x", [2, 4]], ["state", [2, 2, 5]], ["wT", [3, 4]], ["bias", [4]]], [[2, 4], [2, 2, 4]]);

@@ -214,7 +214,7 @@ async function openStep(
         const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);
         // the fused prefill graph came later than the fused step: an engine may have only the step
         const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib) : null;
-        if (capi) return { stepper: new CapiStepper(capi, c), via: `C API, fused operators${pre ? "" : " (prefill unfused: rebuild the engine)"}`, prefill: pre && new CapiPrefill(pre, c) };
+        if (capi) return { stepper: new CapiStepper(capi, c, true), via: `C API, fused operators${pre ? "" : " (prefill unfused: rebuild the engine)"}`, prefill: pre && new CapiPrefill(pre, c) };
       } catch (e) {
         notFused = ` (fused operators unavailable: ${(e as Error).message.split("\n")[0]})`;
       }
@@ -222,7 +222,7 @@ async function openStep(
   }
   const stepPath = join(dir, "cpu", "step.onnx");
   const capi = opts.binding ? null : await CapiSession.open(stepPath, threads);
-  if (capi) return { stepper: new CapiStepper(capi, c), via: `C API${notFused}`, prefill: null };
+  if (capi) return { stepper: new CapiStepper(capi, c, false), via: `C API${notFused}`, prefill: null };
   return { stepper: new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), c), via: "node binding", prefill: null };
 }
 
@@ -373,9 +373,12 @@ class BindingStepper implements Stepper {
 
 /**
  * The step through onnxruntime's C API: states, tokens and logits in native memory, written in place.
- * Two sets of buffers (a step's inputs and its outputs) hold up to `capacity` sequences; a batch of
- * b runs on tensors over their first b rows, so every batch size shares them. (Buffers of their own
- * per batch size took a 130m engine from 0.6 to 3.7 GB once a daemon had run every size up to 32.)
+ * Buffers hold up to `capacity` sequences; a batch of b runs on tensors over their first b rows, so
+ * every batch size shares them. (Buffers of their own per batch size took a 130m engine from 0.6 to
+ * 3.7 GB once a daemon had run every size up to 32.) The plain graph needs two sets, a step's inputs
+ * and its outputs, swapped after each step. The fused graph (`inPlace`) has one: each state is read
+ * and written only by its own fused operator, which reads every value before writing it, so a state
+ * tensor is given as both the input and the output of a run.
  */
 class CapiStepper implements Stepper {
   private capacity = 0;
@@ -386,13 +389,15 @@ class CapiStepper implements Stepper {
   constructor(
     private readonly session: CapiSession,
     private readonly c: ModelConfig,
+    private readonly inPlace: boolean,
   ) {}
 
   pair(b: number): [BatchStates, BatchStates] {
     let p = this.pairs.get(b);
     if (!p) {
       if (b > this.capacity) this.grow(b);
-      p = [this.view(0, b), this.view(1, b)];
+      const cur = this.view(0, b);
+      p = [cur, this.inPlace ? cur : this.view(1, b)];
       this.pairs.set(b, p);
     }
     return p;
@@ -404,7 +409,7 @@ class CapiStepper implements Stepper {
     this.pairs.clear();
     this.io.clear();
     this.capacity = 2 ** Math.ceil(Math.log2(b));
-    this.sets = [0, 1].map(() => ({
+    this.sets = (this.inPlace ? [0] : [0, 1]).map(() => ({
       states: [], // made as the first view asks for them
       tokens: this.session.buffer("int64", this.capacity),
       logits: this.session.buffer("float32", this.capacity * this.c.vocabSize),

@@ -79,10 +79,10 @@ inline float silu(float v) { return v / (1.f + expf_(-v)); }
 ME_CLONES void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias,
                         float* __restrict y, float* __restrict stateOut) {
   for (int64_t b = r0; b < r1; b++) {
-    const float* __restrict st = state + b * (K - 1) * C;
+    const float* st = state + b * (K - 1) * C;  // st and so may be the same rows (a step in place)
     const float* __restrict xb = x + b * C;
     float* __restrict yb = y + b * C;
-    float* __restrict so = stateOut + b * (K - 1) * C;
+    float* so = stateOut + b * (K - 1) * C;
     const float* __restrict wLast = wT + (K - 1) * C;
     for (int64_t c = 0; c < C; c++) yb[c] = (bias ? bias[c] : 0.f) + xb[c] * wLast[c];
     for (int64_t k = 0; k < K - 1; k++) {
@@ -91,7 +91,8 @@ ME_CLONES void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const floa
       for (int64_t c = 0; c < C; c++) yb[c] += s[c] * w[c];
     }
     for (int64_t c = 0; c < C; c++) yb[c] = silu(yb[c]);
-    // the window moves on by one row: rows 1..K-2 of the old state, then x
+    // the window moves on by one row: rows 1..K-2 of the old state, then x (row k is written only
+    // after row k is last read, so this holds in place too)
     for (int64_t k = 0; k + 1 < K - 1; k++)
       for (int64_t c = 0; c < C; c++) so[k * C + c] = st[(k + 1) * C + c];
     for (int64_t c = 0; c < C; c++) so[(K - 2) * C + c] = xb[c];
@@ -151,10 +152,42 @@ namespace {
 
 inline float ssdDt(float raw, float bias, float dtMin, float dtMax) { return clampf(softplus(raw + bias), dtMin, dtMax); }
 
+// Eight floats as one value (GCC/Clang vector extension): AVX registers in the AVX2 build, two
+// SSE or NEON registers elsewhere. aligned(4): loads and stores at any float's address.
+typedef float f8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+inline float sum8(f8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
 // One head of one token: S' = dA·S + (dt·x) ⊗ B; y = S'·C + D·x, for S (P, N). Sin and Sout may be the same array.
+// Rows go four at a time: each row's C·S' is a sum over n, and four independent sums keep the FMA
+// units busy where a single one would wait on its own previous addition at every step.
 __attribute__((always_inline)) inline void ssdHead(int64_t P, int64_t N, float dt, float dA, float Dh, const float* x, const float* bg,
                                                    const float* cg, const float* Sin, float* Sout, float* y) {
-  for (int64_t p = 0; p < P; p++) {
+  int64_t p = 0;
+  if (N % 8 == 0)
+    for (; p + 4 <= P; p += 4) {
+      const float d0 = dt * x[p], d1 = dt * x[p + 1], d2 = dt * x[p + 2], d3 = dt * x[p + 3];
+      const float* s = Sin + p * N;
+      float* o = Sout + p * N;
+      f8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int64_t n = 0; n < N; n += 8) {
+        const f8 b = *reinterpret_cast<const f8*>(bg + n), c = *reinterpret_cast<const f8*>(cg + n);
+        const f8 v0 = *reinterpret_cast<const f8*>(s + n) * dA + d0 * b;
+        const f8 v1 = *reinterpret_cast<const f8*>(s + N + n) * dA + d1 * b;
+        const f8 v2 = *reinterpret_cast<const f8*>(s + 2 * N + n) * dA + d2 * b;
+        const f8 v3 = *reinterpret_cast<const f8*>(s + 3 * N + n) * dA + d3 * b;
+        *reinterpret_cast<f8*>(o + n) = v0;
+        *reinterpret_cast<f8*>(o + N + n) = v1;
+        *reinterpret_cast<f8*>(o + 2 * N + n) = v2;
+        *reinterpret_cast<f8*>(o + 3 * N + n) = v3;
+        a0 += v0 * c, a1 += v1 * c, a2 += v2 * c, a3 += v3 * c;
+      }
+      y[p] = sum8(a0) + Dh * x[p];
+      y[p + 1] = sum8(a1) + Dh * x[p + 1];
+      y[p + 2] = sum8(a2) + Dh * x[p + 2];
+      y[p + 3] = sum8(a3) + Dh * x[p + 3];
+    }
+  for (; p < P; p++) {
     const float dx = dt * x[p];
     const float* sr = Sin + p * N;
     float* so = Sout + p * N;

@@ -8,14 +8,15 @@ namespace me {
 
 // Causal depthwise conv, one step: window = [state (K-1 rows), x]; y = silu(Σ_k window_k · w_k + bias);
 // the new state is the window's last K-1 rows. x (B, C), state and state_out (B, K-1, C) time-major,
-// wT (K, C), bias (C) or null; y (B, C).
+// wT (K, C), bias (C) or null; y (B, C). state and stateOut may be the same array (a step in place).
 void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias, float* y,
               float* stateOut);
 
 // Mamba-1 selective state update, one step, state-major h (B, N, E):
 //   dt = softplus(dtRaw) (PyTorch's threshold 20); h' = exp(dt·A) h + (dt·x) ⊗ B;
 //   y = (C·h' + D·x) · silu(z)
-// dtRaw, x, z, y (B, E); Bm, Cm (B, N); A (N, E); D (E). `scratch` holds 2·E floats per call.
+// dtRaw, x, z, y (B, E); Bm, Cm (B, N); A (N, E); D (E). `scratch` holds 2·E floats per call. h and hOut
+// may be the same array.
 void selectiveStep(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x, const float* Bm,
                    const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut, float* scratch);
 
@@ -28,7 +29,7 @@ void selectiveScan(int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, cons
 // Mamba-2 (SSD) state update, one step, S (B, H, P, N), heads grouped G to a B/C group:
 //   dt = clip(softplus(dtRaw + dtBias), dtMin, dtMax) per head; S' = exp(dt·A) S + (dt·x) ⊗ B;
 //   y = S'·C + D·x
-// dtRaw (B, H); x, y (B, H·P); Bm, Cm (B, G·N); dtBias, A, D (H).
+// dtRaw (B, H); x, y (B, H·P); Bm, Cm (B, G·N); dtBias, A, D (H). S and SOut may be the same array.
 void ssdStep(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
              const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
              float* SOut);
