@@ -5,48 +5,14 @@
 // Prints prefill tokens/s, ms per step, the speed-ups and each one's batch-8 ÷ batch-1 throughput,
 // checks that both give the same logits, and writes JSON under bench/results/.
 // Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--label demo]
-import yargs from "yargs";
-import { hideBin } from "yargs/helpers";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
 import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { abArgs, alternate, relDiff, stepsSideBySide } from "./ab-rounds.mjs";
 
-const args = yargs(hideBin(process.argv))
-  .usage("$0 ENGINE.mamba...")
-  .option("batch", { type: "string", default: "1,8", describe: "batch sizes" })
-  .option("rounds", { type: "number", default: 7, describe: "timed rounds per variant (the median is reported)" })
-  .option("steps", { type: "number", default: 100, describe: "decode steps per round" })
-  .option("prompt", { type: "number", default: 512, describe: "prompt tokens per timed prefill (0: no prefill)" })
-  .option("label", { type: "string", default: "demo", describe: "the record's name: bench/results/<date>-ort-fused-ab-ort-<label>.json" })
-  .option("out", { type: "boolean", default: true, describe: "write bench/results/*.json" })
-  .demandCommand(1)
-  .strict()
-  .parseSync();
+const args = abArgs("$0 ENGINE.mamba...", "ort-fused-ab", (y) =>
+  y.option("prompt", { type: "number", default: 512, describe: "prompt tokens per timed prefill (0: no prefill)" }).demandCommand(1),
+);
 const batches = args.batch.split(",").map(Number);
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-
-/** max |a − b| over max |b|, over the first n values */
-function relDiff(a, b, n = b.length) {
-  let err = 0, ref = 0;
-  for (let i = 0; i < n; i++) (err = Math.max(err, Math.abs(a[i] - b[i]))), (ref = Math.max(ref, Math.abs(b[i])));
-  return +(err / ref).toExponential(2);
-}
-
-/** ms per step over `steps` steps of `be` on `states`, feeding back each sequence's argmax. */
-async function timed(be, states, tokens, steps) {
-  const V = be.info.vocabSize;
-  const t0 = performance.now();
-  let logits;
-  for (let i = 0; i < steps; i++) {
-    logits = await be.step(tokens, states);
-    for (let b = 0; b < tokens.length; b++) {
-      let best = 0;
-      for (let v = 1; v < V; v++) if (logits[b * V + v] > logits[b * V + best]) best = v;
-      tokens[b] = best;
-    }
-  }
-  return (performance.now() - t0) / steps;
-}
-
 const rows = [];
 for (const engine of args._.map(String)) {
   const fused = await OrtBackend.open(engine);
@@ -63,31 +29,13 @@ for (const engine of args._.map(String)) {
     };
     const a = await once(fused); // warm-up, and the logits compared
     const b = await once(plain);
-    const f = [], p = [];
-    for (let r = 0; r < args.rounds; r++) {
-      if (r % 2 === 0) f.push((await once(fused)).ms), p.push((await once(plain)).ms);
-      else p.push((await once(plain)).ms), f.push((await once(fused)).ms);
-    }
+    const [f, p] = await alternate(async () => (await once(fused)).ms, async () => (await once(plain)).ms, args.rounds);
     const tps = (ms) => +((args.prompt * 1000) / ms).toFixed(1);
-    row.prefill = { tokens: args.prompt, fusedTokensPerSecond: tps(median(f)), plainTokensPerSecond: tps(median(p)), lastLogitsRelErr: relDiff(a.logits, b.logits) };
+    row.prefill = { tokens: args.prompt, fusedTokensPerSecond: tps(f), plainTokensPerSecond: tps(p), lastLogitsRelErr: relDiff(a.logits, b.logits) };
   }
   for (const B of batches) {
-    // same start: the same prompt in every sequence, then the same tokens into both variants
-    const start = Int32Array.from({ length: B }, (_, b) => 1 + b);
-    const sf = Array.from({ length: B }, () => fused.newState());
-    const sp = Array.from({ length: B }, () => plain.newState());
-    const lf = await fused.step(start.slice(), sf);
-    const lp = await plain.step(start.slice(), sp);
-    const tf = Int32Array.from(start), tp = Int32Array.from(start);
-    await timed(fused, sf, tf, 20); // warm-up
-    await timed(plain, sp, tp, 20);
-    const f = [], p = [];
-    for (let r = 0; r < args.rounds; r++) {
-      // alternate which goes first, so a drift of the machine falls on both
-      if (r % 2 === 0) f.push(await timed(fused, sf, tf, args.steps)), p.push(await timed(plain, sp, tp, args.steps));
-      else p.push(await timed(plain, sp, tp, args.steps)), f.push(await timed(fused, sf, tf, args.steps));
-    }
-    row.batch[B] = { fusedMs: +median(f).toFixed(4), plainMs: +median(p).toFixed(4), firstStepLogitsRelErr: relDiff(lf, lp) };
+    const r = await stepsSideBySide(fused, plain, B, args.rounds, args.steps);
+    row.batch[B] = { fusedMs: r.aMs, plainMs: r.bMs, firstStepLogitsRelErr: r.firstStepLogitsRelErr };
   }
   await fused.close();
   await plain.close();

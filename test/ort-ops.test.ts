@@ -1,6 +1,7 @@
 // The fused operators of engines/ort-ops, run by onnxruntime through its C API: each operator
 // against the same arithmetic in float64 here, then whole engines' fused graphs (prefill and step)
 // against their plain graphs.
+import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../engines/onnx/export.js";
 import { DT, Graph } from "../engines/onnx/graph.js";
 import { CapiSession } from "../runtime/backends/ort-capi.js";
 import { OrtBackend, ortOpsLibraryPath } from "../runtime/backends/ort.js";
-import { cli } from "./helpers/cli.js";
+import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, relErr } from "./helpers/fixtures.js";
 import { expectSameTrace, stepTrace } from "./helpers/trace.js";
 
@@ -158,6 +159,32 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       expect(relErr(y.data, wantY)).toBeLessThanOrEqual(2e-6);
       expect(Array.from(st.data)).toEqual(Array.from(wantS, Math.fround));
       s.release();
+    });
+
+  // MatMulQ4 in each instruction set the library has (MAMBA_EDGE_ORT_OPS_ISA asks for less than the
+  // best); shapes with a short last group of outputs (N % 16), a padded last block (K % block) and
+  // every tile of rows (8, 2, 1 at a time)
+  const q4Shapes = [[11, 200, 40, 128], [3, 96, 16, 32], [8, 256, 64, 128], [1, 130, 21, 64]] as const;
+  for (const isa of ["best", "avx2", "portable"])
+    it(`MatMulQ4 (${isa}): 4-bit weights in MatMulNBits' layout against float64, ${q4Shapes.length} shapes`, () => {
+      for (const [M, K, N, block] of q4Shapes) {
+        const env = { ...process.env, MAMBA_EDGE_ORT_OPS_ISA: isa };
+        const r = spawnSync(process.execPath, [join(root, "test", "helpers", "q4-child.mjs"), ...[M, K, N, block].map(String)], { env, encoding: "utf8" });
+        expect(r.status, r.stderr).toBe(0);
+        const { x, w, s, y } = JSON.parse(r.stdout) as Record<string, number[]>;
+        const blocks = Math.ceil(K / block);
+        const want = new Float64Array(M * N);
+        for (let m = 0; m < M; m++)
+          for (let n = 0; n < N; n++) {
+            let acc = 0;
+            for (let k = 0; k < K; k++) {
+              const byte = w[(n * blocks + Math.floor(k / block)) * (block / 2) + Math.floor((k % block) / 2)];
+              acc += ((k % 2 ? byte >> 4 : byte & 15) - 8) * s[n * blocks + Math.floor(k / block)] * x[m * K + k];
+            }
+            want[m * N + n] = acc;
+          }
+        expect(relErr(y, want), `M ${M} K ${K} N ${N} block ${block}`).toBeLessThanOrEqual(2e-6);
+      }
     });
 
   it("a shape that does not fit is a one-line error naming the operator, the input and both shapes", async () => {

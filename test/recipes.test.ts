@@ -9,6 +9,7 @@ import { upperCholeskyOfInverse } from "../engines/quantize.js";
 import { MambaModel } from "../runtime/model/model.js";
 import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
+import { expectSameTrace, stepTrace } from "./helpers/trace.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-recipes-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -46,6 +47,10 @@ for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
         expect(m.calibration).toMatchObject({ samples: 8, length: 64 });
         expect(m.calibration!.textSha256).toMatch(/^[0-9a-f]{64}$/);
         await be.close();
+        if (recipe === "w4a16" && be.info.device.endsWith("fused operators")) {
+          // the fused step's MatMulQ4 against onnxruntime's MatMulNBits in the plain step, batches of 3 and 1
+          expectSameTrace(await stepTrace(await OrtBackend.open(out), 4), await stepTrace(await OrtBackend.open(out, { fused: false }), 4), 1e-5);
+        }
       });
     }
   });

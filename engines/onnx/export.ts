@@ -14,8 +14,11 @@ import type { WeightFile } from "./weight-file.js";
 
 /** How a recipe stores and applies its big matrices. */
 export interface Emitter {
-  /** y = x·Wᵀ + b for x of shape (rows, in) and W (out, in); returns y's name */
-  linear(g: Graph, x: string, name: string, W: Float32Array, bias: Float32Array | null, outDim: number, inDim: number): string;
+  /**
+   * y = x·Wᵀ + b for x of shape (rows, in) and W (out, in); returns y's name. `form.fusedStep`: the
+   * graph is the fused decode step (a few rows; the operators of OPS_DOMAIN may be used).
+   */
+  linear(g: Graph, x: string, name: string, W: Float32Array, bias: Float32Array | null, outDim: number, inDim: number, form?: LinearForm): string;
   /** rows of the table W (rows, cols) picked by ids, as float32 */
   gather(g: Graph, ids: string, name: string, W: Float32Array, rows: number, cols: number): string;
   /**
@@ -23,6 +26,10 @@ export interface Emitter {
    * layer uses: the value itself, or a quantized version of it.
    */
   ssmInput?(g: Graph, name: string, value: string, width: number): string;
+}
+
+export interface LinearForm {
+  fusedStep: boolean;
 }
 
 interface Ctx {
@@ -40,6 +47,12 @@ export const OPS_DOMAIN = "ai.mamba_edge";
 export const OPS_DOMAIN_VERSION = 1;
 
 const f32 = (ctx: Ctx, name: string, a: Float32Array, dims: number[]) => ctx.g.external(name, ctx.file.add(name, a), dims, DT.FLOAT);
+
+/** The recipe's linear layers, told which graph they go into. */
+function linearOf(ctx: Ctx): Emitter["linear"] {
+  const form: LinearForm = { fusedStep: ctx.fused && ctx.mode === "step" };
+  return (g, x, name, W, bias, outDim, inDim) => ctx.em.linear(g, x, name, W, bias, outDim, inDim, form);
+}
 
 function silu(g: Graph, x: string): string {
   return g.o("Mul", [x, g.o("Sigmoid", [x])]);
@@ -79,7 +92,7 @@ export function buildGraph(
 ): void {
   const fused = opts.fused ?? false;
   const ctx: Ctx = { g, c, w, file, em, mode, fused };
-  const linear = em.linear.bind(em);
+  const linear = linearOf(ctx);
   const B: number | string = mode === "step" ? "batch" : 1;
   const rows: number | string = mode === "step" ? "batch" : "tokens";
   const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
@@ -154,7 +167,7 @@ function split(g: Graph, x: string, sizes: number[], axis = -1): string[] {
 
 function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ssm: string): [string, string, string] {
   const { g, c } = ctx;
-  const linear = ctx.em.linear.bind(ctx.em);
+  const linear = linearOf(ctx);
   const E = c.dInner, N = c.dState, R = c.dtRank;
   const xz = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, 2 * E, c.dModel);
   const [x, z] = split(g, xz, [E, E]);
@@ -224,7 +237,7 @@ function scanBody1(E: number, N: number, l: number) {
 
 function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ssm: string): [string, string, string] {
   const { g, c } = ctx;
-  const linear = ctx.em.linear.bind(ctx.em);
+  const linear = linearOf(ctx);
   const E = c.dInner, N = c.dState, G = c.nGroups, H = c.nHeads, P = c.headDim;
   const convC = E + 2 * G * N;
   const zxbcdt = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, E + convC + H, c.dModel);

@@ -4,7 +4,7 @@
 // dt_proj (the dt path) and the embedding / lm_head stay in float16.
 import type { Recipe } from "../../runtime/engine/manifest.js";
 import type { Calibration } from "../calibrate.js";
-import type { Emitter } from "../onnx/export.js";
+import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
 import type { WeightFile } from "../onnx/weight-file.js";
 import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, sortAndCluster } from "../quantize.js";
@@ -67,7 +67,7 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
 
   return {
     gather: half.gather,
-    linear(g, xIn, name, W, bias, outDim, inDim) {
+    linear(g, xIn, name, W, bias, outDim, inDim, form) {
       if (name === "lm_head" || name.endsWith(".dt_proj")) return half.linear(g, xIn, name, W, bias, outDim, inDim);
       const x = name.endsWith(".out_proj") && rotates(o.recipe) ? emitRotation(g, file, xIn, inDim) : xIn;
       let p = prepared.get(name);
@@ -104,8 +104,14 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
         const blocks = Math.ceil(inDim / o.group);
         const wq = g.external(`${name}.wq4`, file.add(`${name}.wq4`, p.data), [outDim, blocks, o.group / 2], DT.UINT8);
         const sc = g.external(`${name}.ws`, file.add(`${name}.ws`, p.scale), [outDim * blocks], DT.FLOAT);
-        // accuracy_level 4: int8 compute for w4a8; float for w4a16
-        y = g.o("MatMulNBits", [xa, wq, sc], { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: int8Acts(o.recipe) ? 4 : 0 }, "com.microsoft");
+        if (form?.fusedStep && !int8Acts(o.recipe)) {
+          // the fused step's few rows: our MatMulQ4 (same weights and arithmetic as MatMulNBits in
+          // float), whose cost grows with the rows far less than MatMulNBits' (engines/ort-ops)
+          y = g.op("MatMulQ4", [xa, wq, sc], {}, 1, OPS_DOMAIN)[0];
+        } else {
+          // accuracy_level 4: int8 compute for w4a8; float for w4a16
+          y = g.o("MatMulNBits", [xa, wq, sc], { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: int8Acts(o.recipe) ? 4 : 0 }, "com.microsoft");
+        }
       }
       return b ? g.o("Add", [y, b]) : y;
     },

@@ -3,6 +3,7 @@
 // batch; every function handles rows [r0, r1) so the caller can split a batch across threads.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace me {
 
@@ -39,5 +40,29 @@ void ssdStep(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G,
 void ssdScan(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
              const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
              float* y, float* S);
+
+}  // namespace me
+
+namespace me {
+
+// 4-bit weights (matmul_q4.cpp) regrouped from MatMulNBits' layout (N rows of `blocks` blocks of
+// `half` bytes, inputs 2i and 2i + 1 of a block in the low and high nibble of byte i, value (q − 8)·s)
+// so that the bytes of 16 rows at one position lie side by side: one 16-byte load then holds two
+// inputs' weights for 16 outputs. Rows past N (the last group's padding) are zero.
+struct Q4Packed {
+  int64_t n = 0, groups = 0, blocks = 0, half = 0;
+  std::vector<uint8_t> w;  // [groups][blocks][half][16]
+  std::vector<float> s, o;  // [groups][blocks][16]: the scale, and −8 × it
+  const uint8_t* bytes(int64_t g, int64_t b, int64_t i) const { return w.data() + ((g * blocks + b) * half + i) * 16; }
+  const float* scale(int64_t g, int64_t b) const { return s.data() + (g * blocks + b) * 16; }
+  const float* offset(int64_t g, int64_t b) const { return o.data() + (g * blocks + b) * 16; }
+};
+
+// Regroups W: w (N, blocks, half) bytes, s (N, blocks).
+void q4Pack(int64_t N, int64_t blocks, int64_t half, const uint8_t* w, const float* s, Q4Packed& p);
+
+// y (M, N) = x · Wᵀ for the outputs of groups [g0, g1) (16 each), so threads can split them. x is
+// (M, blocks·2·half) with zeros past the true input width.
+void q4MatMul(const Q4Packed& p, int64_t M, int64_t g0, int64_t g1, const float* x, float* y);
 
 }  // namespace me

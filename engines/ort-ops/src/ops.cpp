@@ -1,7 +1,9 @@
 // The onnxruntime side of the fused operators: their declarations (OrtCustomOp), shape
 // checks, the split of a batch over onnxruntime's intra-op threads, and RegisterCustomOps, the entry
-// point RegisterCustomOpsLibrary_V2 calls. The arithmetic is in kernels.cpp.
+// point RegisterCustomOpsLibrary_V2 calls. The arithmetic is in kernels.cpp and matmul_q4.cpp.
+#include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
@@ -38,12 +40,19 @@ struct Op : OrtCustomOp {
   const char* name;
   const char* const* inputs;  // names, for error messages
   size_t nIn, nOut;
+  const int* inputTypes;  // ONNX element types, or null: all float
   Compute compute;
 };
 
 struct Kernel {
+  explicit Kernel(const Op* o) : op(o) {}
   const Op* op;
   float dtMin = 0.f, dtMax = 3.4e38f;
+  // MatMulQ4: its weights regrouped on the first run, and the tensor they were made from (the graphs
+  // give the weights as constant initializers, which keep their address and contents)
+  mutable std::mutex q4Lock;
+  mutable std::unique_ptr<me::Q4Packed> q4;
+  mutable const void* q4From = nullptr;
 };
 
 OrtStatusPtr readInput(OrtKernelContext* ctx, size_t i, Tensor& t) {
@@ -232,14 +241,51 @@ OrtStatusPtr ssdScan(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>
   });
 }
 
+// inputs: x (M, K), w (N, blocks, half) bytes and scales (N·blocks) as MatMulNBits takes them (constant
+// initializers); output y (M, N) = x·Wᵀ. W is regrouped once, on the first run (me::Q4Packed).
+OrtStatusPtr matMulQ4(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>& in) {
+  ME_TRY(rank(k, in, 0, 2));
+  ME_TRY(rank(k, in, 1, 3));
+  const int64_t M = in[0].dims[0], K = in[0].dims[1], N = in[1].dims[0], blocks = in[1].dims[1], half = in[1].dims[2];
+  if (half < 1 || blocks * 2 * half < K || (blocks - 1) * 2 * half >= K)
+    return error(std::string(kDomain) + "." + k.op->name + ": input 1 (w) has shape " + shapeText(in[1].dims) + ", which does not hold " +
+                 std::to_string(K) + " inputs (the width of x) in blocks");
+  ME_TRY(expect(k, in, 2, {N * blocks}));
+  const me::Q4Packed* p;
+  {
+    std::lock_guard<std::mutex> lock(k.q4Lock);
+    if (!k.q4 || k.q4From != in[1].data || k.q4->n != N || k.q4->blocks != blocks || k.q4->half != half) {
+      auto fresh = std::make_unique<me::Q4Packed>();
+      me::q4Pack(N, blocks, half, reinterpret_cast<const uint8_t*>(in[1].data), in[2].data, *fresh);
+      k.q4 = std::move(fresh);
+      k.q4From = in[1].data;
+    }
+    p = k.q4.get();
+  }
+  float* y;
+  ME_TRY(makeOutput(ctx, 0, {M, N}, &y));
+  const float* x = in[0].data;
+  const int64_t kp = blocks * 2 * half;
+  thread_local std::vector<float> padded;  // x with zeros past K, where the last block is not full
+  if (kp != K) {
+    padded.assign(static_cast<size_t>(M * kp), 0.f);
+    for (int64_t m = 0; m < M; m++) std::memcpy(padded.data() + m * kp, x + m * K, sizeof(float) * static_cast<size_t>(K));
+    x = padded.data();  // (inside the lambda below `padded` would be the running thread's own)
+  }
+  return forPieces(ctx, p->groups, 8, [&](int64_t g0, int64_t g1) { me::q4MatMul(*p, M, g0, g1, x, y); });
+}
+
 const char* const kConvInputs[] = {"x", "state", "wT", "bias"};
 const char* const kSelectiveInputs[] = {"h", "dt", "x", "B", "C", "z", "A", "D"};
 const char* const kSsdInputs[] = {"S", "dt", "x", "B", "C", "dt_bias", "A", "D"};
+const char* const kMatMulQ4Inputs[] = {"x", "w", "scales"};
+const int kMatMulQ4Types[] = {ORT_FLOAT, ORT_UINT8, ORT_FLOAT};
 
 const Op& self(const OrtCustomOp* op) { return *static_cast<const Op*>(op); }
 
-Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, Compute compute) {
+Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, Compute compute, const int* inputTypes = nullptr) {
   Op op{};
+  op.inputTypes = inputTypes;
   op.version = kCustomOpVersion;
   op.name = name;
   op.inputs = inputs;
@@ -249,7 +295,7 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
   op.CreateKernel = nullptr;  // CreateKernelV2 is used
   op.GetName = [](const OrtCustomOp* o) { return self(o).name; };
   op.GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // the CPU
-  op.GetInputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_FLOAT); };
+  op.GetInputType = [](const OrtCustomOp* o, size_t i) { return self(o).inputTypes ? self(o).inputTypes[i] : static_cast<int>(ORT_FLOAT); };
   op.GetInputTypeCount = [](const OrtCustomOp* o) { return self(o).nIn; };
   op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(ORT_FLOAT); };
   op.GetOutputTypeCount = [](const OrtCustomOp* o) { return self(o).nOut; };
@@ -263,7 +309,7 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
   op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
   op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.CreateKernelV2 = [](const OrtCustomOp* o, const OrtApi*, const OrtKernelInfo* info, void** out) -> OrtStatusPtr {
-    auto* k = new (std::nothrow) Kernel{&self(o)};
+    auto* k = new (std::nothrow) Kernel(&self(o));
     if (!k) return error(std::string(kDomain) + "." + self(o).name + ": out of memory");
     if (self(o).compute == ssdStep || self(o).compute == ssdScan) {
       // the dt clip; absent attributes keep the defaults (no clip)
@@ -296,7 +342,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
   static std::once_flag once;
   static OrtCustomOpDomain* domain = nullptr;  // shared by every session; lives as long as the process
   static OrtStatus* failed = nullptr;
-  static Op ops[5];
+  static Op ops[6];
   gApi = base->GetApi(kCustomOpVersion);
   if (!gApi) {  // onnxruntime older than 1.16: report through the oldest table
     const OrtApi* v1 = base->GetApi(1);
@@ -309,6 +355,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
     ops[2] = makeOp("SsdStep", kSsdInputs, 8, 2, ssdStep);
     ops[3] = makeOp("SelectiveScan", kSelectiveInputs, 8, 2, selectiveScan);
     ops[4] = makeOp("SsdScan", kSsdInputs, 8, 2, ssdScan);
+    ops[5] = makeOp("MatMulQ4", kMatMulQ4Inputs, 3, 1, matMulQ4, kMatMulQ4Types);
     if ((failed = ort::fn<ort::CreateCustomOpDomainFn>(gApi, ort::CreateCustomOpDomain)(kDomain, &domain))) return;
     for (const Op& op : ops)
       if ((failed = ort::fn<ort::CustomOpDomainAddFn>(gApi, ort::CustomOpDomain_Add)(domain, &op))) return;

@@ -46,22 +46,32 @@ export function benchCommand(y: Argv) {
       const ttftMs = performance.now() - tp;
 
       // decode: `rounds` rounds of `gen` greedy steps per batch size; the median round is reported
-      // (one short round is at the mercy of whatever else the machine does), min and max beside it
-      const decode: Record<string, { tokensPerSecond: number; msPerStep: number; msPerStepMin: number; msPerStepMax: number }> = {};
-      for (const B of batches) {
-        const states = Array.from({ length: B }, () => state.clone());
-        let tokens = Int32Array.from({ length: B }, () => first);
-        // warm-up: first runs allocate, start threads and fill caches
-        for (let i = 0; i < 4; i++) await o.backend.step(tokens, states);
-        const perStep: number[] = [];
-        for (let r = 0; r < rounds; r++) {
-          const ts = performance.now();
-          for (let i = 0; i < gen; i++) {
-            const logits = await o.backend.step(tokens, states);
-            tokens = Int32Array.from({ length: B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
-          }
-          perStep.push((performance.now() - ts) / gen);
+      // (one short round is at the mercy of whatever else the machine does), min and max beside it.
+      // The batch sizes take turns round by round, so a machine that drifts (a neighbour waking up,
+      // the clock changing) weighs on all of them alike and their ratio holds.
+      const runs = batches.map((B) => ({
+        B,
+        states: Array.from({ length: B }, () => state.clone()),
+        tokens: Int32Array.from({ length: B }, () => first),
+        perStep: [] as number[],
+      }));
+      const steps = async (r: (typeof runs)[number], n: number) => {
+        for (let i = 0; i < n; i++) {
+          const logits = await o.backend.step(r.tokens, r.states);
+          r.tokens = Int32Array.from({ length: r.B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
         }
+      };
+      // warm-up: first runs allocate, start threads and fill caches
+      for (const r of runs) await steps(r, 4);
+      for (let round = 0; round < rounds; round++)
+        for (const r of runs) {
+          await steps(r, 1); // untimed: brings this batch's states back into the backend's buffers
+          const ts = performance.now();
+          await steps(r, gen);
+          r.perStep.push((performance.now() - ts) / gen);
+        }
+      const decode: Record<string, { tokensPerSecond: number; msPerStep: number; msPerStepMin: number; msPerStepMax: number }> = {};
+      for (const { B, perStep } of runs) {
         perStep.sort((x, y) => x - y);
         const ms = perStep[perStep.length >> 1];
         decode[`batch${B}`] = { tokensPerSecond: (B * 1000) / ms, msPerStep: ms, msPerStepMin: perStep[0], msPerStepMax: perStep[perStep.length - 1] };
@@ -79,6 +89,7 @@ export function benchCommand(y: Argv) {
         prefillTokensPerSecond: +((promptLen * 1000) / ttftMs).toFixed(1),
         ttftMs: +ttftMs.toFixed(1),
         decodeRounds: rounds,
+        decodeOrder: "batch sizes take turns round by round",
         decode: Object.fromEntries(
           Object.entries(decode).map(([k, v]) => [
             k,
