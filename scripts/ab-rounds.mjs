@@ -67,3 +67,18 @@ export async function stepsSideBySide(a, b, B, rounds, steps) {
   const [ma, mb] = await alternate(() => timedSteps(a, sa, ta, steps), () => timedSteps(b, sb, tb, steps), rounds);
   return { aMs: +ma.toFixed(4), bMs: +mb.toFixed(4), firstStepLogitsRelErr: relDiff(la, lb) };
 }
+
+/** stepsSideBySide at every batch size: { [B]: { [ka]: ms, [kb]: ms, firstStepLogitsRelErr } }. */
+export async function batchesSideBySide(a, b, batches, rounds, steps, [ka, kb]) {
+  const out = {};
+  for (const B of batches) {
+    const r = await stepsSideBySide(a, b, B, rounds, steps);
+    out[B] = { [ka]: r.aMs, [kb]: r.bMs, firstStepLogitsRelErr: r.firstStepLogitsRelErr };
+  }
+  return out;
+}
+
+/** Batch 8's tokens/s over batch 1's, from the ms per step under `key`; "–" unless both were run. */
+export function b8OverB1(batch, key) {
+  return batch[1] && batch[8] ? ((8 * batch[1][key]) / batch[8][key]).toFixed(2) : "–";
+}

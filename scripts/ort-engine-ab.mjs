@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
 import { provenance, writeResult } from "../dist/runtime/cli/results.js";
-import { abArgs, stepsSideBySide } from "./ab-rounds.mjs";
+import { abArgs, b8OverB1, batchesSideBySide } from "./ab-rounds.mjs";
 
 const args = abArgs("$0 BASE.mamba NEW.mamba [BASE2.mamba NEW2.mamba ...]", "ort-engine-ab", (y) =>
   y.demandCommand(2).check((a) => (a._.length % 2 === 0 ? true : "engines come in pairs: BASE NEW")),
@@ -35,20 +35,14 @@ for (let i = 0; i < paths.length; i += 2) {
   const next = await OrtBackend.open(paths[i + 1]);
   if (base.manifest.source.weightsSha256 !== next.manifest.source.weightsSha256 || base.manifest.quant.recipe !== next.manifest.quant.recipe)
     throw new Error(`${paths[i]} and ${paths[i + 1]}: not the same model and recipe`);
-  const row = { base: describe(paths[i], base), new: describe(paths[i + 1], next), recipe: base.manifest.quant.recipe, batch: {} };
-  for (const B of batches) {
-    const r = await stepsSideBySide(base, next, B, args.rounds, args.steps);
-    row.batch[B] = { baseMs: r.aMs, newMs: r.bMs, firstStepLogitsRelErr: r.firstStepLogitsRelErr };
-  }
+  const b = await batchesSideBySide(base, next, batches, args.rounds, args.steps, ["baseMs", "newMs"]);
+  pairs.push({ base: describe(paths[i], base), new: describe(paths[i + 1], next), recipe: base.manifest.quant.recipe, batch: b });
   await base.close();
   await next.close();
-  pairs.push(row);
-  const b = row.batch;
-  const ratio = (k) => (batches.includes(1) && batches.includes(8) ? ((8 * b[1][k]) / b[8][k]).toFixed(2) : "–");
   console.log(
     `${paths[i + 1]} against ${paths[i]}: ` +
       batches.map((B) => `b${B} ${b[B].baseMs.toFixed(3)} → ${b[B].newMs.toFixed(3)} ms (× ${(b[B].baseMs / b[B].newMs).toFixed(2)})`).join("; ") +
-      `; b8÷b1 tokens/s ${ratio("baseMs")} → ${ratio("newMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
+      `; b8÷b1 tokens/s ${b8OverB1(b, "baseMs")} → ${b8OverB1(b, "newMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
   );
 }
 if (args.out) {

@@ -7,7 +7,7 @@
 // Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--label demo]
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
 import { provenance, writeResult } from "../dist/runtime/cli/results.js";
-import { abArgs, alternate, relDiff, stepsSideBySide } from "./ab-rounds.mjs";
+import { abArgs, alternate, b8OverB1, batchesSideBySide, relDiff } from "./ab-rounds.mjs";
 
 const args = abArgs("$0 ENGINE.mamba...", "ort-fused-ab", (y) =>
   y.option("prompt", { type: "number", default: 512, describe: "prompt tokens per timed prefill (0: no prefill)" }).demandCommand(1),
@@ -33,21 +33,16 @@ for (const engine of args._.map(String)) {
     const tps = (ms) => +((args.prompt * 1000) / ms).toFixed(1);
     row.prefill = { tokens: args.prompt, fusedTokensPerSecond: tps(f), plainTokensPerSecond: tps(p), lastLogitsRelErr: relDiff(a.logits, b.logits) };
   }
-  for (const B of batches) {
-    const r = await stepsSideBySide(fused, plain, B, args.rounds, args.steps);
-    row.batch[B] = { fusedMs: r.aMs, plainMs: r.bMs, firstStepLogitsRelErr: r.firstStepLogitsRelErr };
-  }
+  const b = (row.batch = await batchesSideBySide(fused, plain, batches, args.rounds, args.steps, ["fusedMs", "plainMs"]));
   await fused.close();
   await plain.close();
   rows.push(row);
-  const b = row.batch;
-  const ratio = (k) => (batches.includes(1) && batches.includes(8) ? ((8 * b[1][k]) / b[8][k]).toFixed(2) : "–");
   const pf = row.prefill;
   console.log(
     `${engine}: ` +
       (pf ? `prefill ${pf.tokens} fused ${pf.fusedTokensPerSecond} tok/s, plain ${pf.plainTokensPerSecond} (× ${(pf.fusedTokensPerSecond / pf.plainTokensPerSecond).toFixed(2)}); ` : "") +
       batches.map((B) => `b${B} fused ${b[B].fusedMs.toFixed(3)} ms, plain ${b[B].plainMs.toFixed(3)} ms (× ${(b[B].plainMs / b[B].fusedMs).toFixed(2)})`).join("; ") +
-      `; b8÷b1 tokens/s fused ${ratio("fusedMs")}, plain ${ratio("plainMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
+      `; b8÷b1 tokens/s fused ${b8OverB1(b, "fusedMs")}, plain ${b8OverB1(b, "plainMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
   );
 }
 if (args.out) {
