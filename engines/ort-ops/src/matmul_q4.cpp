@@ -3,7 +3,8 @@
 // rows: at batch 8 it took 3–5 × its batch-1 time on the demo and mamba-130m shapes, twice a float
 // MatMul. Here W is regrouped once (Q4Packed: 16 outputs side by side) and each weight, unpacked in
 // registers, serves every row of x (up to 8 at a time), like a float matrix product's inner kernel.
-// x86-64 (GCC) gets AVX-512 and AVX2 versions, chosen at load; other machines the portable loop.
+// x86-64 (GCC) gets AVX-512 and AVX2 versions, chosen at load, aarch64 a NEON one; other machines
+// the portable loop.
 #include <cstdlib>
 #include <cstring>
 
@@ -65,6 +66,36 @@
 #pragma GCC pop_options
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define ME_Q4_NEON 1
+#include <arm_neon.h>
+
+namespace {
+// four bytes (at any address) → their low and high nibbles as four floats each
+inline void nibbles4(const uint8_t* p, float32x4_t& lo, float32x4_t& hi) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  const uint32x4_t q = vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(w))));
+  lo = vcvtq_f32_u32(vandq_u32(q, vdupq_n_u32(15)));
+  hi = vcvtq_f32_u32(vshrq_n_u32(q, 4));
+}
+}  // namespace
+#define ME_NS q4neon
+#define VEC float32x4_t
+#define VW 4
+#define ME_SMALL_G 1
+#define ME_LARGE_G 1
+#define ME_LARGE_M 4
+#define V_ZERO() vdupq_n_f32(0.f)
+#define V_BCAST(p) vld1q_dup_f32(p)
+#define V_LOAD(p) vld1q_f32(p)
+#define V_STORE(p, v) vst1q_f32(p, v)
+#define V_FMA(a, b, c) vfmaq_f32(c, a, b)
+#define V_ADD(a, b) vaddq_f32(a, b)
+#define V_NIBBLES(p, lo, hi) nibbles4(p, lo, hi)
+#include "matmul_q4_simd.inc"
+#endif
+
 namespace me {
 namespace {
 
@@ -88,12 +119,15 @@ void matmulPortable(const Q4Packed& p, int64_t M, int64_t g0, int64_t g1, const 
     }
 }
 
-enum class Isa { portable, avx2, avx512 };
+enum class Isa { portable, neon, avx2, avx512 };
 
 // The best this CPU has, or less where MAMBA_EDGE_ORT_OPS_ISA (portable, avx2) asks for less: the
 // tests run every version on one machine that way.
 Isa detect() {
   Isa best = Isa::portable;
+#ifdef ME_Q4_NEON
+  best = Isa::neon;  // every aarch64 CPU has it
+#endif
 #ifdef ME_Q4_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) best = Isa::avx512;
@@ -129,6 +163,9 @@ void q4MatMul(const Q4Packed& p, int64_t M, int64_t g0, int64_t g1, const float*
 #ifdef ME_Q4_X86
   if (isa == Isa::avx512) return q4avx512::matmul(p, M, g0, g1, x, y);
   if (isa == Isa::avx2) return q4avx2::matmul(p, M, g0, g1, x, y);
+#endif
+#ifdef ME_Q4_NEON
+  if (isa == Isa::neon) return q4neon::matmul(p, M, g0, g1, x, y);
 #endif
   matmulPortable(p, M, g0, g1, x, y);
 }
