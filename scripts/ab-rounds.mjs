@@ -10,6 +10,7 @@ export function abArgs(usage, record, more = (y) => y) {
     .option("batch", { type: "string", default: "1,8", describe: "batch sizes" })
     .option("rounds", { type: "number", default: 7, describe: "timed rounds per variant (the median is reported)" })
     .option("steps", { type: "number", default: 100, describe: "decode steps per round" })
+    .option("threads", { type: "number", describe: "onnxruntime intra-op threads (default: one per core)" })
     .option("label", { type: "string", default: "demo", describe: `the record's name: bench/results/<date>-${record}-ort-<label>.json` })
     .option("out", { type: "boolean", default: true, describe: "write bench/results/*.json" });
   return more(y).strict().parseSync();

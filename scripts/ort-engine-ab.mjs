@@ -3,7 +3,7 @@
 // side in one process with backend ort: decode steps at each batch size in alternating rounds, the
 // first step's logits compared. Prints ms per step, the speed-up and each one's batch-8 ÷ batch-1
 // throughput; writes JSON under bench/results/.
-// Usage: node scripts/ort-engine-ab.mjs BASE.mamba NEW.mamba [BASE2.mamba NEW2.mamba ...] [--batch 1,8] [--rounds 7] [--steps 100] [--label name]
+// Usage: node scripts/ort-engine-ab.mjs BASE.mamba NEW.mamba [BASE2.mamba NEW2.mamba ...] [--batch 1,8] [--rounds 7] [--steps 100] [--threads N] [--label name]
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
@@ -31,8 +31,8 @@ function describe(dir, be) {
 
 const pairs = [];
 for (let i = 0; i < paths.length; i += 2) {
-  const base = await OrtBackend.open(paths[i]);
-  const next = await OrtBackend.open(paths[i + 1]);
+  const base = await OrtBackend.open(paths[i], { threads: args.threads });
+  const next = await OrtBackend.open(paths[i + 1], { threads: args.threads });
   if (base.manifest.source.weightsSha256 !== next.manifest.source.weightsSha256 || base.manifest.quant.recipe !== next.manifest.quant.recipe)
     throw new Error(`${paths[i]} and ${paths[i + 1]}: not the same model and recipe`);
   const b = await batchesSideBySide(base, next, batches, args.rounds, args.steps, ["baseMs", "newMs"]);
@@ -46,6 +46,6 @@ for (let i = 0; i < paths.length; i += 2) {
   );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-engine-ab.mjs", kind: "ort-engine-ab", ...provenance(), rounds: args.rounds, steps: args.steps, pairs };
+  const record = { tool: "scripts/ort-engine-ab.mjs", kind: "ort-engine-ab", ...provenance(), threads: args.threads ?? null, rounds: args.rounds, steps: args.steps, pairs };
   console.log(`wrote ${writeResult("ort-engine-ab", "ort", args.label, record)}`);
 }

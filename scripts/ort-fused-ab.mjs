@@ -4,7 +4,7 @@
 // --prompt tokens into a fresh state, then decode steps (the same greedy tokens, the same batch).
 // Prints prefill tokens/s, ms per step, the speed-ups and each one's batch-8 ÷ batch-1 throughput,
 // checks that both give the same logits, and writes JSON under bench/results/.
-// Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--label demo]
+// Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--threads N] [--label demo]
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
 import { provenance, writeResult } from "../dist/runtime/cli/results.js";
 import { abArgs, alternate, b8OverB1, batchesSideBySide, relDiff } from "./ab-rounds.mjs";
@@ -15,8 +15,8 @@ const args = abArgs("$0 ENGINE.mamba...", "ort-fused-ab", (y) =>
 const batches = args.batch.split(",").map(Number);
 const rows = [];
 for (const engine of args._.map(String)) {
-  const fused = await OrtBackend.open(engine);
-  const plain = await OrtBackend.open(engine, { fused: false });
+  const fused = await OrtBackend.open(engine, { threads: args.threads });
+  const plain = await OrtBackend.open(engine, { fused: false, threads: args.threads });
   if (!/fused operators$/.test(fused.info.device)) throw new Error(`${engine}: the fused step did not open (${fused.info.device})`);
   const row = { engine, recipe: fused.manifest.quant.recipe, arch: fused.manifest.config.arch, device: fused.info.device, prefill: null, batch: {} };
   if (args.prompt > 0) {
@@ -46,6 +46,6 @@ for (const engine of args._.map(String)) {
   );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-fused-ab.mjs", kind: "ort-fused-ab", ...provenance(), rounds: args.rounds, steps: args.steps, prompt: args.prompt, engines: rows };
+  const record = { tool: "scripts/ort-fused-ab.mjs", kind: "ort-fused-ab", ...provenance(), threads: args.threads ?? null, rounds: args.rounds, steps: args.steps, prompt: args.prompt, engines: rows };
   console.log(`wrote ${writeResult("ort-fused-ab", "ort", args.label, record)}`);
 }

@@ -32,7 +32,10 @@ export function writeResult(kind: string, backend: string, label: string, record
   return join("bench", "results", name);
 }
 
-/** The checkout's commit, with "-dirty" when tracked files differ from it (the figures are then not that commit's). */
+/**
+ * The checkout's commit, with "-dirty" when tracked files differ from it (the figures are then not
+ * that commit's); in a copy of the tree without git (as on the GPU machine), MAMBA_EDGE_COMMIT names it.
+ */
 function gitCommit(): string | null {
   const git = (...args: string[]) => execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
   try {
@@ -40,6 +43,6 @@ function gitCommit(): string | null {
     // (records being rewritten under bench/results do not count)
     return git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") ? `${commit}-dirty` : commit;
   } catch {
-    return null;
+    return process.env.MAMBA_EDGE_COMMIT ?? null;
   }
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Backend ort's CPU benchmarks on the GPU machine's host CPU, limited to THREADS intra-op threads (2:
+# the core count of this project's CPU figures), as a second, quieter machine for them. Unpacks Node
+# and the pruned node_modules from .device/ (scripts/gpu/pack-node.sh), builds both demo models in
+# every recipe, then runs `mamba-edge bench` on each engine, scripts/ort-fused-ab.mjs and
+# scripts/ort-matmul-ops.mjs. Records go to bench/results/ (label host-cpu) and to $OUT when set.
+# Needs engines/ort-ops/build from this machine (name it in `carry`, with .device).
+# Usage: OUT=/tmp/x THREADS=2 COMMIT=<hash> bash scripts/gpu/ort-host-cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+threads=${THREADS:-2}
+export MAMBA_EDGE_COMMIT=${COMMIT:-}
+if ! command -v node >/dev/null && [ -f .device/node.xz ]; then
+  mkdir -p /tmp/me-node && xz -dc .device/node.xz > /tmp/me-node/node && chmod +x /tmp/me-node/node
+  export PATH=/tmp/me-node:$PATH
+fi
+if [ -f .device/modules.tar.xz ] && [ ! -d node_modules/koffi ]; then tar -xJf .device/modules.tar.xz; fi
+mkdir -p bench/tmp
+engines=()
+for m in mamba1-brown mamba2-brown; do
+  for q in fp16 w8a8 w4a8 w4a16 w8a8-naive; do
+    e=bench/tmp/host-cpu-$m-$q.mamba
+    engines+=("$e")
+    node bin/mamba-edge.js build models/$m --quant $q --calib data/brown/calib.txt --out $e --force >/dev/null &
+  done
+done
+wait
+lscpu | grep -E 'Model name|^CPU\(s\)' || true
+for e in "${engines[@]}"; do node bin/mamba-edge.js bench --engine "$e" --threads "$threads" --out; done
+node scripts/ort-fused-ab.mjs "${engines[@]}" --threads "$threads" --label host-cpu
+node scripts/ort-matmul-ops.mjs --rows 1,8,512 --threads "$threads" --label host-cpu
+if [ -n "${OUT:-}" ]; then cp bench/results/*host-cpu* "$OUT"/; fi
