@@ -23,8 +23,8 @@ for m in mamba1-brown mamba2-brown; do
     engines+=("$e")
     node bin/mamba-edge.js build models/$m --quant $q --calib data/brown/calib.txt --out $e --force >/dev/null &
   done
+  wait # five builds at a time
 done
-wait
 lscpu | grep -E 'Model name|^CPU\(s\)' || true
 for e in "${engines[@]}"; do node bin/mamba-edge.js bench --engine "$e" --threads "$threads" --out; done
 node scripts/ort-fused-ab.mjs "${engines[@]}" --threads "$threads" --label host-cpu
