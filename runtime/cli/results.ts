@@ -34,15 +34,17 @@ export function writeResult(kind: string, backend: string, label: string, record
 
 /**
  * The checkout's commit, with "-dirty" when tracked files differ from it (the figures are then not
- * that commit's); in a copy of the tree without git (as on the GPU machine), MAMBA_EDGE_COMMIT names it.
+ * that commit's). MAMBA_EDGE_COMMIT names it instead in a copy of the tree whose git metadata is
+ * absent or not its own (as on the GPU machine).
  */
 function gitCommit(): string | null {
+  if (process.env.MAMBA_EDGE_COMMIT) return process.env.MAMBA_EDGE_COMMIT;
   const git = (...args: string[]) => execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
   try {
     const commit = git("rev-parse", "--short", "HEAD");
     // (records being rewritten under bench/results do not count)
     return git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results") ? `${commit}-dirty` : commit;
   } catch {
-    return process.env.MAMBA_EDGE_COMMIT ?? null;
+    return null;
   }
 }
