@@ -12,10 +12,12 @@ cd "$(dirname "$0")/../.."
 threads=${THREADS:-2}
 export MAMBA_EDGE_COMMIT=${COMMIT:-}
 if ! command -v node >/dev/null && [ -f .device/node.xz ]; then
+  # a machine without Node (the GPU machine): this packed Node, and the packed node_modules and dist/
+  # in place of any left by an earlier call (they would be an older build)
   mkdir -p /tmp/me-node && xz -dc .device/node.xz > /tmp/me-node/node && chmod +x /tmp/me-node/node
   export PATH=/tmp/me-node:$PATH
+  rm -rf node_modules dist && tar -xJf .device/modules.tar.xz
 fi
-if [ -f .device/modules.tar.xz ] && [ ! -d node_modules/koffi ]; then tar -xJf .device/modules.tar.xz; fi
 mkdir -p bench/tmp
 engines=()
 for m in mamba1-brown mamba2-brown; do
