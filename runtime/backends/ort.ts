@@ -335,7 +335,10 @@ class BatchStates {
 
 /** Runs the step graph on a batch: reads `cur`'s states, writes `next`'s, returns a copy of the logits. */
 interface Stepper {
-  /** The two sets of state buffers (this step's inputs, its outputs) for a batch of b, reused from step to step. */
+  /**
+   * The state buffers of this step's inputs and of its outputs for a batch of b, reused from step to
+   * step (the same set twice where the step updates its states in place).
+   */
   pair(b: number): [BatchStates, BatchStates];
   run(tokens: Int32Array, cur: BatchStates, next: BatchStates): Promise<Float32Array>;
   release(): Promise<void>;

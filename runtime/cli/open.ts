@@ -14,7 +14,7 @@ import { randomModel } from "../model/random.js";
 import { Tokenizer } from "../tokenizer.js";
 import { packageRoot } from "../paths.js";
 
-/** The repository (or installed package) root: dist/runtime/cli -> ../../.. */
+/** The bundled demo model. */
 export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");
 /** The engine the CLI runs when given no model: built from the demo model on first use. */
 export const defaultEngineDir = join(packageRoot, "models", "engines", "mamba2-brown-w8a8.mamba");

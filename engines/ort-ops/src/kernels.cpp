@@ -163,29 +163,25 @@ inline float sum8(f8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]
 // units busy where a single one would wait on its own previous addition at every step.
 __attribute__((always_inline)) inline void ssdHead(int64_t P, int64_t N, float dt, float dA, float Dh, const float* x, const float* bg,
                                                    const float* cg, const float* Sin, float* Sout, float* y) {
+  constexpr int R = 4;
   int64_t p = 0;
   if (N % 8 == 0)
-    for (; p + 4 <= P; p += 4) {
-      const float d0 = dt * x[p], d1 = dt * x[p + 1], d2 = dt * x[p + 2], d3 = dt * x[p + 3];
+    for (; p + R <= P; p += R) {
       const float* s = Sin + p * N;
       float* o = Sout + p * N;
-      f8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      float d[R];
+      for (int r = 0; r < R; r++) d[r] = dt * x[p + r];
+      f8 acc[R] = {};
       for (int64_t n = 0; n < N; n += 8) {
         const f8 b = *reinterpret_cast<const f8*>(bg + n), c = *reinterpret_cast<const f8*>(cg + n);
-        const f8 v0 = *reinterpret_cast<const f8*>(s + n) * dA + d0 * b;
-        const f8 v1 = *reinterpret_cast<const f8*>(s + N + n) * dA + d1 * b;
-        const f8 v2 = *reinterpret_cast<const f8*>(s + 2 * N + n) * dA + d2 * b;
-        const f8 v3 = *reinterpret_cast<const f8*>(s + 3 * N + n) * dA + d3 * b;
-        *reinterpret_cast<f8*>(o + n) = v0;
-        *reinterpret_cast<f8*>(o + N + n) = v1;
-        *reinterpret_cast<f8*>(o + 2 * N + n) = v2;
-        *reinterpret_cast<f8*>(o + 3 * N + n) = v3;
-        a0 += v0 * c, a1 += v1 * c, a2 += v2 * c, a3 += v3 * c;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+          const f8 v = *reinterpret_cast<const f8*>(s + r * N + n) * dA + d[r] * b;
+          *reinterpret_cast<f8*>(o + r * N + n) = v;
+          acc[r] += v * c;
+        }
       }
-      y[p] = sum8(a0) + Dh * x[p];
-      y[p + 1] = sum8(a1) + Dh * x[p + 1];
-      y[p + 2] = sum8(a2) + Dh * x[p + 2];
-      y[p + 3] = sum8(a3) + Dh * x[p + 3];
+      for (int r = 0; r < R; r++) y[p + r] = sum8(acc[r]) + Dh * x[p + r];
     }
   for (; p < P; p++) {
     const float dx = dt * x[p];
