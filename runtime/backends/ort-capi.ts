@@ -21,6 +21,7 @@ const API = {
   Run: 9,
   CreateSessionOptions: 10,
   SetSessionExecutionMode: 13,
+  EnableProfiling: 14,
   SetSessionLogSeverityLevel: 22,
   SetSessionGraphOptimizationLevel: 23,
   SetIntraOpNumThreads: 24,
@@ -93,6 +94,7 @@ async function loadApi(): Promise<Api | null> {
       Run: `${S} f(void* session, void* runOptions, const char** inNames, void** inputs, size_t nIn, const char** outNames, size_t nOut, void** outputs)`,
       CreateSessionOptions: `${S} f(_Out_ void** options)`,
       SetSessionExecutionMode: `${S} f(void* options, int mode)`,
+      EnableProfiling: `${S} f(void* options, const char* prefix)`,
       SetSessionLogSeverityLevel: `${S} f(void* options, int level)`,
       SetSessionGraphOptimizationLevel: `${S} f(void* options, int level)`,
       SetIntraOpNumThreads: `${S} f(void* options, int n)`,
@@ -182,6 +184,10 @@ export class CapiSession {
       check(a, a.fn.SetSessionGraphOptimizationLevel(options, 99 /* all */));
       check(a, a.fn.SetSessionExecutionMode(options, 0 /* sequential */));
       check(a, a.fn.SetSessionLogSeverityLevel(options, 3 /* errors only */));
+      // onnxruntime's per-node profile (a JSON file written when the session is released), for
+      // finding where a step's time goes; a developer's switch, off unless set.
+      const profile = process.env.MAMBA_EDGE_ORT_PROFILE;
+      if (profile) check(a, a.fn.EnableProfiling(options, profile));
       return new CapiSession(a, out(a, (o) => a.fn.CreateSession(a.env, modelPath, options, o)));
     } finally {
       a.fn.ReleaseSessionOptions(options);

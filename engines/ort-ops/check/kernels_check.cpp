@@ -1,7 +1,7 @@
 // The kernels of engines/ort-ops against the same arithmetic in double precision, without
 // onnxruntime: a plain program, so it also runs where onnxruntime cannot, such as under qemu-aarch64
 // for the Jetson's CPU (CI does both). Exits non-zero, naming the case, when an error exceeds its bound.
-// MAMBA_EDGE_ORT_OPS_ISA picks a lesser instruction set for MatMulQ4, as in the library.
+// MAMBA_EDGE_ORT_OPS_ISA picks a lesser instruction set, as in the library.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -147,6 +147,7 @@ void checkConv() {
 }  // namespace
 
 int main() {
+  std::printf("instruction set: %s\n", me::isaName(me::isa()));
   checkQ4();
   checkSsd(8, 16, false);
   checkSsd(6, 12, false);

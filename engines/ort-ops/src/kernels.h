@@ -7,6 +7,12 @@
 
 namespace me {
 
+// The instruction set the kernels run in: the best this CPU has, or less where
+// MAMBA_EDGE_ORT_OPS_ISA (portable, avx2) asks for less, so the tests run every version on one machine.
+enum class Isa { portable, neon, avx2, avx512 };
+Isa isa();
+const char* isaName(Isa i);
+
 // Causal depthwise conv, one step: window = [state (K-1 rows), x]; y = silu(Σ_k window_k · w_k + bias);
 // the new state is the window's last K-1 rows. x (B, C), state and state_out (B, K-1, C) time-major,
 // wT (K, C), bias (C) or null; y (B, C). state and stateOut may be the same array (a step in place).

@@ -5,7 +5,6 @@
 // registers, serves every row of x (up to 8 at a time), like a float matrix product's inner kernel.
 // x86-64 (GCC) gets AVX-512 and AVX2 versions, chosen at load, aarch64 a NEON one; other machines
 // the portable loop.
-#include <cstdlib>
 #include <cstring>
 
 #include "kernels.h"
@@ -119,26 +118,6 @@ void matmulPortable(const Q4Packed& p, int64_t M, int64_t g0, int64_t g1, const 
     }
 }
 
-enum class Isa { portable, neon, avx2, avx512 };
-
-// The best this CPU has, or less where MAMBA_EDGE_ORT_OPS_ISA (portable, avx2) asks for less: the
-// tests run every version on one machine that way.
-Isa detect() {
-  Isa best = Isa::portable;
-#ifdef ME_Q4_NEON
-  best = Isa::neon;  // every aarch64 CPU has it
-#endif
-#ifdef ME_Q4_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) best = Isa::avx512;
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
-#endif
-  const char* want = std::getenv("MAMBA_EDGE_ORT_OPS_ISA");
-  if (want && std::strcmp(want, "portable") == 0) return Isa::portable;
-  if (want && std::strcmp(want, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
-  return best;
-}
-
 }  // namespace
 
 void q4Pack(int64_t N, int64_t blocks, int64_t half, const uint8_t* w, const float* s, Q4Packed& p) {
@@ -159,7 +138,7 @@ void q4Pack(int64_t N, int64_t blocks, int64_t half, const uint8_t* w, const flo
 }
 
 void q4MatMul(const Q4Packed& p, int64_t M, int64_t g0, int64_t g1, const float* x, float* y) {
-  [[maybe_unused]] static const Isa isa = detect();
+  [[maybe_unused]] const Isa isa = me::isa();
 #ifdef ME_Q4_X86
   if (isa == Isa::avx512) return q4avx512::matmul(p, M, g0, g1, x, y);
   if (isa == Isa::avx2) return q4avx2::matmul(p, M, g0, g1, x, y);
