@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // The fused operators' kernels alone (engines/ort-ops/check/kernels_bench.cpp: no onnxruntime, one
 // thread), once per instruction set this CPU has, so their versions are compared side by side in
-// one run. Builds the CMake target ort_ops_bench, prints µs per call and each version's speed
-// against the AVX2 one (x86-64), and writes JSON under bench/results/.
+// one run. Builds the CMake target ort_ops_bench in a temporary directory, prints µs per call and
+// each version's speed-up over the AVX2 one (x86-64), and writes JSON under bench/results/.
 // Usage: node scripts/ort-kernels-bench.mjs [--label L] [--no-out]
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
@@ -17,7 +19,9 @@ const args = yargs(hideBin(process.argv))
   .strict()
   .parseSync();
 
-const build = join(packageRoot, "engines", "ort-ops", "build");
+// a build directory of its own: the library's may have been configured on another machine
+const build = mkdtempSync(join(tmpdir(), "mamba-edge-kernels-bench-"));
+process.on("exit", () => rmSync(build, { recursive: true, force: true }));
 execFileSync("cmake", ["-S", join(packageRoot, "engines", "ort-ops"), "-B", build], { stdio: ["ignore", "ignore", "inherit"] });
 execFileSync("cmake", ["--build", build, "--target", "ort_ops_bench", "-j", "2"], { stdio: ["ignore", "ignore", "inherit"] });
 

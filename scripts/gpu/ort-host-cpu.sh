@@ -2,8 +2,8 @@
 # Backend ort's CPU benchmarks on the GPU machine's host CPU, limited to THREADS intra-op threads (2:
 # the core count of this project's CPU figures), as a second, quieter machine for them. Unpacks Node
 # and the pruned node_modules from .device/ (scripts/gpu/pack-node.sh), builds both demo models in
-# every recipe, then runs `mamba-edge bench` on each engine, scripts/ort-fused-ab.mjs and
-# scripts/ort-matmul-ops.mjs. Records go to bench/results/ (label host-cpu) and, as one archive, to
+# every recipe, then runs `mamba-edge bench` on each engine, scripts/ort-fused-ab.mjs,
+# scripts/ort-matmul-ops.mjs and scripts/ort-kernels-bench.mjs (this needs cmake and g++). Records go to bench/results/ (label host-cpu) and, as one archive, to
 # $OUT when set.
 # Needs engines/ort-ops/build from this machine (name it in `carry`, with .device).
 # Usage: OUT=/tmp/x THREADS=2 COMMIT=<hash> bash scripts/gpu/ort-host-cpu.sh
@@ -32,5 +32,6 @@ lscpu | grep -E 'Model name|^CPU\(s\)' || true
 for e in "${engines[@]}"; do node bin/mamba-edge.js bench --engine "$e" --threads "$threads" --out; done
 node scripts/ort-fused-ab.mjs "${engines[@]}" --threads "$threads" --label host-cpu
 node scripts/ort-matmul-ops.mjs --rows 1,8,512 --threads "$threads" --label host-cpu
+node scripts/ort-kernels-bench.mjs --label host-cpu
 # one archive: the machine hands back a few files at most
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/ort-host-cpu.tgz" bench/results/*host-cpu*; fi
