@@ -60,8 +60,8 @@ export async function stepsSideBySide(a, b, B, rounds, steps) {
   const start = Int32Array.from({ length: B }, (_, i) => 1 + i);
   const sa = Array.from({ length: B }, () => a.newState());
   const sb = Array.from({ length: B }, () => b.newState());
-  const la = await a.step(start.slice(), sa);
-  const lb = await b.step(start.slice(), sb);
+  const la = (await a.step(start.slice(), sa)).slice(); // (kept past later steps)
+  const lb = (await b.step(start.slice(), sb)).slice();
   const ta = Int32Array.from(start), tb = Int32Array.from(start);
   await timedSteps(a, sa, ta, 20);
   await timedSteps(b, sb, tb, 20);

@@ -51,7 +51,7 @@ describe("fp16 engines on onnxruntime", () => {
       const s = be.newState();
       await be.prefill(Int32Array.from(p), s);
       states.push(s.clone());
-      alone.push(await be.step(Int32Array.of(7), [s]));
+      alone.push((await be.step(Int32Array.of(7), [s])).slice()); // kept past the next step
     }
     const batched = await be.step(Int32Array.from([7, 7, 7]), states);
     prompts.forEach((_, b) => expect(relErr(batched.subarray(b * V, (b + 1) * V), alone[b])).toBeLessThanOrEqual(1e-5));

@@ -436,7 +436,7 @@ class CapiStepper implements Stepper {
     const io = this.io.get(cur)!;
     tokens.forEach((t, i) => (io.tokens.data[i] = BigInt(t)));
     this.session.run({ tokens: io.tokens, ...(cur.inputs as Record<string, { value: unknown }>) }, { logits: io.logits, ...(next.outputs as Record<string, { value: unknown }>) });
-    return io.logits.data.slice();
+    return io.logits.data; // the native buffer itself, valid until the next step (Backend.step)
   }
 
   async release(): Promise<void> {

@@ -49,7 +49,8 @@ for (const pair of pairs) {
   let last = runs.ref.logits.map((l) => l.subarray(l.length - V));
   for (let t = 0; t < 6; t++) {
     const tokens = Int32Array.from(last, (l) => l.indexOf(Math.max(...l)));
-    for (const [name, be] of backends) stepLogits[name].push(await be.step(tokens, runs[name].states));
+    // (copies: a step's logits are valid until that backend's next step)
+    for (const [name, be] of backends) stepLogits[name].push((await be.step(tokens, runs[name].states)).slice());
     const r = stepLogits.ref.at(-1);
     last = [0, 1, 2].map((b) => r.subarray(b * V, (b + 1) * V));
   }
@@ -57,7 +58,7 @@ for (const pair of pairs) {
   let one = last[2];
   for (let t = 0; t < 3; t++) {
     const tokens = Int32Array.of(one.indexOf(Math.max(...one)));
-    for (const [name, be] of backends) stepLogits[name].push(await be.step(tokens, [runs[name].states[2]]));
+    for (const [name, be] of backends) stepLogits[name].push((await be.step(tokens, [runs[name].states[2]])).slice());
     one = stepLogits.ref.at(-1);
   }
   // a state moved from cuda to the reference: continue both one step
