@@ -124,6 +124,8 @@ export class CudaBackend implements Backend {
   /** slots by last use, oldest first */
   private readonly lru = new Set<number>();
   private closed = false;
+  /** the steps' logits, maxBatch × vocab, reused (Backend.step: valid until the next step) */
+  private logits: Float32Array | null = null;
 
   private constructor(
     readonly manifest: Manifest,
@@ -184,8 +186,8 @@ export class CudaBackend implements Backend {
     const batch = new Set<number>();
     const slots = new Int32Array(states.length);
     states.forEach((s, i) => batch.add((slots[i] = this.bind(s, batch))));
-    const out = new Float32Array(states.length * this.info.vocabSize);
-    this.ok(this.lib.me_step(this.h, slots, Int32Array.from(tokens), states.length, out));
+    const out = (this.logits ??= new Float32Array(this.maxBatch * this.info.vocabSize)).subarray(0, states.length * this.info.vocabSize);
+    this.ok(this.lib.me_step(this.h, slots, Int32Array.from(tokens), states.length, this.logits));
     states.forEach((s, i) => {
       this.unbindForeign(s, slots[i]);
       s.tokens++;
