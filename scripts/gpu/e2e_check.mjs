@@ -66,7 +66,7 @@ for (const pair of pairs) {
   moved.data.set(runs.cuda.states[0].data);
   const tok = Int32Array.of(7);
   const a = model.step(tok, [moved]);
-  const b = await cuda.step(tok, [runs.cuda.states[0]]);
+  const b = (await cuda.step(tok, [runs.cuda.states[0]])).slice(); // compared after later steps
   // a save / load round trip and a clone on cuda: both continue exactly like the original
   const orig = runs.cuda.states[1];
   const restored = cuda.loadState(cuda.saveState(orig));
