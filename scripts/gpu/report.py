@@ -1,11 +1,12 @@
 """Merges the GPU check's parts (kernels.json, e2e.json, bench.json in DIR) into DIR/gpu-check.json
-with the device, date and commit ($COMMIT, or git's) and the MAMBA_EDGE_* settings it ran under, and
+with the device, date and commit ($COMMIT or $MAMBA_EDGE_COMMIT, else git's: a copied tree's git
+metadata may be stale) and the MAMBA_EDGE_* settings it ran under, and
 prints the summary tables."""
 import datetime, json, os, subprocess, sys
 
 d = sys.argv[1]
 load = lambda n: json.load(open(os.path.join(d, n))) if os.path.exists(os.path.join(d, n)) else None
-commit = os.environ.get("COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+commit = os.environ.get("COMMIT") or os.environ.get("MAMBA_EDGE_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or None
 import torch
 out = {
     "tool": "scripts/gpu-check.sh",
@@ -14,7 +15,7 @@ out = {
     "torch": torch.__version__,
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "commit": commit,
-    "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MAMBA_EDGE_")},
+    "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MAMBA_EDGE_") and k != "MAMBA_EDGE_COMMIT"},
     "kernels": load("kernels.json"),
     "endToEnd": load("e2e.json"),
     "bench": load("bench.json"),
