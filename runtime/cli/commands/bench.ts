@@ -61,8 +61,13 @@ export function benchCommand(y: Argv) {
           r.tokens = Int32Array.from({ length: r.B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
         }
       };
-      // warm-up: first runs allocate, start threads and fill caches
-      for (const r of runs) await steps(r, 4);
+      // warm-up: first runs allocate, start threads and fill caches, and on a small machine the
+      // first fraction of a second of steps ran up to 1.5 × slower: a quarter of a second per batch
+      // size (at least 4 steps, at most 256)
+      for (const r of runs) {
+        const t = performance.now();
+        for (let n = 0; n < 256 && (n < 4 || performance.now() - t < 250); n++) await steps(r, 1);
+      }
       for (let round = 0; round < rounds; round++)
         for (const r of runs) {
           await steps(r, 1); // untimed: brings this batch's states back into the backend's buffers
