@@ -98,7 +98,7 @@ export function benchCommand(y: Argv) {
         decode: Object.fromEntries(
           Object.entries(decode).map(([k, v]) => [
             k,
-            { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toFixed(3), msPerStepMin: +v.msPerStepMin.toFixed(3), msPerStepMax: +v.msPerStepMax.toFixed(3) },
+            { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toPrecision(4), msPerStepMin: +v.msPerStepMin.toPrecision(4), msPerStepMax: +v.msPerStepMax.toPrecision(4) },
           ]),
         ),
         weightMB: +(o.weightBytes / 1e6).toFixed(1),
