@@ -262,46 +262,52 @@ ME_BODY void ssdScanBody(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P
 }  // namespace
 
 // Each kernel once per instruction set: the body inlined into a function compiled for it (the
-// bodies' loops vectorize to that width), and a dispatch on isa(). `wide` is the version an AVX-512
-// machine runs: the SSD kernels keep the AVX2 one there, as they move their state at the same speed
-// in 16 lanes (AMD Zen 5) or slower (Intel Xeon, 0.74–0.87 ×; scripts/ort-kernels-bench.mjs).
+// bodies' loops vectorize to that width), and a dispatch on isa(). ME_VERSIONS_AVX2 leaves out the
+// AVX-512 version: the SSD kernels move their state at the same speed in 16 lanes (AMD Zen 5) or
+// slower (Intel Xeon, 0.74–0.87 ×; scripts/ort-kernels-bench.mjs), so AVX-512 machines run AVX2 there.
 #ifdef ME_X86
-#define ME_VERSIONS(name, params, args, wide)                                     \
+#define ME_DISPATCH(name, params, args, wide)   \
+  void name params {                            \
+    switch (isa()) {                            \
+      case Isa::avx512: return name##wide args; \
+      case Isa::avx2: return name##Avx2 args;   \
+      default: return name##Body args;          \
+    }                                           \
+  }
+#define ME_VERSIONS_AVX2(name, params, args)                                            \
+  __attribute__((target("arch=x86-64-v3"))) void name##Avx2 params { name##Body args; } \
+  ME_DISPATCH(name, params, args, Avx2)
+#define ME_VERSIONS(name, params, args)                                                   \
   __attribute__((target("arch=x86-64-v4"))) void name##Avx512 params { name##Body args; } \
   __attribute__((target("arch=x86-64-v3"))) void name##Avx2 params { name##Body args; }   \
-  void name params {                                                          \
-    switch (isa()) {                                                          \
-      case Isa::avx512: return name##wide args;                               \
-      case Isa::avx2: return name##Avx2 args;                                 \
-      default: return name##Body args;                                        \
-    }                                                                         \
-  }
+  ME_DISPATCH(name, params, args, Avx512)
 #else
-#define ME_VERSIONS(name, params, args, wide) \
+#define ME_VERSIONS(name, params, args) \
   void name params { name##Body args; }
+#define ME_VERSIONS_AVX2 ME_VERSIONS
 #endif
 
 ME_VERSIONS(convStep,
             (int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias, float* y,
              float* stateOut),
-            (r0, r1, K, C, x, state, wT, bias, y, stateOut), Avx512)
+            (r0, r1, K, C, x, state, wT, bias, y, stateOut))
 ME_VERSIONS(selectiveStep,
             (int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x, const float* Bm, const float* Cm,
              const float* z, const float* A, const float* D, float* y, float* hOut, float* scratch),
-            (r0, r1, N, E, h, dtRaw, x, Bm, Cm, z, A, D, y, hOut, scratch), Avx512)
+            (r0, r1, N, E, h, dtRaw, x, Bm, Cm, z, A, D, y, hOut, scratch))
 ME_VERSIONS(selectiveScan,
             (int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x, const float* Bm,
              const float* Cm, const float* z, const float* A, const float* D, float* y, float* h, float* scratch),
-            (T, N, E, e0, e1, h0, dtRaw, x, Bm, Cm, z, A, D, y, h, scratch), Avx512)
-ME_VERSIONS(ssdStep,
+            (T, N, E, e0, e1, h0, dtRaw, x, Bm, Cm, z, A, D, y, h, scratch))
+ME_VERSIONS_AVX2(ssdStep,
             (int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
              const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
              float* SOut),
-            (r0, r1, H, P, N, G, S, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, SOut), Avx2)
-ME_VERSIONS(ssdScan,
+            (r0, r1, H, P, N, G, S, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, SOut))
+ME_VERSIONS_AVX2(ssdScan,
             (int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
              const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
              float* y, float* S),
-            (T, H, h0, h1, P, N, G, S0, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, S), Avx2)
+            (T, H, h0, h1, P, N, G, S0, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, S))
 
 }  // namespace me
