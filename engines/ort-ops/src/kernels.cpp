@@ -1,9 +1,9 @@
 // Each kernel makes one pass over its state (read once, written once) where the onnxruntime graph
 // it replaces made five or more, one per elementwise node. exp and log are our own branch-free
 // polynomials so the loops vectorize: a call to the C library's expf would not (it cost ~4 ns a
-// value, more than the memory traffic it sits between). On x86-64 (GCC) every kernel is built three
-// times, for AVX-512, for AVX2 + FMA and for the baseline, and isa() picks one per machine (the
-// exp-bound Mamba-1 update runs ~1.7 × faster in 16 lanes than in 8); on aarch64 NEON is the baseline.
+// value, more than the memory traffic it sits between). On x86-64 (GCC) every kernel is built for
+// AVX2 + FMA and for the baseline, the Mamba-1 ones also for AVX-512 (bound by exp, they run about
+// twice as fast in 16 lanes as in 8), and isa() picks one per machine; on aarch64 NEON is the baseline.
 #include "kernels.h"
 
 #include <cmath>
@@ -110,9 +110,8 @@ inline float softplus(float v) {
 
 inline float silu(float v) { return v / (1.f + expf_(-v)); }
 
-
 ME_BODY void convStepBody(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias,
-                        float* __restrict y, float* __restrict stateOut) {
+                          float* __restrict y, float* __restrict stateOut) {
   for (int64_t b = r0; b < r1; b++) {
     const float* st = state + b * (K - 1) * C;  // st and so may be the same rows (a step in place)
     const float* __restrict xb = x + b * C;
@@ -169,20 +168,19 @@ __attribute__((always_inline)) inline void selectiveToken(int64_t N, int64_t E, 
 }
 
 ME_BODY void selectiveStepBody(int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x,
-                             const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut,
-                             float* scratch) {
+                               const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut,
+                               float* scratch) {
   for (int64_t b = r0; b < r1; b++)
     selectiveToken(N, E, 0, E, h + b * N * E, hOut + b * N * E, dtRaw + b * E, x + b * E, Bm + b * N, Cm + b * N, z + b * E, A, D, y + b * E,
                    scratch);
 }
 
 ME_BODY void selectiveScanBody(int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x,
-                             const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* h,
-                             float* scratch) {
+                               const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* h,
+                               float* scratch) {
   for (int64_t t = 0; t < T; t++)
     selectiveToken(N, E, e0, e1, t == 0 ? h0 : h, h, dtRaw + t * E, x + t * E, Bm + t * N, Cm + t * N, z + t * E, A, D, y + t * E, scratch);
 }
-
 
 inline float ssdDt(float raw, float bias, float dtMin, float dtMax) { return clampf(softplus(raw + bias), dtMin, dtMax); }
 
@@ -232,10 +230,9 @@ __attribute__((always_inline)) inline void ssdHead(int64_t P, int64_t N, float d
   }
 }
 
-
 ME_BODY void ssdStepBody(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
-                       const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
-                       float* SOut) {
+                         const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
+                         float* SOut) {
   const int64_t perGroup = H / G;
   for (int64_t b = r0; b < r1; b++)
     for (int64_t hd = 0; hd < H; hd++) {
@@ -247,8 +244,8 @@ ME_BODY void ssdStepBody(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N
 }
 
 ME_BODY void ssdScanBody(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
-                       const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
-                       float dtMax, float* y, float* S) {
+                         const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
+                         float dtMax, float* y, float* S) {
   const int64_t perGroup = H / G;
   for (int64_t t = 0; t < T; t++)
     for (int64_t hd = h0; hd < h1; hd++) {
