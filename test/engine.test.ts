@@ -1,7 +1,7 @@
 // Engine packages: `mamba-edge build` → NAME.mamba → backend ort (onnxruntime-node), against the
 // reference; integrity checks on load.
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -118,6 +118,23 @@ describe("fp16 engines on onnxruntime", () => {
     expect(binding.info.device).toMatch(/step via the node binding/);
     // the same kernels on the same inputs: equal up to the order of threaded sums
     expectSameTrace(await stepTrace(capi, 3), await stepTrace(binding, 3), 1e-6);
+  });
+
+  it("MAMBA_EDGE_ORT_PROFILE writes onnxruntime's per-node profile of the C-API step when the backend closes", async () => {
+    const prefix = join(scratch, "profile");
+    process.env.MAMBA_EDGE_ORT_PROFILE = prefix;
+    try {
+      const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"), { fused: false });
+      await be.step(Int32Array.of(3), [be.newState()]);
+      await be.close();
+    } finally {
+      delete process.env.MAMBA_EDGE_ORT_PROFILE;
+    }
+    const files = readdirSync(scratch).filter((f) => f.startsWith("profile_") && f.endsWith(".json"));
+    expect(files.length).toBe(1);
+    const events = JSON.parse(readFileSync(join(scratch, files[0]), "utf8")) as { cat: string; name: string }[];
+    expect(events.some((e) => e.cat === "Session" && e.name === "model_run")).toBe(true);
+    expect(events.some((e) => e.cat === "Node" && e.name.endsWith("_kernel_time"))).toBe(true);
   });
 
   it("prefills a prompt longer than one run in chunks, with the reference's logits and state", async () => {
