@@ -35,18 +35,24 @@ export function argmax(logits: ArrayLike<number>): number {
 function topIds(logits: Float64Array, k: number): number[] {
   if (k <= 0 || k >= logits.length) return Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
   const ids: number[] = [];
+  let floor = 0; // the k-th best so far, once there are k
   for (let id = 0; id < logits.length; id++) {
     const v = logits[id];
-    if (ids.length === k && v <= logits[ids[k - 1]]) continue;
+    if (ids.length === k && v <= floor) continue;
     let i = ids.length === k ? k - 1 : ids.length;
     while (i > 0 && logits[ids[i - 1]] < v) {
       ids[i] = ids[i - 1];
       i--;
     }
     ids[i] = id;
+    if (ids.length === k) floor = logits[ids[k - 1]];
   }
   return ids;
 }
+
+// The logits a sample works on, reused from token to token: a fresh copy per token was 0.4 MB of
+// garbage per sequence at a 50k vocabulary (sample() runs to completion, so one buffer serves all).
+let work = new Float64Array(0);
 
 export class Sampler {
   private readonly random: () => number;
@@ -58,13 +64,16 @@ export class Sampler {
   /** Chooses a token; `history` holds the tokens seen so far (for the repetition penalty). */
   sample(logitsIn: Float32Array, history: Iterable<number> = []): number {
     const p = this.params;
-    const logits = Float64Array.from(logitsIn);
+    if (work.length < logitsIn.length) work = new Float64Array(logitsIn.length);
+    const logits = work.length === logitsIn.length ? work : work.subarray(0, logitsIn.length);
+    logits.set(logitsIn);
     if (p.repeatPenalty !== 1) {
       for (const id of new Set(history)) {
         if (id >= 0 && id < logits.length) logits[id] = logits[id] > 0 ? logits[id] / p.repeatPenalty : logits[id] * p.repeatPenalty;
       }
     }
-    if (p.temperature <= 0) return argmax(logits);
+    // (topIds for greedy too: one function over one array type keeps its loop fast)
+    if (p.temperature <= 0) return topIds(logits, 1)[0];
 
     const ids = topIds(logits, p.topK);
 

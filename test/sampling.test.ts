@@ -45,6 +45,18 @@ describe("sampling", () => {
     expect(s.sample(logits, [1])).toBe(5);
   });
 
+  it("leaves the caller's logits as they were (they may be a backend's buffer), across vocabularies of two sizes", () => {
+    const before = logits.slice();
+    const s = new Sampler({ ...base, temperature: 0, repeatPenalty: 2 });
+    expect(s.sample(logits, [1, 5])).toBe(3);
+    expect(logits).toEqual(before);
+    // a larger vocabulary, then the small one again: each sample sees only its own logits
+    const big = Float32Array.from({ length: 5000 }, (_, i) => (i === 4321 ? 9 : 0));
+    expect(s.sample(big)).toBe(4321);
+    expect(s.sample(logits)).toBe(1);
+    expect(new Sampler({ ...base, topK: 3, seed: 1 }).sample(big.subarray(0, 4000))).toBeLessThan(4000);
+  });
+
   it("the generator is uniform in [0, 1)", () => {
     const r = seededRandom(1);
     const xs = Array.from({ length: 10000 }, r);
