@@ -124,7 +124,7 @@ export class CudaBackend implements Backend {
   /** slots by last use, oldest first */
   private readonly lru = new Set<number>();
   private closed = false;
-  /** the steps' logits, maxBatch × vocab, reused (Backend.step: valid until the next step) */
+  /** the steps' logits, reused (Backend.step: valid until the next step) */
   private logits: Float32Array | null = null;
 
   private constructor(
@@ -186,7 +186,10 @@ export class CudaBackend implements Backend {
     const batch = new Set<number>();
     const slots = new Int32Array(states.length);
     states.forEach((s, i) => batch.add((slots[i] = this.bind(s, batch))));
-    const out = (this.logits ??= new Float32Array(this.maxBatch * this.info.vocabSize)).subarray(0, states.length * this.info.vocabSize);
+    const V = this.info.vocabSize;
+    // grown to the next power of two of the batch when a larger batch comes
+    if (!this.logits || this.logits.length < states.length * V) this.logits = new Float32Array(2 ** Math.ceil(Math.log2(states.length)) * V);
+    const out = this.logits.subarray(0, states.length * V);
     this.ok(this.lib.me_step(this.h, slots, Int32Array.from(tokens), states.length, this.logits));
     states.forEach((s, i) => {
       this.unbindForeign(s, slots[i]);
