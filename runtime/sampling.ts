@@ -61,14 +61,14 @@ export class Sampler {
     this.random = seededRandom(params.seed);
   }
 
-  /** Chooses a token; `history` holds the tokens seen so far (for the repetition penalty). */
+  /** Chooses a token; `history` holds the tokens seen so far (for the repetition penalty; a Set is used as it is). */
   sample(logitsIn: Float32Array, history: Iterable<number> = []): number {
     const p = this.params;
     if (work.length < logitsIn.length) work = new Float64Array(logitsIn.length);
     const logits = work.length === logitsIn.length ? work : work.subarray(0, logitsIn.length);
     logits.set(logitsIn);
     if (p.repeatPenalty !== 1) {
-      for (const id of new Set(history)) {
+      for (const id of history instanceof Set ? history : new Set(history)) {
         if (id >= 0 && id < logits.length) logits[id] = logits[id] > 0 ? logits[id] / p.repeatPenalty : logits[id] * p.repeatPenalty;
       }
     }

@@ -65,7 +65,8 @@ interface Job {
   sampler: Sampler;
   stop: StopMatcher;
   text: TextStream;
-  history: number[];
+  /** the tokens seen (prompt and completion), for the repetition penalty */
+  history: Set<number>;
   state: SequenceState | null;
   /** tokens to run through the model before the first sample (pending token of the session + prompt) */
   feed: Int32Array;
@@ -152,7 +153,7 @@ export class Scheduler {
         sampler: new Sampler(sampling),
         stop: new StopMatcher(stops),
         text: new TextStream(this.tokenizer),
-        history: [...promptIds],
+        history: new Set(promptIds),
         state: null,
         feed: new Int32Array(0),
         fed: 0,
@@ -352,7 +353,7 @@ export class Scheduler {
     j.next = token;
     if (token === this.eos) return this.finish(j, "stop");
     j.completion++;
-    j.history.push(token);
+    j.history.add(token);
     const { emit, stopped } = j.stop.push(await j.text.push(token));
     if (emit && j.req.stream) j.sink.chunk({ id: j.id, seq: j.seq++, delta: emit });
     if (stopped) return this.finish(j, "stop");
