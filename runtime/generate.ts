@@ -24,7 +24,7 @@ export async function generate(
   const state = opts.state ?? backend.newState();
   const sampler = new Sampler(opts.sampling);
   const stream = new TextStream(tokenizer);
-  const history = [...ids];
+  const history = new Set(ids); // the tokens seen, for the repetition penalty
   let finishReason: "stop" | "length" = "length";
 
   const t0 = performance.now();
@@ -44,7 +44,7 @@ export async function generate(
       break;
     }
     produced++;
-    history.push(next);
+    history.add(next);
     const delta = await stream.push(next);
     if (delta) onDelta(delta);
     if (produced === opts.maxTokens) break;
