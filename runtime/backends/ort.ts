@@ -408,7 +408,9 @@ class CapiStepper implements Stepper {
 
   /** New buffers for at least b sequences (a power of two). Called between batches: no state lives in the old ones. */
   private grow(b: number): void {
-    for (const set of this.sets) for (const buf of [...set.states, set.tokens, set.logits]) this.session.free(buf);
+    // (the old logits stay allocated until release: a caller that kept a step's logits past the
+    // next step, against Backend.step's contract, reads stale numbers rather than freed memory)
+    for (const set of this.sets) for (const buf of [...set.states, set.tokens]) this.session.free(buf);
     this.pairs.clear();
     this.io.clear();
     this.capacity = 2 ** Math.ceil(Math.log2(b));
