@@ -2,6 +2,7 @@
 // alternating rounds in one process, so that a drift of the machine falls on both.
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
+import { argmax } from "../dist/runtime/sampling.js";
 
 /** The options both scripts take; `record` names the JSON file, `more` adds a script's own. */
 export function abArgs(usage, record, more = (y) => y) {
@@ -29,14 +30,9 @@ export function relDiff(a, b, n = b.length) {
 export async function timedSteps(be, states, tokens, steps) {
   const V = be.info.vocabSize;
   const t0 = performance.now();
-  let logits;
   for (let i = 0; i < steps; i++) {
-    logits = await be.step(tokens, states);
-    for (let b = 0; b < tokens.length; b++) {
-      let best = 0;
-      for (let v = 1; v < V; v++) if (logits[b * V + v] > logits[b * V + best]) best = v;
-      tokens[b] = best;
-    }
+    const logits = await be.step(tokens, states);
+    for (let b = 0; b < tokens.length; b++) tokens[b] = argmax(logits.subarray(b * V, (b + 1) * V));
   }
   return (performance.now() - t0) / steps;
 }

@@ -333,7 +333,7 @@ class BatchStates {
   }
 }
 
-/** Runs the step graph on a batch: reads `cur`'s states, writes `next`'s, returns a copy of the logits. */
+/** Runs the step graph on a batch: reads `cur`'s states, writes `next`'s, returns the logits (valid until the next run, as Backend.step's). */
 interface Stepper {
   /**
    * The state buffers of this step's inputs and of its outputs for a batch of b, reused from step to
