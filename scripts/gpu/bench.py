@@ -1,5 +1,6 @@
-"""Benchmark of the native runner on randomly initialised Mamba shapes (Hugging Face configs of
-state-spaces/mamba-130m/1.4b/2.8b), beside the bandwidth floor and transformers' MambaForCausalLM,
+"""Benchmark of the native runner on randomly initialised Mamba shapes (the configs of
+state-spaces/mamba-130m/1.4b/2.8b and mamba2-130m/1.3b/2.7b), beside the bandwidth floor and
+transformers' MambaForCausalLM / Mamba2ForCausalLM,
 all in one run on one GPU. The benchmark engines are written here on the GPU (random weights,
 round-to-nearest quantization, the tensor layout and manifest fields of `mamba-edge build`):
 building 1.4b / 2.8b engines with the JavaScript builder would take hours on a small CPU and the
@@ -24,11 +25,15 @@ if lib:
         getattr(lib, f).argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
 
 dev = "cuda"
-SHAPES = {  # hidden, layers, vocab (Hugging Face configs)
+SHAPES = {  # hidden, layers, vocab (the checkpoints' configs; Mamba-2: 128 states, heads of 64, one group)
     "mamba-130m": (768, 24, 50280),
     "mamba-1.4b": (2048, 48, 50280),
     "mamba-2.8b": (2560, 64, 50280),
+    "mamba2-130m": (768, 24, 50280),
+    "mamba2-1.3b": (2048, 48, 50280),
+    "mamba2-2.7b": (2560, 64, 50280),
 }
+is_mamba2 = lambda name: name.startswith("mamba2-")
 RECIPES = os.environ.get("ME_RECIPES", "fp16,w8a8,w4a16").split(",")
 tmp = "/dev/shm/me-bench" if os.path.isdir("/dev/shm") else "/tmp/me-bench"
 # ME_KEEP_ENGINES=1 keeps the written engines and reuses them: A/B runs of several builds, in turn, on the same files
@@ -73,25 +78,41 @@ def write_engine(name, recipe, path):
             t[f"l{l}.{what}.weight"] = (q[:, 0::2] | (q[:, 1::2] << 4)).view(N_, K_ // 128, 64).contiguous()
             t[f"l{l}.{what}.weight_scale"] = s.reshape(-1).contiguous()
 
+    m2 = is_mamba2(name)
+    if m2:
+        N, P, G = 128, 64, 1
+        H, C = E // P, E + 2 * G * N
     for l in range(L):
         p = f"layers.{l}."
         t[p + "norm"] = torch.ones(D, device=dev)
-        matrix(l, "in_proj", rn(2 * E, D))
-        matrix(l, "x_proj", rn(R + 2 * N, E))
         matrix(l, "out_proj", rn(D, E))
-        t[p + "conv.weight"] = rn(E, K, std=0.2)
-        t[p + "conv.bias"] = torch.zeros(E, device=dev)
-        t[p + "dt_proj.weight"] = rn(E, R, std=0.1).half()
-        t[p + "dt_proj.bias"] = torch.full((E,), -4.0, device=dev)
-        t[p + "A"] = -torch.arange(1, N + 1, device=dev, dtype=torch.float32).repeat(E, 1)
-        t[p + "D"] = torch.ones(E, device=dev)
+        t[p + "conv.weight"] = rn(C if m2 else E, K, std=0.2)
+        t[p + "conv.bias"] = torch.zeros(C if m2 else E, device=dev)
+        if m2:  # in_proj rows: z (E), x B C (the conv's channels), dt (one per head)
+            matrix(l, "in_proj", rn(2 * E + 2 * G * N + H, D))
+            t[p + "A"] = -torch.empty(H, device=dev).uniform_(1, 16, generator=g)
+            dt = torch.exp(torch.empty(H, device=dev).uniform_(math.log(1e-3), math.log(0.1), generator=g))
+            t[p + "dt_bias"] = dt + torch.log(-torch.expm1(-dt))  # softplus(dt_bias) = dt
+            t[p + "D"] = torch.ones(H, device=dev)
+            t[p + "gated_norm"] = torch.ones(E, device=dev)
+        else:
+            matrix(l, "in_proj", rn(2 * E, D))
+            matrix(l, "x_proj", rn(R + 2 * N, E))
+            t[p + "dt_proj.weight"] = rn(E, R, std=0.1).half()
+            t[p + "dt_proj.bias"] = torch.full((E,), -4.0, device=dev)
+            t[p + "A"] = -torch.arange(1, N + 1, device=dev, dtype=torch.float32).repeat(E, 1)
+            t[p + "D"] = torch.ones(E, device=dev)
         if recipe == "w8a8":
-            scales.update({f"l{l}.in_proj": 4 / 127, f"l{l}.x": 0.05, f"l{l}.x_proj": 0.05, f"l{l}.B": 0.05, f"l{l}.C": 0.05, f"l{l}.out_proj": 0.05})
+            scales.update({f"l{l}.in_proj": 4 / 127, f"l{l}.x": 0.05, f"l{l}.B": 0.05, f"l{l}.C": 0.05, f"l{l}.out_proj": 0.05})
+            if not m2:
+                scales[f"l{l}.x_proj"] = 0.05
     os.makedirs(path, exist_ok=True)
     save_file({k: v.contiguous().cpu() for k, v in t.items()}, os.path.join(path, "weights.safetensors"), metadata={"format": "mamba-edge-engine", "recipe": recipe})
     config = {"arch": "mamba1", "layout": "hf", "vocabSize": V, "dModel": D, "nLayer": L, "dInner": E, "dState": N, "dConv": K, "convBias": True,
               "projBias": False, "normEps": 1e-5, "tiedEmbeddings": True, "eosTokenId": 0, "dtRank": R, "nHeads": 0, "headDim": 0, "nGroups": 0,
               "chunkSize": 0, "dtLimit": [0, None], "gatedNormGroup": 0, "normBeforeGate": False}
+    if m2:  # as state-spaces/mamba2-*: one group, the gated norm over the whole group
+        config.update({"arch": "mamba2", "layout": "state-spaces", "dtRank": 0, "nHeads": H, "headDim": P, "nGroups": G, "chunkSize": 256, "gatedNormGroup": E // G})
     json.dump({"format": "mamba-edge-engine", "version": 1, "config": config, "quant": {"recipe": recipe, "params": {"weightRounding": "rtn"}, "scales": scales}},
               open(os.path.join(path, "manifest.json"), "w"))
 
@@ -130,11 +151,18 @@ def bench_engine(path):
 
 
 def bench_transformers(name):
-    from transformers import MambaConfig, MambaForCausalLM
     D, L, V = SHAPES[name]
-    cfg = MambaConfig(hidden_size=D, num_hidden_layers=L, vocab_size=V, state_size=16, tie_word_embeddings=True)
+    if is_mamba2(name):
+        from transformers import Mamba2Config, Mamba2ForCausalLM
+        cfg = Mamba2Config(hidden_size=D, num_hidden_layers=L, vocab_size=V, state_size=128, head_dim=64, num_heads=2 * D // 64, n_groups=1, expand=2,
+                           tie_word_embeddings=True)
+        cls = Mamba2ForCausalLM
+    else:
+        from transformers import MambaConfig, MambaForCausalLM
+        cfg = MambaConfig(hidden_size=D, num_hidden_layers=L, vocab_size=V, state_size=16, tie_word_embeddings=True)
+        cls = MambaForCausalLM
     with torch.device(dev):
-        model = MambaForCausalLM(cfg).half().eval()
+        model = cls(cfg).half().eval()
     ids = torch.randint(0, V, (1, 8), device=dev)
 
     def gen(n):

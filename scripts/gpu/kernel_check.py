@@ -301,7 +301,7 @@ for T, prefill in [(3, 0), (130, 1), (131, 1)]:
         S = torch.randn(H, P, N, device=dev)
         ref, refS = ssd_ref(xbc, dtraw, dtBias, A, D, z, H, P, N, G, S, True)
         S2 = S.clone()
-        call("me_k_ssd", 1, H, P, N, G, xbc, W, dtraw, H, dtBias, A, D, 0.0, float("inf"), z, H * P, 1, y, T, S2, ("ll", 0), None)
+        call("me_k_ssd", 1, H, P, N, G, xbc, W, dtraw, H, dtBias, A, D, 0.0, float("inf"), z, H * P, 1, y, T, S2, ("ll", 0), None, None)
         record("SSD (Mamba-2) prefill", f"T={T} H={H} P={P} N={N} G={G}", max(rel(y, ref), rel(S2, refS)), 2e-3)
     else:
         states = torch.randn(T + 2, H, P, N, device=dev)
@@ -312,8 +312,28 @@ for T, prefill in [(3, 0), (130, 1), (131, 1)]:
             refs.append(o)
             refst[slots[m]] = ss
         st = states.clone()
-        call("me_k_ssd", 0, H, P, N, G, xbc, W, dtraw, H, dtBias, A, D, 0.0, float("inf"), z, H * P, 1, y, T, st, ("ll", H * P * N), slots)
+        call("me_k_ssd", 0, H, P, N, G, xbc, W, dtraw, H, dtBias, A, D, 0.0, float("inf"), z, H * P, 1, y, T, st, ("ll", H * P * N), slots, None)
         record("SSD (Mamba-2) step", f"B={T} H={H} P={P} N={N} G={G}", max(rel(y, torch.cat(refs)), rel(st, refst)), 2e-3)
+
+# batch 1 with the partial sums of squares of y that out_proj takes the gated norm from (one per block
+# of 16 channels of a head), at a head dim with a partial block and at the checkpoints' 128 states
+for H, P, N, G in [(6, 40, 64, 2), (8, 64, 128, 1)]:
+    W = H * P + 2 * G * N
+    xbc, dtraw, z = torch.randn(1, W, device=dev), torch.randn(1, H, device=dev), torch.randn(1, H * P, device=dev)
+    dtBias, A, D = torch.randn(H, device=dev) * 0.5, -torch.rand(H, device=dev) * 2, torch.randn(H, device=dev)
+    states = torch.randn(3, H, P, N, device=dev)
+    slots = torch.tensor([1], device=dev, dtype=torch.int32)
+    ref, refS = ssd_ref(xbc, dtraw, dtBias, A, D, z, H, P, N, G, states[1], True)
+    refst = states.clone().double()
+    refst[1] = refS
+    parts = H * ((P + 15) // 16)
+    y, st, ss = nan(1, H * P), states.clone(), nan(parts + 1)
+    call("me_k_ssd", 0, H, P, N, G, xbc, W, dtraw, H, dtBias, A, D, 0.0, float("inf"), z, H * P, 1, y, 1, st, ("ll", H * P * N), slots, ss)
+    ssRef = (ref.double() ** 2).sum()
+    # every part written, none beyond its blocks
+    ok = torch.isfinite(ss[:parts]).all().item() and ss[parts:].isnan().all().item()
+    ssErr = abs(ss[:parts].double().sum().item() - ssRef.item()) / ssRef.item() if ok else float("inf")
+    record("SSD (Mamba-2) step, batch 1 + sums of squares", f"H={H} P={P} N={N} G={G} parts={parts}", max(rel(y, ref), rel(st, refst), ssErr), 2e-3)
 
 
 # ---- residual add + RMSNorm (+ quantize) ---------------------------------------------------------------

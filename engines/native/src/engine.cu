@@ -75,6 +75,7 @@ struct Engine {
   float* states = nullptr;  // (nSlots + 1) slots; the last one absorbs padded batch rows
   float* gemvWs = nullptr;  // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
   float* ssPart = nullptr;  // batch 1: partial sums of squares of hidden, from the last out_proj
+  float* ssPartY = nullptr;  // batch 1, Mamba-2: partial sums of squares of the gated y, from the SSD step
   int ssParts = 0;          // how many ssPart holds for the current hidden (0: none, while capturing)
   unsigned* gemvCount = nullptr;
   cudaStream_t st = nullptr;
@@ -339,6 +340,7 @@ static void allocate(Engine& e) {
   e.dArg = e.alloc<int>(R);
   e.argScratch = e.alloc<float>((size_t)R * 2 * 64);
   e.ssPart = e.alloc<float>(GEMV_SS_PARTS);
+  e.ssPartY = e.alloc<float>(GEMV_SS_PARTS);
   e.states = e.alloc<float>((size_t)(e.nSlots + 1) * c.stateFloats());
   CK(cudaMemset(e.states, 0, (size_t)(e.nSlots + 1) * c.stateFloats() * 4));
   CK(cudaMallocHost(&e.hTokens, R * 4));
@@ -387,6 +389,12 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
 
   const int hb = e.rotate ? hadamardBlock(c.E) : 0;
   const float outScale = e.actInt8 || e.qdqAct ? L.sOut : 0.f;
+  // Mamba-2 at batch 1, float activations without rotation (fp16, w4a16): the SSD step gates y and
+  // writes its partial sums of squares, and out_proj takes the gated RMSNorm from them, where a
+  // norm kernel would run between the two. Only a norm over the whole row (one group) with the gate
+  // before it fits: the norm is then one scale per row.
+  const bool gatedNormInOutProj = c.mamba2 && decode && M == 1 && hb == 0 && outScale == 0.f && !e.actInt8 &&
+                                  (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && takesPartialNorm(L.outProj) && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
   if (!c.mamba2) {
     // 3. x_proj -> [dt_low | B | C]
     const int W2 = c.R + 2 * c.N;
@@ -411,17 +419,26 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   } else {
     // 3. SSD (gate applied with the gated norm)
     Ssd p{c.H, c.P, c.N, c.G, e.xc, C, e.proj + c.E + C, NP, L.dtBias, L.A, L.D, c.dtLo, c.dtHi, e.proj, NP, 0, e.y};
-    if (decode) CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
-    else CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
-    // 4. gate, gated RMSNorm, Hadamard rotation, quantization
-    RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale};
-    CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
+    if (decode && gatedNormInOutProj) {
+      // (gate here; the norm, over the whole row, from the step's partial sums in out_proj)
+      p.gateHere = 1, p.y = e.act;
+      CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, L.gatedNorm ? e.ssPartY : nullptr));
+    } else {
+      if (decode) CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
+      else CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
+      // 4. gate, gated RMSNorm, Hadamard rotation, quantization
+      RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale};
+      CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
+    }
   }
   // 5. out_proj (its output joins the residual in the next norm)
   // (at batch 1, with the partial sums of squares the next in_proj takes its norm from)
   if (decode) {
-    const int parts = M == 1 && l + 1 < c.nLayer && takesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj) : 0;
-    CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, nullptr, 1, parts ? e.ssPart : nullptr));
+    const bool yNorm = gatedNormInOutProj && L.gatedNorm;
+    const int parts = M == 1 && l + 1 < c.nLayer && takesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj, yNorm) : 0;
+    NormIn ynin{e.act, L.gatedNorm, c.eps, 0.f, e.ssPartY, yNorm ? ssdStepParts(c.H, c.P) : 0};
+    CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, yNorm ? &ynin : nullptr, 1,
+            parts ? e.ssPart : nullptr));
     e.ssParts = parts;
   } else {
     CK(lin(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, e.out, c.D));

@@ -90,9 +90,9 @@ int me_k_scan1(int prefill, int E, int N, int R, const float* dbl, int lddbl, co
 
 int me_k_ssd(int prefill, int H, int P, int N, int G, const float* xbc, int ldxbc, const float* dtRaw, int lddt, const float* dtBias, const float* A,
              const float* D, float dtLo, float dtHi, const float* z, int ldz, int gate, float* y, int rows, float* states, long long slotStride,
-             const int* slots) {
+             const int* slots, float* ssOut) {
   Ssd p{H, P, N, G, xbc, ldxbc, dtRaw, lddt, dtBias, A, D, dtLo, dtHi, z, ldz, gate, y};
-  return done(prefill ? ssdPrefill(p, rows, states, 0) : ssdStep(p, rows, states, slotStride, slots, 0));
+  return done(prefill ? ssdPrefill(p, rows, states, 0) : ssdStep(p, rows, states, slotStride, slots, 0, ssOut));
 }
 
 int me_k_add_rmsnorm(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale) {

@@ -73,8 +73,9 @@ struct NormIn {
 // of the squares of y's new row, for the next GEMV's NormIn.part.
 cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
                  const NormIn* norm = nullptr, int addToY = 0, float* ssOut = nullptr);
-// how many partial sums of squares a batch-1 GEMV of W writes (0: it cannot); at most GEMV_SS_PARTS
-int gemvSumSquaresParts(const LinearW& W);
+// how many partial sums of squares a batch-1 GEMV of W writes (0: it cannot), with or without a
+// fused norm of its input; at most GEMV_SS_PARTS
+int gemvSumSquaresParts(const LinearW& W, bool norm = false);
 // whether a batch-1 GEMV of W can take its input's norm from partial sums (NormIn.part)
 bool gemvTakesPartialNorm(const LinearW& W);
 constexpr int GEMV_SS_PARTS = 4096;
@@ -128,7 +129,10 @@ struct Ssd {
 };
 // prefill over T rows of one sequence, recurrent form with the state in registers; state (H, P, N)
 cudaError_t ssdPrefill(const Ssd& p, int T, float* S, cudaStream_t s);
-cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s);
+// one decode step of M rows; ssOut (batch 1): ssdStepParts(H, P) partial sums of squares of y's row,
+// for the out_proj GEMV that takes the gated RMSNorm (NormIn.part)
+cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s, float* ssOut = nullptr);
+int ssdStepParts(int H, int P);
 
 // ---- norms, rotation, quantization --------------------------------------------------------------
 // hidden (M, D) += add (if add); out = hidden / rms * w: float32 (fake-quantized when scale > 0 and

@@ -765,8 +765,8 @@ void i4RowPlan(int N, int K, bool norm, int* P, int* tpb, int* blocks, int* resi
 static bool i4RowFits(const LinearW& W) { return W.type == W_I4 && W.packed && W.K <= I4R_MAXK; }
 template <int WT>
 static GemvGrid gemvGrid(const LinearW& W);
-int gemvSumSquaresParts(const LinearW& W) {
-  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W.N, W.K, false).blocks : 0;  // (the partial sums come from out_proj, no norm)
+int gemvSumSquaresParts(const LinearW& W, bool norm) {
+  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W.N, W.K, norm).blocks : 0;
   return b <= (unsigned)GEMV_SS_PARTS ? (int)b : 0;
 }
 // (the row-major CUDA-core 4-bit kernel would take the norm, but it recomputes it anyway)
@@ -858,7 +858,7 @@ static cudaError_t checkShape(const LinearW& W) {
 cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep* ep, cudaStream_t s,
                  const NormIn* norm, int addToY, float* ssOut) {
   if (cudaError_t e = checkShape(W)) return e;
-  if (ssOut && (M != 1 || !addToY || ep || gemvSumSquaresParts(W) == 0)) return cudaErrorInvalidValue;
+  if (ssOut && (M != 1 || !addToY || ep || gemvSumSquaresParts(W, norm != nullptr) == 0)) return cudaErrorInvalidValue;
   const size_t xElem = W.type == W_I8 ? 1 : 4;
   // the CUDA-core 4-bit kernel stages its input rows in shared memory (2 bytes per input): at most 96 KB
   const int mt = W.type == W_I4 && !W.packed ? (int)std::min<long long>(GEMV_MT, 98304 / (2LL * W.K)) : GEMV_MT;

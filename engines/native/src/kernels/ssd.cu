@@ -13,40 +13,68 @@ __device__ __forceinline__ float ssdDt(const Ssd& p, size_t row, int h) {
   return fminf(fmaxf(dt, p.dtLo), p.dtHi);
 }
 
-__global__ void ssdStepKernel(Ssd p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots) {
+// Decode: a block takes SSD_SW warps × SSD_SR channels p of one head; each lane holds N / 32 state
+// entries of each of its warp's channels. The state is loaded before pdlWait(): only this kernel
+// writes it (the same layer's step before, long finished), so its loads, the bulk of the kernel's
+// bytes, overlap the previous kernel. At batch 1 with ssOut, each block also writes the sum of
+// squares of the y it wrote, from which out_proj's GEMV takes the gated RMSNorm (NormIn.part).
+constexpr int SSD_SW = 4, SSD_SR = 4;
+constexpr int SSD_ROWS = SSD_SW * SSD_SR;  // channels per block
+
+__global__ void __launch_bounds__(SSD_SW * 32) ssdStepKernel(Ssd p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots,
+                                                             float* __restrict__ ssOut) {
+  const int H = p.H, P = p.P, N = p.N, G = p.G, nj = N / 32;
+  const int bph = (P + SSD_ROWS - 1) / SSD_ROWS;
+  const int h = blockIdx.x / bph, m = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int p0 = (blockIdx.x % bph) * SSD_ROWS + warp * SSD_SR;
+  float* S = states + (long long)slots[m] * slotStride + ((size_t)h * P + p0) * N + lane;
+  float s[SSD_SR][SSD_NJ];
+#pragma unroll
+  for (int r = 0; r < SSD_SR; r++)
+#pragma unroll
+    for (int j = 0; j < SSD_NJ; j++) s[r][j] = p0 + r < P && j < nj ? S[(size_t)r * N + 32 * j] : 0.f;
   pdlWait();
   pdlRelease();
-  const int h = blockIdx.x, m = blockIdx.y;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int H = p.H, P = p.P, N = p.N, G = p.G, nj = N / 32;
   const int g = h / (H / G);
   const float* row = p.xbc + (size_t)m * p.ldxbc;
-  const float* Bm = row + H * P + g * N;
-  const float* Cm = row + H * P + G * N + g * N;
+  const float* Bm = row + H * P + g * N + lane;
+  const float* Cm = row + H * P + G * N + g * N + lane;
   const float dt = ssdDt(p, m, h);
-  const float dA = expf(dt * p.A[h]);
-  float Bv[SSD_NJ], Cv[SSD_NJ];
+  const float dA = expf(dt * p.A[h]), Dh = p.D[h];
+  float Bv[SSD_NJ], Cv[SSD_NJ], x[SSD_SR], z[SSD_SR];
 #pragma unroll
-  for (int j = 0; j < SSD_NJ; j++) if (j < nj) Bv[j] = Bm[lane + 32 * j], Cv[j] = Cm[lane + 32 * j];
-  float* Sbase = states + (long long)slots[m] * slotStride;
-  for (int pp = warp; pp < P; pp += blockDim.x >> 5) {
-    const float x = row[h * P + pp];
-    float* S = Sbase + ((size_t)h * P + pp) * N;
+  for (int j = 0; j < SSD_NJ; j++) Bv[j] = j < nj ? Bm[32 * j] : 0.f, Cv[j] = j < nj ? Cm[32 * j] : 0.f;
+#pragma unroll
+  for (int r = 0; r < SSD_SR; r++) {
+    const bool ok = p0 + r < P;
+    x[r] = ok ? row[h * P + p0 + r] : 0.f;
+    z[r] = ok && p.gateHere ? p.z[(size_t)m * p.ldz + h * P + p0 + r] : 0.f;
+  }
+  float sq = 0.f;
+#pragma unroll
+  for (int r = 0; r < SSD_SR; r++) {
     float acc = 0.f;
+    const float dx = dt * x[r];
 #pragma unroll
     for (int j = 0; j < SSD_NJ; j++) {
-      if (j < nj) {
-        const float s = S[lane + 32 * j] * dA + dt * x * Bv[j];
-        S[lane + 32 * j] = s;
-        acc += s * Cv[j];
-      }
+      s[r][j] = s[r][j] * dA + dx * Bv[j];
+      acc += s[r][j] * Cv[j];
     }
     acc = warpSum(acc);
-    if (lane == 0) {
-      float y = acc + p.D[h] * x;
-      if (p.gateHere) y *= siluf(p.z[(size_t)m * p.ldz + h * P + pp]);
-      p.y[(size_t)m * H * P + h * P + pp] = y;
+    float y = acc + Dh * x[r];
+    if (p.gateHere) y *= siluf(z[r]);
+    if (p0 + r < P) {
+#pragma unroll
+      for (int j = 0; j < SSD_NJ; j++)
+        if (j < nj) S[(size_t)r * N + 32 * j] = s[r][j];
+      if (lane == r) p.y[(size_t)m * H * P + h * P + p0 + r] = y, sq += y * y;
     }
+  }
+  if (ssOut) {
+    __shared__ float scratch[32];
+    sq = blockSum(sq, scratch);
+    if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
   }
 }
 
@@ -124,9 +152,11 @@ cudaError_t ssdPrefill(const Ssd& p, int T, float* S, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s) {
-  if (!ssdShapeOk(p)) return cudaErrorInvalidValue;
-  return launch(ssdStepKernel, dim3(p.H, M), 256, 0, s, p, states, slotStride, slots);
+int ssdStepParts(int H, int P) { return H * ((P + SSD_ROWS - 1) / SSD_ROWS); }
+
+cudaError_t ssdStep(const Ssd& p, int M, float* states, long long slotStride, const int* slots, cudaStream_t s, float* ssOut) {
+  if (!ssdShapeOk(p) || (ssOut && M != 1)) return cudaErrorInvalidValue;
+  return launch(ssdStepKernel, dim3(ssdStepParts(p.H, p.P), M), SSD_SW * 32, 0, s, p, states, slotStride, slots, ssOut);
 }
 
 }  // namespace me
