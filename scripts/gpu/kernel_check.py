@@ -380,13 +380,13 @@ for E in [1536, 4096, 5120]:
 
     def run(fill):
         q = torch.full((M, E), fill, device=dev, dtype=torch.int8)
-        call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, s, y, M, None, q)
+        call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, s, y, M, None, q, None, 0)
         return q
     q = int8_twice(run)
     err = float("inf") if q is None else rel(q.double() * s, qdq(ref, s))
     record("Hadamard + int8 quantize", f"M={M} E={E} block={hb}", err, 2e-3)
     out = nan(M, E)
-    call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, 0.0, y, M, out, None)
+    call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, 0.0, y, M, out, None, None, 0)
     record("Hadamard (float)", f"M={M} E={E} block={hb}", rel(out, ref), 1e-5)
 
 for nbg in [0, 1]:
@@ -398,8 +398,25 @@ for nbg in [0, 1]:
     if nbg:
         v = v * silu(z[:, :E].double())
     out = nan(M, E)
-    call("me_k_row_post", E, z, 2 * E, 1, nbg, gs, w, 1e-5, 0, 0.0, y, M, out, None)
+    call("me_k_row_post", E, z, 2 * E, 1, nbg, gs, w, 1e-5, 0, 0.0, y, M, out, None, None, 0)
     record("gated RMSNorm (Mamba-2)", f"M={M} E={E} group={gs} normBeforeGate={nbg}", rel(out, v), 2e-3)
+
+# batch 1, y already gated: the RMSNorm over the row from partial sums of squares (as the SSD step
+# writes them), then the rotation and quantization, one block per Hadamard block
+for E in [1536, 5120]:
+    s, hb = 0.05, hb_of(E)
+    y, w = torch.randn(1, E, device=dev), torch.rand(E, device=dev) + 0.5
+    part = (y.double() ** 2).view(-1, 64).sum(1).float()  # one partial per 64 channels
+    v = y.double() / torch.sqrt((y.double() ** 2).mean() + 1e-5) * w.double()
+    ref = (v.view(1, E // hb, hb) @ hadamard(hb)).view(1, E)
+
+    def run(fill):
+        q = torch.full((1, E), fill, device=dev, dtype=torch.int8)
+        call("me_k_row_post", E, None, 0, 0, 0, 0, w, 1e-5, hb, s, y, 1, None, q, part, part.numel())
+        return q
+    q = int8_twice(run)
+    err = float("inf") if q is None else rel(q.double() * s, qdq(ref, s))
+    record("RMSNorm from partial sums + Hadamard + int8", f"E={E} block={hb} parts={part.numel()}", err, 2e-3)
 
 
 # ---- embedding, top-k ------------------------------------------------------------------------------------

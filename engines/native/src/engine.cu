@@ -389,12 +389,15 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
 
   const int hb = e.rotate ? hadamardBlock(c.E) : 0;
   const float outScale = e.actInt8 || e.qdqAct ? L.sOut : 0.f;
-  // Mamba-2 at batch 1, float activations without rotation (fp16, w4a16): the SSD step gates y and
-  // writes its partial sums of squares, and out_proj takes the gated RMSNorm from them, where a
-  // norm kernel would run between the two. Only a norm over the whole row (one group) with the gate
-  // before it fits: the norm is then one scale per row.
-  const bool gatedNormInOutProj = c.mamba2 && decode && M == 1 && hb == 0 && outScale == 0.f && !e.actInt8 &&
-                                  (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && takesPartialNorm(L.outProj) && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
+  // Mamba-2 at batch 1: the SSD step gates y and writes its partial sums of squares, from which the
+  // gated RMSNorm is taken by out_proj (float activations without rotation: fp16, w4a16), where a
+  // norm kernel would run between the two, or by the rotation (w8a8, w4a8), in E / hb blocks where
+  // the norm kernel is one block. Only a norm over the whole row (one group) with the gate before
+  // it fits: the norm is then one scale per row.
+  const bool gatedNormFolds = c.mamba2 && decode && M == 1 &&
+                              (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
+  const bool gatedNormInOutProj = gatedNormFolds && hb == 0 && outScale == 0.f && !e.actInt8 && (!L.gatedNorm || takesPartialNorm(L.outProj));
+  const bool gatedNormInRotation = gatedNormFolds && hb >= 128 && hb <= 4096 && c.E % hb == 0;
   if (!c.mamba2) {
     // 3. x_proj -> [dt_low | B | C]
     const int W2 = c.R + 2 * c.N;
@@ -419,10 +422,14 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   } else {
     // 3. SSD (gate applied with the gated norm)
     Ssd p{c.H, c.P, c.N, c.G, e.xc, C, e.proj + c.E + C, NP, L.dtBias, L.A, L.D, c.dtLo, c.dtHi, e.proj, NP, 0, e.y};
-    if (decode && gatedNormInOutProj) {
-      // (gate here; the norm, over the whole row, from the step's partial sums in out_proj)
+    if (gatedNormInOutProj) {
       p.gateHere = 1, p.y = e.act;
       CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, L.gatedNorm ? e.ssPartY : nullptr));
+    } else if (gatedNormInRotation) {
+      p.gateHere = 1;
+      CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, L.gatedNorm ? e.ssPartY : nullptr));
+      RowPost rp{c.E, nullptr, 0, 0, 0, 0, L.gatedNorm, c.eps, hb, outScale, e.ssPartY, L.gatedNorm ? ssdStepParts(c.H, c.P) : 0};
+      CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
     } else {
       if (decode) CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
       else CK(ssdPrefill(p, M, e.ssmState(slot, l), s));

@@ -100,8 +100,8 @@ int me_k_add_rmsnorm(float* hidden, const float* add, int M, int D, const float*
 }
 
 int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, int gs, const float* w, float eps, int hb, float scale, const float* y,
-                  int M, float* out, int8_t* outQ) {
-  RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale};
+                  int M, float* out, int8_t* outQ, const float* part, int nPart) {
+  RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale, part, nPart};
   return done(rowNormRotateQuant(p, y, M, out, outQ, 0));
 }
 

@@ -10,8 +10,10 @@ namespace me {
 // Programmatic dependent launch (sm_90 and later). A kernel started with launch() may begin while
 // the kernel before it in the stream is still running: until pdlWait() returns it may only read
 // what no earlier kernel writes (weights), so its launch and first weight loads overlap the previous
-// kernel's tail. Every kernel started with launch() calls pdlWait() before touching activations or
-// states, then pdlRelease() so that the next one may be scheduled. Below sm_90 both are no-ops and
+// kernel's tail. Every kernel started with launch() calls pdlWait() before touching activations,
+// then pdlRelease() so that the next one may be scheduled. A kernel that alone writes a state (the
+// SSM steps) may read it before the wait: each kernel releases only after its own wait, so when one
+// starts every kernel but the one before it has finished. Below sm_90 both are no-ops and
 // launch() is an ordinary launch.
 __device__ __forceinline__ void pdlWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -147,6 +147,9 @@ struct RowPost {
   int gs; const float* w; float eps;
   int hb;
   float scale;
+  // batch 1, y already gated: the norm over the whole row (weights w) from nPart partial sums of
+  // squares (the SSD step's), so the rotation runs in E / hb blocks instead of one for the row
+  const float* part; int nPart;
 };
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s);
 

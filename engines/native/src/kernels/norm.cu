@@ -85,11 +85,19 @@ cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const
 // and wider ones through shared memory.
 __global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
   extern __shared__ float4 sm4[];
+  const int m = blockIdx.y, hb = p.hb, t = threadIdx.x, lane = t & 31;
+  const float4 w = p.nPart ? __ldg((const float4*)(p.w + (size_t)blockIdx.x * hb) + t) : make_float4(1.f, 1.f, 1.f, 1.f);
   pdlWait();
   pdlRelease();
-  const int m = blockIdx.y, hb = p.hb, t = threadIdx.x, lane = t & 31;
   const size_t base = (size_t)m * p.E + (size_t)blockIdx.x * hb;
   float4 v = *(const float4*)(y + base + 4 * t);
+  if (p.nPart) {  // the gated RMSNorm over the whole row, from the producer's partial sums
+    __shared__ float scratch[32];
+    float ss = 0.f;
+    for (int i = t; i < p.nPart; i += blockDim.x) ss += p.part[i];
+    const float r = 1.f / sqrtf(blockSum(ss, scratch) / p.E + p.eps);
+    v = make_float4(v.x * r * w.x, v.y * r * w.y, v.z * r * w.z, v.w * r * w.w);
+  }
   float a = v.x + v.y, b = v.x - v.y, c = v.z + v.w, d = v.z - v.w;  // span 1
   v = make_float4(a + c, b + d, a - c, b - d);                          // span 2
   for (int dl = 1; dl < 32 && 4 * dl < hb; dl <<= 1) {                  // spans 4..64
@@ -158,9 +166,10 @@ __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __r
 }
 
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s) {
+  if (p.nPart > 0 && (M != 1 || p.gate || !p.w || p.hb < 128 || p.hb > 4096)) return cudaErrorInvalidValue;
   if (p.hb > 1 && (p.E % p.hb != 0 || (p.hb & (p.hb - 1)) != 0)) return cudaErrorInvalidValue;
   if (p.gs > 0 && p.E % p.gs != 0) return cudaErrorInvalidValue;
-  if (p.gs == 0 && !p.gate && p.hb >= 128 && p.hb <= 4096)
+  if ((p.gs == 0 || p.nPart > 0) && !p.gate && p.hb >= 128 && p.hb <= 4096)
     return launch(rotateKernel, dim3(p.E / p.hb, M), p.hb / 4, (size_t)p.hb * sizeof(float), s, p, y, out, outQ);
   const size_t smem = (size_t)p.E * sizeof(float);
   if (smem > 48 * 1024) {

@@ -39,14 +39,15 @@ __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long s
 #pragma unroll
   for (int i = 0; i < NPL; i++) A[i] = n0 + i < N ? __ldg(p.A + (size_t)c * N + n0 + i) : 0.f;
   const float bias = __ldg(p.dtB + c), Dc = __ldg(p.D + c);
-  pdlWait();
-  pdlRelease();
-
-  const float* row = p.dbl + (size_t)m * p.lddbl;
+  // the state too: only this kernel writes it (the same layer's step before, long finished)
   float* h = states + (long long)slots[m] * slotStride + (size_t)c * N;
   float hv[NPL];
 #pragma unroll
   for (int i = 0; i < NPL; i++) hv[i] = n0 + i < N ? h[n0 + i] : 0.f;
+  pdlWait();
+  pdlRelease();
+
+  const float* row = p.dbl + (size_t)m * p.lddbl;
   const float x = p.x[(size_t)m * E + c];
   const float z = p.z[(size_t)m * p.ldz + c];
   for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) {
