@@ -101,6 +101,18 @@ __device__ __forceinline__ float gemvOut(const LinearW& W, int m, int n, float v
   return v;
 }
 
+// Brings the conv state and weights that output (m, n)'s conv step will read towards L2, before
+// pdlWait(): only this GEMV writes that state (the same layer's step before), and the epilogue's
+// loads then wait on L2 rather than DRAM, with no register held meanwhile.
+__device__ __forceinline__ void prefetchConvStep(const ConvStep& ep, int m, int n) {
+  if (n < ep.c0 || n >= ep.c0 + ep.C) return;
+  const int c = n - ep.c0;
+  const float* st = ep.states + (long long)ep.slots[m] * ep.slotStride + (size_t)c * (ep.K - 1);
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(st));
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(st + ep.K - 2));  // (it may straddle two lines)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(ep.w + (size_t)c * ep.K));
+}
+
 // 1 / rms of a row from the partial sums of squares its producer left (NormIn.part), by the block
 __device__ __forceinline__ float partRms(const NormIn& nin, int K) {
   __shared__ float scratch[32];
@@ -178,6 +190,7 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
   uint4 wq[U][RW];
   auto loadW = [&](int it0) { loadRows<WT>(wq, wbase, rowBytes, n0, N, K, nIt, it0, ks); };
   loadW(part);  // weights only: may overlap the previous kernel
+  if (hasEp && part == 0 && lane < MT * RW && lane / RW < M && n0 + lane % RW < N) prefetchConvStep(ep, lane / RW, n0 + lane % RW);
   pdlWait();
   pdlRelease();
 
@@ -615,6 +628,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
   };
   loadW(part);  // weights only: may overlap the previous kernel
   if constexpr (NORM) stage(raw + K, nin.w);
+  if (hasEp && live && part == 0 && c == 0) prefetchConvStep(ep, 0, 16 * T + g), prefetchConvStep(ep, 0, 16 * T + g + 8);
   pdlWait();
   pdlRelease();
   stage(raw, NORM ? nin.hidden : x);
