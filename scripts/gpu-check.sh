@@ -2,10 +2,10 @@
 # The GPU check of the cuda backend, in one go on a machine with an NVIDIA GPU, nvcc, cmake and
 # PyTorch (+ transformers for the comparison): builds engines/native, checks every kernel against
 # PyTorch float64, checks end-to-end logits of every recipe of both demo models against the
-# TypeScript reference and the ort engine, and benchmarks random mamba-130m / 1.4b / 2.8b engines
-# beside the bandwidth floor and transformers. Writes gpu-check.json (and logs) to $OUT, or to
+# TypeScript reference and the ort engine, and benchmarks random engines of the mamba-130m / 1.4b /
+# 2.8b and mamba2-130m / 1.3b / 2.7b shapes beside the bandwidth floor and transformers. Writes gpu-check.json (and logs) to $OUT, or to
 # bench/results/gpu-check/ when OUT is unset.
-#   scripts/gpu-check.sh [--no-bench] [--no-kernels] [--shapes "mamba-130m mamba-1.4b mamba-2.8b"]
+#   scripts/gpu-check.sh [--no-bench] [--no-kernels] [--shapes "mamba-130m mamba2-2.7b ..."]
 # Without Node on the machine, it unpacks one carried by scripts/gpu/pack-node.sh into .device/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ OUTDIR=${OUT:-bench/results/gpu-check}
 mkdir -p "$OUTDIR"
 BENCH=1
 KERNELS=1
-SHAPES="mamba-130m mamba-1.4b mamba-2.8b"
+SHAPES="mamba-130m mamba-1.4b mamba-2.8b mamba2-130m mamba2-1.3b mamba2-2.7b"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) BENCH=0 ;;
