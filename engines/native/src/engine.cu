@@ -398,6 +398,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
                               (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
   const bool gatedNormInOutProj = gatedNormFolds && hb == 0 && outScale == 0.f && !e.actInt8 && (!L.gatedNorm || takesPartialNorm(L.outProj));
   const bool gatedNormInRotation = gatedNormFolds && hb >= 128 && hb <= 4096 && c.E % hb == 0;
+  // how many partial sums of squares of the gated y the SSD step writes (0: none)
+  const int yParts = (gatedNormInOutProj || gatedNormInRotation) && L.gatedNorm ? ssdStepParts(c.H, c.P) : 0;
   if (!c.mamba2) {
     // 3. x_proj -> [dt_low | B | C]
     const int W2 = c.R + 2 * c.N;
@@ -422,14 +424,14 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   } else {
     // 3. SSD (gate applied with the gated norm)
     Ssd p{c.H, c.P, c.N, c.G, e.xc, C, e.proj + c.E + C, NP, L.dtBias, L.A, L.D, c.dtLo, c.dtHi, e.proj, NP, 0, e.y};
-    if (gatedNormInOutProj) {
-      p.gateHere = 1, p.y = e.act;
-      CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, L.gatedNorm ? e.ssPartY : nullptr));
-    } else if (gatedNormInRotation) {
+    if (gatedNormInOutProj || gatedNormInRotation) {
       p.gateHere = 1;
-      CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, L.gatedNorm ? e.ssPartY : nullptr));
-      RowPost rp{c.E, nullptr, 0, 0, 0, 0, L.gatedNorm, c.eps, hb, outScale, e.ssPartY, L.gatedNorm ? ssdStepParts(c.H, c.P) : 0};
-      CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
+      if (gatedNormInOutProj) p.y = e.act;  // out_proj's input as it is
+      CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, yParts ? e.ssPartY : nullptr));
+      if (gatedNormInRotation) {
+        RowPost rp{c.E, nullptr, 0, 0, 0, 0, L.gatedNorm, c.eps, hb, outScale, e.ssPartY, yParts};
+        CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
+      }
     } else {
       if (decode) CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
       else CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
@@ -441,9 +443,9 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // 5. out_proj (its output joins the residual in the next norm)
   // (at batch 1, with the partial sums of squares the next in_proj takes its norm from)
   if (decode) {
-    const bool yNorm = gatedNormInOutProj && L.gatedNorm;
+    const bool yNorm = gatedNormInOutProj && yParts > 0;
     const int parts = M == 1 && l + 1 < c.nLayer && takesPartialNorm(e.layers[l + 1].inProj) ? gemvSumSquaresParts(L.outProj, yNorm) : 0;
-    NormIn ynin{e.act, L.gatedNorm, c.eps, 0.f, e.ssPartY, yNorm ? ssdStepParts(c.H, c.P) : 0};
+    NormIn ynin{e.act, L.gatedNorm, c.eps, 0.f, e.ssPartY, yParts};
     CK(gemv(L.outProj, e.actInt8 ? (const void*)e.actQ : e.act, c.E, L.sOut, M, e.hidden, c.D, nullptr, s, yNorm ? &ynin : nullptr, 1,
             parts ? e.ssPart : nullptr));
     e.ssParts = parts;

@@ -67,6 +67,23 @@ __device__ __forceinline__ float blockSum(float v, float* scratch /* 32 floats *
   return warpSum(v);
 }
 
+// Batch-1 norms taken from partial sums of squares: a producer's blocks each write their share of
+// its output row's sum of squares (sumSquaresOut), and a consumer's blocks add those few numbers up
+// (rmsFromParts) instead of reading the whole row. No atomics: the same sums in the same order on
+// every run. Every thread of the block calls them.
+__device__ __forceinline__ void sumSquaresOut(float sq, float* out) {
+  __shared__ float scratch[32];
+  sq = blockSum(sq, scratch);
+  if (threadIdx.x == 0) out[blockIdx.x] = sq;
+}
+// 1 / rms of a row of n values from its nPart partial sums of squares
+__device__ __forceinline__ float rmsFromParts(const float* part, int nPart, int n, float eps) {
+  __shared__ float scratch[32];
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < nPart; i += blockDim.x) ss += part[i];
+  return 1.f / sqrtf(blockSum(ss, scratch) / n + eps);
+}
+
 // one causal-conv step of one channel: window = [state (K-1, oldest first), x]; the state shifts
 __device__ __forceinline__ float convStepOne(float x, const float* w, float b, float* st, int K) {
   float acc = b;

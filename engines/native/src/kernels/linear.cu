@@ -114,19 +114,7 @@ __device__ __forceinline__ void prefetchConvStep(const ConvStep& ep, int m, int 
 }
 
 // 1 / rms of a row from the partial sums of squares its producer left (NormIn.part), by the block
-__device__ __forceinline__ float partRms(const NormIn& nin, int K) {
-  __shared__ float scratch[32];
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < nin.nPart; i += blockDim.x) ss += nin.part[i];
-  return 1.f / sqrtf(blockSum(ss, scratch) / K + nin.eps);
-}
-
-// the block's share of the sum of squares of the row it wrote (batch 1): every thread calls it
-__device__ __forceinline__ void writeSumSquares(float sq, float* ssOut) {
-  __shared__ float scratch[32];
-  sq = blockSum(sq, scratch);
-  if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
-}
+__device__ __forceinline__ float partRms(const NormIn& nin, int K) { return rmsFromParts(nin.part, nin.nPart, K, nin.eps); }
 
 // Sums each warp's partial dot products (over lanes, then over the ks warps that split K) and
 // writes output (m, n0 + r) from lane m * RW + r.
@@ -170,7 +158,7 @@ __device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& 
         if (mm * RW + rr == lane) v = acc[mm][rr];
     h = gemvOut(W, m, n, v, y, ldy, ep, hasEp, addToY);
   }
-  if (ssOut) writeSumSquares(h * h, ssOut);  // batch 1 only: every output is row 0's
+  if (ssOut) sumSquaresOut(h * h, ssOut);  // batch 1 only: every output is row 0's
 }
 
 // fp16 and int8 weights
@@ -703,7 +691,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
       y0[0] = h0, y0[8] = h1;
       sq = h0 * h0 + h1 * h1;
     }
-    writeSumSquares(sq, ssOut);  // every thread of the block is still here
+    sumSquaresOut(sq, ssOut);  // every thread of the block is still here
     return;
   }
   if (!live || c != 0 || part != 0) return;

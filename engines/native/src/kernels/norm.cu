@@ -92,10 +92,7 @@ __global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __re
   const size_t base = (size_t)m * p.E + (size_t)blockIdx.x * hb;
   float4 v = *(const float4*)(y + base + 4 * t);
   if (p.nPart) {  // the gated RMSNorm over the whole row, from the producer's partial sums
-    __shared__ float scratch[32];
-    float ss = 0.f;
-    for (int i = t; i < p.nPart; i += blockDim.x) ss += p.part[i];
-    const float r = 1.f / sqrtf(blockSum(ss, scratch) / p.E + p.eps);
+    const float r = rmsFromParts(p.part, p.nPart, p.E, p.eps);
     v = make_float4(v.x * r * w.x, v.y * r * w.y, v.z * r * w.z, v.w * r * w.w);
   }
   float a = v.x + v.y, b = v.x - v.y, c = v.z + v.w, d = v.z - v.w;  // span 1

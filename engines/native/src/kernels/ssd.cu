@@ -71,11 +71,7 @@ __global__ void __launch_bounds__(SSD_SW * 32) ssdStepKernel(Ssd p, float* __res
       if (lane == r) p.y[(size_t)m * H * P + h * P + p0 + r] = y, sq += y * y;
     }
   }
-  if (ssOut) {
-    __shared__ float scratch[32];
-    sq = blockSum(sq, scratch);
-    if (threadIdx.x == 0) ssOut[blockIdx.x] = sq;
-  }
+  if (ssOut) sumSquaresOut(sq, ssOut);
 }
 
 // Prefill: the inputs of the next SSD_TA steps (dt, x, z, and this lane's B and C entries) are loaded
