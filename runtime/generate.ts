@@ -1,8 +1,8 @@
 // One generation: prefill the prompt into a state, then sample and step until max tokens or EOS.
 import type { Backend } from "./backends/backend.js";
-import type { SequenceState } from "./model/state.js";
+import type { SequenceState } from "../engines/model/state.js";
 import { Sampler, type SamplingParams } from "./sampling.js";
-import { TextStream, type Tokenizer } from "./tokenizer.js";
+import { TextStream, type Tokenizer } from "../engines/model/tokenizer.js";
 
 export interface GenerateResult {
   text: string;

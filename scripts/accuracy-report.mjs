@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
-const { MambaModel } = await import(join(root, "dist/runtime/model/model.js"));
-const { SafetensorsFile } = await import(join(root, "dist/runtime/model/safetensors.js"));
-const { build } = await import(join(root, "dist/engines/build.js"));
+const { MambaModel } = await import(join(root, "dist/engines/model/model.js"));
+const { SafetensorsFile } = await import(join(root, "dist/engines/model/safetensors.js"));
+const { build } = await import(join(root, "dist/engines/builder/build.js"));
 const { OrtBackend } = await import(join(root, "dist/runtime/backends/ort.js"));
 
 const rel = (a, b) => {

@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { connectAsync } from "mqtt";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const args = yargs(hideBin(process.argv))

@@ -6,7 +6,7 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 
 const args = yargs(hideBin(process.argv))
   .usage("$0 ENGINE.mamba...")

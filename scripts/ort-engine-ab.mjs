@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 import { abArgs, b8OverB1, batchesSideBySide } from "./ab-rounds.mjs";
 
 const args = abArgs("$0 BASE.mamba NEW.mamba [BASE2.mamba NEW2.mamba ...]", "ort-engine-ab", (y) =>

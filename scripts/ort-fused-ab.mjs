@@ -6,7 +6,7 @@
 // checks that both give the same logits, and writes JSON under bench/results/.
 // Usage: node scripts/ort-fused-ab.mjs ENGINE.mamba... [--batch 1,8] [--rounds 7] [--steps 100] [--prompt 512] [--threads N] [--label demo]
 import { OrtBackend } from "../dist/runtime/backends/ort.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 import { abArgs, alternate, b8OverB1, batchesSideBySide, relDiff } from "./ab-rounds.mjs";
 
 const args = abArgs("$0 ENGINE.mamba...", "ort-fused-ab", (y) =>

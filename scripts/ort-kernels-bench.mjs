@@ -11,7 +11,7 @@ import { join } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { packageRoot } from "../dist/runtime/paths.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 
 const args = yargs(hideBin(process.argv))
   .option("label", { type: "string", default: "kernels", describe: "the record's name: bench/results/<date>-ort-kernels-bench-ort-<label>.json" })

@@ -10,11 +10,11 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../dist/engines/onnx/export.js";
-import { DT, Graph } from "../dist/engines/onnx/graph.js";
+import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../dist/engines/builder/onnx/export.js";
+import { DT, Graph } from "../dist/engines/builder/onnx/graph.js";
 import { CapiSession } from "../dist/runtime/backends/ort-capi.js";
 import { ortOpsLibraryPath } from "../dist/runtime/backends/ort.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 import { median } from "./ab-rounds.mjs";
 
 const args = yargs(hideBin(process.argv))

@@ -12,12 +12,12 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { selectiveStep1 } from "../dist/engines/onnx/export.js";
-import { DT, Graph } from "../dist/engines/onnx/graph.js";
+import { selectiveStep1 } from "../dist/engines/builder/onnx/export.js";
+import { DT, Graph } from "../dist/engines/builder/onnx/graph.js";
 import { CapiSession } from "../dist/runtime/backends/ort-capi.js";
-import { provenance, writeResult } from "../dist/runtime/cli/results.js";
-import { loadManifest } from "../dist/runtime/engine/manifest.js";
-import { graphSsmShape } from "../dist/runtime/model/state.js";
+import { provenance, writeResult } from "../dist/runtime/bench/results.js";
+import { loadManifest } from "../dist/engines/package/manifest.js";
+import { graphSsmShape } from "../dist/engines/model/state.js";
 
 const args = yargs(hideBin(process.argv))
   .option("engine", { type: "string", demandOption: true, describe: "a Mamba-1 engine package" })

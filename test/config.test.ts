@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseConfig } from "../runtime/model/config.js";
+import { parseConfig } from "../engines/model/config.js";
 
 describe("config parsing", () => {
   it("reads transformers' Infinity encoding of time_step_limit", () => {

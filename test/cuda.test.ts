@@ -7,8 +7,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CudaBackend, cudaLibraryPath, loadNativeLibrary } from "../runtime/backends/cuda.js";
-import { UserError } from "../runtime/errors.js";
-import { MambaModel } from "../runtime/model/model.js";
+import { UserError } from "../engines/errors.js";
+import { MambaModel } from "../engines/model/model.js";
 import { cli } from "./helpers/cli.js";
 import { fixtureRoot, relErr } from "./helpers/fixtures.js";
 

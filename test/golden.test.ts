@@ -2,7 +2,7 @@
 // models that transformers itself wrote (scripts/make_fixtures.py).
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { MambaModel } from "../runtime/model/model.js";
+import { MambaModel } from "../engines/model/model.js";
 import { cli } from "./helpers/cli.js";
 import { fixtureRoot, fixtures, reference, relErr } from "./helpers/fixtures.js";
 

@@ -6,8 +6,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../engines/onnx/export.js";
-import { DT, Graph } from "../engines/onnx/graph.js";
+import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../engines/builder/onnx/export.js";
+import { DT, Graph } from "../engines/builder/onnx/graph.js";
 import { CapiSession } from "../runtime/backends/ort-capi.js";
 import { OrtBackend, ortOpsLibraryPath } from "../runtime/backends/ort.js";
 import { cli, root } from "./helpers/cli.js";

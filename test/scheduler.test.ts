@@ -4,12 +4,12 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RefBackend } from "../runtime/backends/ref.js";
-import { MambaModel } from "../runtime/model/model.js";
+import { MambaModel } from "../engines/model/model.js";
 import type { ErrorReply, FinalReply, Request } from "../runtime/scheduler/protocol.js";
 import { Scheduler, defaultLimits, type Limits } from "../runtime/scheduler/scheduler.js";
 import { SessionStore, validateSessionId } from "../runtime/scheduler/sessions.js";
 import { StopMatcher } from "../runtime/scheduler/stops.js";
-import { Tokenizer } from "../runtime/tokenizer.js";
+import { Tokenizer } from "../engines/model/tokenizer.js";
 import { demoModel, tempDir } from "./helpers/daemon.js";
 
 type Outcome = (FinalReply | ErrorReply) & { deltas: string[] };

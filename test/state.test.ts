@@ -1,8 +1,8 @@
 // The recurrent state: batched steps, save and restore, refusal of foreign states.
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { UserError } from "../runtime/errors.js";
-import { MambaModel } from "../runtime/model/model.js";
+import { UserError } from "../engines/errors.js";
+import { MambaModel } from "../engines/model/model.js";
 import { fixtureRoot, relErr } from "./helpers/fixtures.js";
 
 for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {

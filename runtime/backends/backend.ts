@@ -1,7 +1,7 @@
 // What the scheduler and the CLI drive. Each backend (ref, later ort / cuda / trt) implements this;
 // nothing above it knows which one it has.
 import { cpus } from "node:os";
-import type { SequenceState } from "../model/state.js";
+import type { SequenceState } from "../../engines/model/state.js";
 
 export interface BackendInfo {
   name: "ref" | "ort" | "cuda" | "trt";

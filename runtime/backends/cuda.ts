@@ -5,9 +5,9 @@
 // state can always move between backends in the reference's SequenceState layout.
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { UserError } from "../errors.js";
-import { loadManifest, type Manifest } from "../engine/manifest.js";
-import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../model/state.js";
+import { UserError } from "../../engines/errors.js";
+import { loadManifest, type Manifest } from "../../engines/package/manifest.js";
+import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../../engines/model/state.js";
 import { packageRoot } from "../paths.js";
 import type { Backend, BackendInfo } from "./backend.js";
 

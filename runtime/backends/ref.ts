@@ -1,7 +1,7 @@
 // Backend "ref": the TypeScript reference forward pass on the CPU, in float32.
-import type { MambaModel } from "../model/model.js";
-import { referenceThreads } from "../model/parallel.js";
-import type { SequenceState } from "../model/state.js";
+import type { MambaModel } from "../../engines/model/model.js";
+import { referenceThreads } from "../../engines/model/parallel.js";
+import type { SequenceState } from "../../engines/model/state.js";
 import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 
 export class RefBackend implements Backend {

@@ -1,7 +1,7 @@
 // The `mamba-edge` command line: one yargs program, a module per subcommand.
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { UserError } from "../errors.js";
+import { UserError } from "../../engines/errors.js";
 import { benchCommand } from "./commands/bench.js";
 import { buildCommand } from "./commands/build.js";
 import { inspectCommand } from "./commands/inspect.js";

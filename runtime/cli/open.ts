@@ -5,13 +5,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import type { Backend } from "../backends/backend.js";
 import { RefBackend } from "../backends/ref.js";
-import { UserError } from "../errors.js";
-import { FORMAT_VERSION, type Manifest } from "../engine/manifest.js";
-import type { ModelConfig } from "../model/config.js";
-import { MambaModel } from "../model/model.js";
-import { setReferenceThreads } from "../model/parallel.js";
-import { randomModel } from "../model/random.js";
-import { Tokenizer } from "../tokenizer.js";
+import { UserError } from "../../engines/errors.js";
+import { FORMAT_VERSION, type Manifest } from "../../engines/package/manifest.js";
+import type { ModelConfig } from "../../engines/model/config.js";
+import { MambaModel } from "../../engines/model/model.js";
+import { setReferenceThreads } from "../../engines/model/parallel.js";
+import { randomModel } from "../../engines/model/random.js";
+import { Tokenizer } from "../../engines/model/tokenizer.js";
 import { packageRoot } from "../paths.js";
 
 /** The bundled demo model. */
@@ -102,7 +102,7 @@ function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): O
 async function ensureDefaultEngine(): Promise<string> {
   const found = builtVersion(defaultEngineDir);
   if (isCurrent(defaultEngineDir)) return defaultEngineDir;
-  const { build } = await import("../../engines/build.js");
+  const { build } = await import("../../engines/builder/build.js");
   const { progress } = await import("./progress.js");
   process.stderr.write(
     found === null

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { UserError } from "../errors.js";
+import { UserError } from "../../engines/errors.js";
 import { defaultLimits } from "../scheduler/scheduler.js";
 
 const positive = z.int().min(1);

@@ -2,7 +2,7 @@
 // Transports hand every incoming payload to `dispatch` with a function that sends a reply back the
 // way the request came; they know nothing of models.
 import type { Server } from "node:http";
-import { UserError } from "../errors.js";
+import { UserError } from "../../engines/errors.js";
 import { openTarget, openTokenizer, type Opened } from "../cli/open.js";
 import { WireError, errorReply, parseMessage, peek, type Op, type Reply, type RequestId } from "../scheduler/protocol.js";
 import { Scheduler, type Sink } from "../scheduler/scheduler.js";

@@ -3,9 +3,9 @@
 // long prompt for more than one chunk), then one batched decode step for every active sequence.
 // Cancellation takes effect at the next tick, that is, at token granularity.
 import type { Backend } from "../backends/backend.js";
-import type { SequenceState } from "../model/state.js";
+import type { SequenceState } from "../../engines/model/state.js";
 import { Sampler, type SamplingParams } from "../sampling.js";
-import { TextStream, type Tokenizer } from "../tokenizer.js";
+import { TextStream, type Tokenizer } from "../../engines/model/tokenizer.js";
 import {
   WireError,
   errorReply,

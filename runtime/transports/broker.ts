@@ -2,7 +2,7 @@
 // broker runs. In memory only: it lives and dies with the daemon.
 import { createServer, type Server } from "node:net";
 import { Aedes } from "aedes";
-import { UserError } from "../errors.js";
+import { UserError } from "../../engines/errors.js";
 
 export interface EmbeddedBroker {
   url: string;

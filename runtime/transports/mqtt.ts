@@ -5,7 +5,7 @@
 // persistent session, so requests published while the daemon was away are delivered when it is back.
 import { readFileSync } from "node:fs";
 import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
-import { UserError } from "../errors.js";
+import { UserError } from "../../engines/errors.js";
 import type { DaemonConfig } from "../daemon/config.js";
 import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
 import { peek } from "../scheduler/protocol.js";

@@ -5,7 +5,7 @@
 import { writeFileSync } from "node:fs";
 import { CudaBackend } from "../../dist/runtime/backends/cuda.js";
 import { OrtBackend } from "../../dist/runtime/backends/ort.js";
-import { MambaModel } from "../../dist/runtime/model/model.js";
+import { MambaModel } from "../../dist/engines/model/model.js";
 
 const rel = (a, b) => {
   let num = 0, den = 0;

@@ -1,6 +1,6 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { SafetensorsFile } from "../../runtime/model/safetensors.js";
+import { SafetensorsFile } from "../../engines/model/safetensors.js";
 import { root } from "./cli.js";
 
 export const fixtureRoot = join(root, "test", "fixtures");

@@ -5,8 +5,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DT, Graph } from "../../dist/engines/onnx/graph.js";
-import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../../dist/engines/onnx/export.js";
+import { DT, Graph } from "../../dist/engines/builder/onnx/graph.js";
+import { OPS_DOMAIN, OPS_DOMAIN_VERSION } from "../../dist/engines/builder/onnx/export.js";
 import { CapiSession } from "../../dist/runtime/backends/ort-capi.js";
 import { ortOpsLibraryPath } from "../../dist/runtime/backends/ort.js";
 

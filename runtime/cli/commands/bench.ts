@@ -1,9 +1,9 @@
 import type { Argv } from "yargs";
-import { UserError } from "../../errors.js";
+import { UserError } from "../../../engines/errors.js";
 import { argmax } from "../../sampling.js";
-import { SHAPES } from "../../model/random.js";
+import { SHAPES } from "../../../engines/model/random.js";
 import { openTarget, targetOptions } from "../open.js";
-import { provenance, writeResult } from "../results.js";
+import { provenance, writeResult } from "../../bench/results.js";
 
 export function benchCommand(y: Argv) {
   return y.command(

@@ -1,9 +1,9 @@
 import type { Argv } from "yargs";
-import type { Recipe } from "../../engine/manifest.js";
-import { UserError } from "../../errors.js";
+import type { Recipe } from "../../../engines/package/manifest.js";
+import { UserError } from "../../../engines/errors.js";
 import { progress, type Progress } from "../progress.js";
-import { SHAPES } from "../../model/random.js";
-import { provenance, writeResult } from "../results.js";
+import { SHAPES } from "../../../engines/model/random.js";
+import { provenance, writeResult } from "../../bench/results.js";
 
 export function buildCommand(y: Argv) {
   return y.command(
@@ -35,7 +35,7 @@ export function buildCommand(y: Argv) {
       if (!(args.percentile > 0.5 && args.percentile <= 1)) throw new UserError(`--percentile: expected a number in (0.5, 1], found ${args.percentile}`);
       if ((args.model === undefined) === (args.random === undefined)) throw new UserError("build: give a checkpoint directory or --random SHAPE");
       // the builder is only loaded by this command
-      const { build } = await import("../../../engines/build.js");
+      const { build } = await import("../../../engines/builder/build.js");
       let bar: Progress | null = null;
       const r = await build({
         modelDir: (args.model ?? args.random)!,

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Argv } from "yargs";
 import { connect, type MqttClient } from "mqtt";
-import { UserError } from "../../errors.js";
+import { UserError } from "../../../engines/errors.js";
 import { configSchema } from "../../daemon/config.js";
 import { describeIssue, requestSchema, type ErrorReply, type FinalReply, type Request } from "../../scheduler/protocol.js";
 import { Scheduler, defaultLimits } from "../../scheduler/scheduler.js";

@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
-import { UserError } from "../../errors.js";
+import { UserError } from "../../../engines/errors.js";
 import { evaluate } from "../../eval.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 import { progress } from "../progress.js";
-import { provenance, writeResult } from "../results.js";
+import { provenance, writeResult } from "../../bench/results.js";
 
 export function evalCommand(y: Argv) {
   return y.command(

@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline";
 import type { Argv } from "yargs";
 import { generate, type GenerateResult } from "../../generate.js";
-import { UserError } from "../../errors.js";
+import { UserError } from "../../../engines/errors.js";
 import type { SamplingParams } from "../../sampling.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 

@@ -1,5 +1,5 @@
 import type { Argv } from "yargs";
-import { loadManifest } from "../../engine/manifest.js";
+import { loadManifest } from "../../../engines/package/manifest.js";
 
 export function inspectCommand(y: Argv) {
   return y.command(

@@ -1,5 +1,5 @@
 import type { Argv } from "yargs";
-import { UserError } from "../../errors.js";
+import { UserError } from "../../../engines/errors.js";
 import { openTarget, targetOptions } from "../open.js";
 
 export function logitsCommand(y: Argv) {

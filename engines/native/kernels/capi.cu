@@ -3,7 +3,7 @@
 // synchronizes and returns the CUDA error code (0 = success).
 #include <algorithm>
 #include <vector>
-#include "kernels/kernels.cuh"
+#include "kernels.cuh"
 
 using namespace me;
 

@@ -3,11 +3,11 @@
 // written.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { UserError } from "../runtime/errors.js";
-import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../runtime/engine/manifest.js";
-import { MambaModel } from "../runtime/model/model.js";
-import { randomModel, SHAPES } from "../runtime/model/random.js";
-import type { Mamba1Layer, Mamba2Layer } from "../runtime/model/weights.js";
+import { UserError } from "../errors.js";
+import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../package/manifest.js";
+import { MambaModel } from "../model/model.js";
+import { randomModel, SHAPES } from "../model/random.js";
+import type { Mamba1Layer, Mamba2Layer } from "../model/weights.js";
 import { buildGraph, OPS_DOMAIN, OPS_DOMAIN_VERSION, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
@@ -17,7 +17,7 @@ import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js"
 import { foldNorm, rotateInputs } from "./quantize.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
 import { createHash } from "node:crypto";
-import { Tokenizer } from "../runtime/tokenizer.js";
+import { Tokenizer } from "../model/tokenizer.js";
 
 export const RECIPES = ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const satisfies readonly Recipe[];
 export const BUILDER_VERSION = "0.1.0";

@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "../include/mamba_edge.h"
+#include "mamba_edge.h"
 #include "json.h"
 #include "kernels/kernels.cuh"
 

@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "tokenizers";
-import { UserError } from "./errors.js";
+import { UserError } from "../errors.js";
 
 export class Tokenizer {
   private constructor(private readonly tok: HfTokenizer, readonly path: string) {}

@@ -4,10 +4,10 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { InferenceSession } from "onnxruntime-node";
-import { UserError } from "../runtime/errors.js";
-import type { MambaModel } from "../runtime/model/model.js";
-import { SequenceState, stateShape } from "../runtime/model/state.js";
-import { graphFeeds, type Ort } from "../runtime/backends/ort.js";
+import { UserError } from "../errors.js";
+import type { MambaModel } from "../model/model.js";
+import { SequenceState, stateShape } from "../model/state.js";
+import { graphFeeds, type Ort } from "../../runtime/backends/ort.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { DT, Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";

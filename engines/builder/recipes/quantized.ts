@@ -2,7 +2,7 @@
 // MatMulInteger (onnxruntime fuses it with the rescale into MatMulIntegerToFloat), 4-bit weights
 // through com.microsoft MatMulNBits, static activation scales as QuantizeLinear / DequantizeLinear.
 // dt_proj (the dt path) and the embedding / lm_head stay in float16.
-import type { Recipe } from "../../runtime/engine/manifest.js";
+import type { Recipe } from "../../package/manifest.js";
 import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";

@@ -6,9 +6,9 @@
 // Each graph comes in two forms: plain ONNX operators, and `fused`, where each layer's SSM state
 // update (a step; a scan over the prompt in prefill) and the step's conv are single operators of our
 // own domain (OPS_DOMAIN, engines/ort-ops), which onnxruntime runs only where that library is registered.
-import type { ModelConfig } from "../../runtime/model/config.js";
-import { graphSsmShape, transpose } from "../../runtime/model/state.js";
-import type { Mamba1Layer, Mamba2Layer, Weights } from "../../runtime/model/weights.js";
+import type { ModelConfig } from "../../model/config.js";
+import { graphSsmShape, transpose } from "../../model/state.js";
+import type { Mamba1Layer, Mamba2Layer, Weights } from "../../model/weights.js";
 import { DT, Graph } from "./graph.js";
 import type { WeightFile } from "./weight-file.js";
 
