@@ -11,6 +11,6 @@ export class UserError extends Error {
 
 /** Shortens a value for an error message: `found "abc…"`. */
 export function describe(value: unknown): string {
-  const s = typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+  const s = typeof value === "string" ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
   return s.length > 40 ? s.slice(0, 40) + "…" : s;
 }

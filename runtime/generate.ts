@@ -50,5 +50,12 @@ export async function generate(
     if (produced === opts.maxTokens) break;
     logits = await backend.step(Int32Array.of(next), [state]);
   }
-  return { text: stream.text, promptTokens: ids.length, completionTokens: produced, finishReason, prefillMs, decodeMs: performance.now() - t1 };
+  return {
+    text: stream.text,
+    promptTokens: ids.length,
+    completionTokens: produced,
+    finishReason,
+    prefillMs,
+    decodeMs: performance.now() - t1,
+  };
 }

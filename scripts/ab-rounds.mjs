@@ -21,8 +21,12 @@ export const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 /** max |a − b| over max |b|, over the first n values */
 export function relDiff(a, b, n = b.length) {
-  let err = 0, ref = 0;
-  for (let i = 0; i < n; i++) (err = Math.max(err, Math.abs(a[i] - b[i]))), (ref = Math.max(ref, Math.abs(b[i])));
+  let err = 0,
+    ref = 0;
+  for (let i = 0; i < n; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    ref = Math.max(ref, Math.abs(b[i]));
+  }
   return +(err / ref).toExponential(2);
 }
 
@@ -39,10 +43,17 @@ export async function timedSteps(be, states, tokens, steps) {
 
 /** `rounds` timings of each of two async measurements, alternating which goes first; their medians. */
 export async function alternate(a, b, rounds) {
-  const ta = [], tb = [];
+  const ta = [],
+    tb = [];
   for (let r = 0; r < rounds; r++) {
-    if (r % 2 === 0) ta.push(await a()), tb.push(await b());
-    else tb.push(await b()), ta.push(await a());
+    // alternate which runs first, so neither always runs warm
+    if (r % 2 === 0) {
+      ta.push(await a());
+      tb.push(await b());
+    } else {
+      tb.push(await b());
+      ta.push(await a());
+    }
   }
   return [median(ta), median(tb)];
 }
@@ -58,10 +69,15 @@ export async function stepsSideBySide(a, b, B, rounds, steps) {
   const sb = Array.from({ length: B }, () => b.newState());
   const la = (await a.step(start.slice(), sa)).slice(); // (kept past later steps)
   const lb = (await b.step(start.slice(), sb)).slice();
-  const ta = Int32Array.from(start), tb = Int32Array.from(start);
+  const ta = Int32Array.from(start),
+    tb = Int32Array.from(start);
   await timedSteps(a, sa, ta, 20);
   await timedSteps(b, sb, tb, 20);
-  const [ma, mb] = await alternate(() => timedSteps(a, sa, ta, steps), () => timedSteps(b, sb, tb, steps), rounds);
+  const [ma, mb] = await alternate(
+    () => timedSteps(a, sa, ta, steps),
+    () => timedSteps(b, sb, tb, steps),
+    rounds,
+  );
   return { aMs: +ma.toFixed(4), bMs: +mb.toFixed(4), firstStepLogitsRelErr: relDiff(la, lb) };
 }
 

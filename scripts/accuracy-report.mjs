@@ -13,8 +13,12 @@ const { build } = await import(join(root, "dist/engines/builder/build.js"));
 const { OrtBackend } = await import(join(root, "dist/runtime/backends/ort.js"));
 
 const rel = (a, b) => {
-  let e = 0, r = 0;
-  for (let i = 0; i < b.length; i++) { e = Math.max(e, Math.abs(a[i] - b[i])); r = Math.max(r, Math.abs(b[i])); }
+  let e = 0,
+    r = 0;
+  for (let i = 0; i < b.length; i++) {
+    e = Math.max(e, Math.abs(a[i] - b[i]));
+    r = Math.max(r, Math.abs(b[i]));
+  }
   return e / r;
 };
 const fixtures = join(root, "test", "fixtures");

@@ -38,7 +38,9 @@ function documentText(id) {
   return sentences.join("\n");
 }
 
-const ids = readdirSync(corpusDir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
+const ids = readdirSync(corpusDir)
+  .filter((f) => /^c[a-r]\d\d$/.test(f))
+  .sort();
 const split = { train: [], calib: [], heldout: [] };
 ids.forEach((id, i) => {
   const which = i % 20 === 10 ? "heldout" : i % 20 === 15 ? "calib" : "train";

@@ -53,7 +53,10 @@ const freePort = () =>
 async function startBroker() {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "load-bench-"));
-  writeFileSync(join(dir, "m.conf"), `listener ${port} 127.0.0.1\nallow_anonymous true\nuser ${userInfo().username}\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest none\n`);
+  writeFileSync(
+    join(dir, "m.conf"),
+    `listener ${port} 127.0.0.1\nallow_anonymous true\nuser ${userInfo().username}\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest none\n`,
+  );
   const proc = spawn(args.mosquitto, ["-c", join(dir, "m.conf")], { stdio: "ignore" });
   await new Promise((r) => setTimeout(r, 300));
   return { url: `mqtt://127.0.0.1:${port}`, stop: () => proc.kill() };
@@ -63,7 +66,23 @@ async function startDaemon(url) {
   const target = args.model ? ["--model", args.model] : args.engine ? ["--engine", args.engine] : [];
   const proc = spawn(
     process.execPath,
-    [join(root, "bin/mamba-edge.js"), "serve", "--mqtt", url, "--node", "bench", ...target, "--state-dir", mkdtempSync(join(tmpdir(), "load-state-")), "--max-active", String(args["max-active"]), "--max-queue", String(args["max-queue"]), "--log-level", "info"],
+    [
+      join(root, "bin/mamba-edge.js"),
+      "serve",
+      "--mqtt",
+      url,
+      "--node",
+      "bench",
+      ...target,
+      "--state-dir",
+      mkdtempSync(join(tmpdir(), "load-state-")),
+      "--max-active",
+      String(args["max-active"]),
+      "--max-queue",
+      String(args["max-queue"]),
+      "--log-level",
+      "info",
+    ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   let label = "";
@@ -96,7 +115,9 @@ async function runLoad(url, robots) {
   const errors = {};
   let tokens = 0;
   let answered = 0;
-  const clients = await Promise.all(Array.from({ length: robots }, (_, i) => connectAsync(url, { protocolVersion: 5, clientId: `bench-robot-${i}` })));
+  const clients = await Promise.all(
+    Array.from({ length: robots }, (_, i) => connectAsync(url, { protocolVersion: 5, clientId: `bench-robot-${i}` })),
+  );
   for (const c of clients) c.stream.setNoDelay?.(true); // as a robot should: no Nagle delay on small messages
   const t0 = performance.now();
   await Promise.all(
@@ -128,10 +149,21 @@ async function runLoad(url, robots) {
             }
           };
         });
-        await c.publishAsync("mamba-edge/bench/generate", JSON.stringify({ id, prompt: prompts[(i + k) % prompts.length], max_tokens: args["max-tokens"], temperature: 0.8, seed: i * 100 + k, stream: true }), {
-          qos: 1,
-          properties: { responseTopic: reply },
-        });
+        await c.publishAsync(
+          "mamba-edge/bench/generate",
+          JSON.stringify({
+            id,
+            prompt: prompts[(i + k) % prompts.length],
+            max_tokens: args["max-tokens"],
+            temperature: 0.8,
+            seed: i * 100 + k,
+            stream: true,
+          }),
+          {
+            qos: 1,
+            properties: { responseTopic: reply },
+          },
+        );
         await done;
       }
     }),
@@ -169,6 +201,15 @@ try {
   broker.stop();
 }
 if (args.out) {
-  const record = { kind: "load", ...provenance(), engine: daemon.label, backend: daemon.backend, maxTokens: args["max-tokens"], requestsPerRobot: args.requests, maxActive: args["max-active"], runs };
+  const record = {
+    kind: "load",
+    ...provenance(),
+    engine: daemon.label,
+    backend: daemon.backend,
+    maxTokens: args["max-tokens"],
+    requestsPerRobot: args.requests,
+    maxActive: args["max-active"],
+    runs,
+  };
   console.log(`wrote ${writeResult("load", daemon.backend, daemon.label, record)}`);
 }

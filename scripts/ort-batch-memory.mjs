@@ -12,7 +12,11 @@ const args = yargs(hideBin(process.argv))
   .usage("$0 ENGINE.mamba...")
   .option("max-batch", { type: "number", default: 32, describe: "largest batch size" })
   .option("every", { type: "number", default: 8, describe: "report after every this many batch sizes" })
-  .option("label", { type: "string", default: "demo", describe: "the record's name: bench/results/<date>-ort-batch-memory-ort-<label>.json" })
+  .option("label", {
+    type: "string",
+    default: "demo",
+    describe: "the record's name: bench/results/<date>-ort-batch-memory-ort-<label>.json",
+  })
   .option("out", { type: "boolean", default: true, describe: "write bench/results/*.json" })
   .demandCommand(1)
   .strict()
@@ -31,9 +35,17 @@ for (const engine of args._.map(String)) {
   }
   await be.close();
   rows.push(row);
-  console.log(`${engine}: open ${row.rssOpenMB} MB; ` + row.afterBatchSizes.map((r) => `after sizes 1..${r.upTo} ${r.rssMB} MB`).join(", "));
+  console.log(
+    `${engine}: open ${row.rssOpenMB} MB; ` + row.afterBatchSizes.map((r) => `after sizes 1..${r.upTo} ${r.rssMB} MB`).join(", "),
+  );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-batch-memory.mjs", kind: "ort-batch-memory", ...provenance(), maxBatch: args.maxBatch, engines: rows };
+  const record = {
+    tool: "scripts/ort-batch-memory.mjs",
+    kind: "ort-batch-memory",
+    ...provenance(),
+    maxBatch: args.maxBatch,
+    engines: rows,
+  };
   console.log(`wrote ${writeResult("ort-batch-memory", "ort", args.label, record)}`);
 }

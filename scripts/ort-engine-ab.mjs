@@ -33,7 +33,10 @@ const pairs = [];
 for (let i = 0; i < paths.length; i += 2) {
   const base = await OrtBackend.open(paths[i], { threads: args.threads });
   const next = await OrtBackend.open(paths[i + 1], { threads: args.threads });
-  if (base.manifest.source.weightsSha256 !== next.manifest.source.weightsSha256 || base.manifest.quant.recipe !== next.manifest.quant.recipe)
+  if (
+    base.manifest.source.weightsSha256 !== next.manifest.source.weightsSha256 ||
+    base.manifest.quant.recipe !== next.manifest.quant.recipe
+  )
     throw new Error(`${paths[i]} and ${paths[i + 1]}: not the same model and recipe`);
   const b = await batchesSideBySide(base, next, batches, args.rounds, args.steps, ["baseMs", "newMs"]);
   pairs.push({ base: describe(paths[i], base), new: describe(paths[i + 1], next), recipe: base.manifest.quant.recipe, batch: b });
@@ -41,11 +44,21 @@ for (let i = 0; i < paths.length; i += 2) {
   await next.close();
   console.log(
     `${paths[i + 1]} against ${paths[i]}: ` +
-      batches.map((B) => `b${B} ${b[B].baseMs.toFixed(3)} → ${b[B].newMs.toFixed(3)} ms (× ${(b[B].baseMs / b[B].newMs).toFixed(2)})`).join("; ") +
+      batches
+        .map((B) => `b${B} ${b[B].baseMs.toFixed(3)} → ${b[B].newMs.toFixed(3)} ms (× ${(b[B].baseMs / b[B].newMs).toFixed(2)})`)
+        .join("; ") +
       `; b8÷b1 tokens/s ${b8OverB1(b, "baseMs")} → ${b8OverB1(b, "newMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
   );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-engine-ab.mjs", kind: "ort-engine-ab", ...provenance(), threads: args.threads ?? null, rounds: args.rounds, steps: args.steps, pairs };
+  const record = {
+    tool: "scripts/ort-engine-ab.mjs",
+    kind: "ort-engine-ab",
+    ...provenance(),
+    threads: args.threads ?? null,
+    rounds: args.rounds,
+    steps: args.steps,
+    pairs,
+  };
   console.log(`wrote ${writeResult("ort-engine-ab", "ort", args.label, record)}`);
 }

@@ -18,7 +18,14 @@ for (const engine of args._.map(String)) {
   const fused = await OrtBackend.open(engine, { threads: args.threads });
   const plain = await OrtBackend.open(engine, { fused: false, threads: args.threads });
   if (!/fused operators$/.test(fused.info.device)) throw new Error(`${engine}: the fused step did not open (${fused.info.device})`);
-  const row = { engine, recipe: fused.manifest.quant.recipe, arch: fused.manifest.config.arch, device: fused.info.device, prefill: null, batch: {} };
+  const row = {
+    engine,
+    recipe: fused.manifest.quant.recipe,
+    arch: fused.manifest.config.arch,
+    device: fused.info.device,
+    prefill: null,
+    batch: {},
+  };
   if (args.prompt > 0) {
     const V = fused.info.vocabSize;
     const prompt = Int32Array.from({ length: args.prompt }, (_, i) => (i * 7919 + 1) % V);
@@ -29,9 +36,18 @@ for (const engine of args._.map(String)) {
     };
     const a = await once(fused); // warm-up, and the logits compared
     const b = await once(plain);
-    const [f, p] = await alternate(async () => (await once(fused)).ms, async () => (await once(plain)).ms, args.rounds);
+    const [f, p] = await alternate(
+      async () => (await once(fused)).ms,
+      async () => (await once(plain)).ms,
+      args.rounds,
+    );
     const tps = (ms) => +((args.prompt * 1000) / ms).toFixed(1);
-    row.prefill = { tokens: args.prompt, fusedTokensPerSecond: tps(f), plainTokensPerSecond: tps(p), lastLogitsRelErr: relDiff(a.logits, b.logits) };
+    row.prefill = {
+      tokens: args.prompt,
+      fusedTokensPerSecond: tps(f),
+      plainTokensPerSecond: tps(p),
+      lastLogitsRelErr: relDiff(a.logits, b.logits),
+    };
   }
   const b = (row.batch = await batchesSideBySide(fused, plain, batches, args.rounds, args.steps, ["fusedMs", "plainMs"]));
   await fused.close();
@@ -40,12 +56,28 @@ for (const engine of args._.map(String)) {
   const pf = row.prefill;
   console.log(
     `${engine}: ` +
-      (pf ? `prefill ${pf.tokens} fused ${pf.fusedTokensPerSecond} tok/s, plain ${pf.plainTokensPerSecond} (× ${(pf.fusedTokensPerSecond / pf.plainTokensPerSecond).toFixed(2)}); ` : "") +
-      batches.map((B) => `b${B} fused ${b[B].fusedMs.toFixed(3)} ms, plain ${b[B].plainMs.toFixed(3)} ms (× ${(b[B].plainMs / b[B].fusedMs).toFixed(2)})`).join("; ") +
+      (pf
+        ? `prefill ${pf.tokens} fused ${pf.fusedTokensPerSecond} tok/s, plain ${pf.plainTokensPerSecond} (× ${(pf.fusedTokensPerSecond / pf.plainTokensPerSecond).toFixed(2)}); `
+        : "") +
+      batches
+        .map(
+          (B) =>
+            `b${B} fused ${b[B].fusedMs.toFixed(3)} ms, plain ${b[B].plainMs.toFixed(3)} ms (× ${(b[B].plainMs / b[B].fusedMs).toFixed(2)})`,
+        )
+        .join("; ") +
       `; b8÷b1 tokens/s fused ${b8OverB1(b, "fusedMs")}, plain ${b8OverB1(b, "plainMs")}; logits rel. diff ${b[batches[0]].firstStepLogitsRelErr}`,
   );
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-fused-ab.mjs", kind: "ort-fused-ab", ...provenance(), threads: args.threads ?? null, rounds: args.rounds, steps: args.steps, prompt: args.prompt, engines: rows };
+  const record = {
+    tool: "scripts/ort-fused-ab.mjs",
+    kind: "ort-fused-ab",
+    ...provenance(),
+    threads: args.threads ?? null,
+    rounds: args.rounds,
+    steps: args.steps,
+    prompt: args.prompt,
+    engines: rows,
+  };
   console.log(`wrote ${writeResult("ort-fused-ab", "ort", args.label, record)}`);
 }

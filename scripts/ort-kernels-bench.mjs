@@ -14,7 +14,11 @@ import { packageRoot } from "../dist/runtime/paths.js";
 import { provenance, writeResult } from "../dist/runtime/bench/results.js";
 
 const args = yargs(hideBin(process.argv))
-  .option("label", { type: "string", default: "kernels", describe: "the record's name: bench/results/<date>-ort-kernels-bench-ort-<label>.json" })
+  .option("label", {
+    type: "string",
+    default: "kernels",
+    describe: "the record's name: bench/results/<date>-ort-kernels-bench-ort-<label>.json",
+  })
   .option("out", { type: "boolean", default: true, describe: "write bench/results/*.json" })
   .strict()
   .parseSync();
@@ -34,11 +38,27 @@ for (const want of ["best", "avx2", "portable"]) {
 const base = runs.find((r) => r.isa === "avx2");
 const key = (x) => `${x.kernel}|${x.shape}|${x.rows}`;
 const baseUs = new Map(base ? base.results.map((x) => [key(x), x.us]) : []);
-console.log(["kernel".padEnd(14), "shape".padEnd(32), "rows".padStart(4), ...runs.map((r) => `${r.isa} µs`.padStart(13)), ...(base ? runs.filter((r) => r !== base).map((r) => `${r.isa} speed-up`.padStart(17)) : [])].join("  "));
+console.log(
+  [
+    "kernel".padEnd(14),
+    "shape".padEnd(32),
+    "rows".padStart(4),
+    ...runs.map((r) => `${r.isa} µs`.padStart(13)),
+    ...(base ? runs.filter((r) => r !== base).map((r) => `${r.isa} speed-up`.padStart(17)) : []),
+  ].join("  "),
+);
 for (const [i, x] of runs[0].results.entries()) {
   const us = runs.map((r) => r.results[i].us);
   const ratios = base ? runs.filter((r) => r !== base).map((r) => (baseUs.get(key(x)) / r.results[i].us).toFixed(2)) : [];
-  console.log([x.kernel.padEnd(14), x.shape.padEnd(32), String(x.rows).padStart(4), ...us.map((u) => u.toFixed(2).padStart(13)), ...ratios.map((q) => q.padStart(17))].join("  "));
+  console.log(
+    [
+      x.kernel.padEnd(14),
+      x.shape.padEnd(32),
+      String(x.rows).padStart(4),
+      ...us.map((u) => u.toFixed(2).padStart(13)),
+      ...ratios.map((q) => q.padStart(17)),
+    ].join("  "),
+  );
 }
 if (args.out) {
   const record = { tool: "scripts/ort-kernels-bench.mjs", kind: "ort-kernels-bench", ...provenance(), threads: 1, versions: runs };

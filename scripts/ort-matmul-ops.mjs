@@ -38,15 +38,34 @@ function graph(kind, K, N) {
   const g = new Graph(kind);
   const x = g.input("x", DT.FLOAT, ["M", K]);
   const blocks = Math.ceil(K / 128);
-  const q4 = () => [g.constant("wq", Uint8Array.from({ length: N * blocks * 64 }, () => (Math.random() * 256) | 0), [N, blocks, 64], DT.UINT8), g.constant("sc", rnd(N * blocks, 0.01), [N * blocks], DT.FLOAT)];
+  const q4 = () => [
+    g.constant(
+      "wq",
+      Uint8Array.from({ length: N * blocks * 64 }, () => (Math.random() * 256) | 0),
+      [N, blocks, 64],
+      DT.UINT8,
+    ),
+    g.constant("sc", rnd(N * blocks, 0.01), [N * blocks], DT.FLOAT),
+  ];
   let y;
   if (kind === "MatMul fp32") y = g.o("MatMul", [x, g.constant("w", rnd(K * N), [K, N], DT.FLOAT)]);
-  else if (kind.startsWith("MatMulNBits")) y = g.o("MatMulNBits", [x, ...q4()], { K, N, bits: 4, block_size: 128, accuracy_level: kind.endsWith("int8") ? 4 : 0 }, "com.microsoft");
+  else if (kind.startsWith("MatMulNBits"))
+    y = g.o(
+      "MatMulNBits",
+      [x, ...q4()],
+      { K, N, bits: 4, block_size: 128, accuracy_level: kind.endsWith("int8") ? 4 : 0 },
+      "com.microsoft",
+    );
   else if (kind === "MatMulQ4") y = g.op("MatMulQ4", [x, ...q4()], {}, 1, OPS_DOMAIN)[0];
   else {
     const zp = g.uint8([128], []);
     const xq = g.o("QuantizeLinear", [x, g.floats([0.01], []), zp]);
-    const w = g.constant("wq", Int8Array.from({ length: K * N }, () => ((Math.random() * 256) | 0) - 128), [K, N], DT.INT8);
+    const w = g.constant(
+      "wq",
+      Int8Array.from({ length: K * N }, () => ((Math.random() * 256) | 0) - 128),
+      [K, N],
+      DT.INT8,
+    );
     y = g.o("Mul", [g.o("Cast", [g.o("MatMulInteger", [xq, w, zp])], { to: DT.FLOAT }), g.floats(rnd(N, 0.01), [N])]);
   }
   g.output(y, "y", DT.FLOAT, ["M", N]);
@@ -65,7 +84,7 @@ try {
         const x = s.float32([M, K]);
         x.data.set(rnd(M * K));
         const y = s.float32([M, N]);
-        const runs = Math.max(3, Math.round(2e6 / (M * K * N) * 50)); // ~0.1 G multiply-adds a round
+        const runs = Math.max(3, Math.round((2e6 / (M * K * N)) * 50)); // ~0.1 G multiply-adds a round
         for (let i = 0; i < runs; i++) s.run({ x }, { y });
         const t = [];
         for (let r = 0; r < 7; r++) {

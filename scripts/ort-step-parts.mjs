@@ -62,11 +62,16 @@ function matmuls() {
 // every layer's state update as the exporter writes it, on shared dt, x, B and C
 function stateUpdate() {
   const g = new Graph("state");
-  const dt = g.input("dt", DT.FLOAT, ["B", E]), x = g.input("x", DT.FLOAT, ["B", E]);
-  const Bm = g.input("Bm", DT.FLOAT, ["B", N]), Cm = g.input("Cm", DT.FLOAT, ["B", N]);
+  const dt = g.input("dt", DT.FLOAT, ["B", E]),
+    x = g.input("x", DT.FLOAT, ["B", E]);
+  const Bm = g.input("Bm", DT.FLOAT, ["B", N]),
+    Cm = g.input("Cm", DT.FLOAT, ["B", N]);
   const ys = [];
   for (let l = 0; l < L; l++) {
-    const A = g.floats(Float32Array.from({ length: N * E }, () => -0.5 - Math.random()), S);
+    const A = g.floats(
+      Float32Array.from({ length: N * E }, () => -0.5 - Math.random()),
+      S,
+    );
     const [y, h1] = selectiveStep1(g, g.input(`ssm_${l}`, DT.FLOAT, ["B", ...S]), dt, x, Bm, Cm, A);
     g.output(h1, `ssm_${l}_out`, DT.FLOAT, ["B", ...S]);
     ys.push(y);
@@ -99,10 +104,23 @@ const save = (g) => {
 };
 const parts = {
   step: { path: join(args.engine, "cpu", "step.onnx"), io: (B) => [["tokens", [B]], ...stateIO(B), ["logits", [B, V], true]] },
-  matmuls: { path: save(matmuls()), io: (B) => [["h", [B, D]], ["logits", [B, V], true]] },
+  matmuls: {
+    path: save(matmuls()),
+    io: (B) => [
+      ["h", [B, D]],
+      ["logits", [B, V], true],
+    ],
+  },
   stateUpdate: {
     path: save(stateUpdate()),
-    io: (B) => [["dt", [B, E]], ["x", [B, E]], ["Bm", [B, N]], ["Cm", [B, N]], ...stateIO(B).filter(([name]) => name.startsWith("ssm_")), ["y", [B, E], true]],
+    io: (B) => [
+      ["dt", [B, E]],
+      ["x", [B, E]],
+      ["Bm", [B, N]],
+      ["Cm", [B, N]],
+      ...stateIO(B).filter(([name]) => name.startsWith("ssm_")),
+      ["y", [B, E], true],
+    ],
   },
   bareRun: { path: save(bare()), io: (B) => stateIO(B) },
 };
@@ -111,7 +129,8 @@ async function time(path, io, B) {
   const s = await CapiSession.open(path, args.threads);
   if (!s) fail("onnxruntime's C API could not be loaded (koffi or the library is missing)");
   try {
-    const ins = {}, outs = {};
+    const ins = {},
+      outs = {};
     for (const [name, dims, isOut] of io(B)) (isOut ? outs : ins)[name] = name === "tokens" ? s.int64(dims) : s.float32(dims);
     for (let i = 0; i < 50; i++) s.run(ins, outs);
     const ms = [];
@@ -134,17 +153,29 @@ try {
     for (const [name, p] of Object.entries(parts)) row[name] = await time(p.path, p.io, B);
     row.rest = +(row.step - row.matmuls - row.stateUpdate).toFixed(4);
     result[`batch${B}`] = row;
-    console.log(`batch ${B}: step ${row.step} ms = matrix products ${row.matmuls} + state update ${row.stateUpdate} + the rest ${row.rest} (a bare run: ${row.bareRun})`);
+    console.log(
+      `batch ${B}: step ${row.step} ms = matrix products ${row.matmuls} + state update ${row.stateUpdate} + the rest ${row.rest} (a bare run: ${row.bareRun})`,
+    );
   }
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }
 if (batches.length > 1) {
   const [b0, b1] = [batches[0], batches[batches.length - 1]];
-  const r0 = result[`batch${b0}`], r1 = result[`batch${b1}`];
-  console.log(`batch ${b1} ÷ batch ${b0} in tokens/s: ${((b1 / r1.step) / (b0 / r0.step)).toFixed(2)}`);
+  const r0 = result[`batch${b0}`],
+    r1 = result[`batch${b1}`];
+  console.log(`batch ${b1} ÷ batch ${b0} in tokens/s: ${(b1 / r1.step / (b0 / r0.step)).toFixed(2)}`);
 }
 if (args.out) {
-  const record = { tool: "scripts/ort-step-parts.mjs", kind: "step-parts", ...provenance(), engine: args.engine, recipe: manifest.quant.recipe, threads: args.threads, rounds: args.rounds, msPerStep: result };
+  const record = {
+    tool: "scripts/ort-step-parts.mjs",
+    kind: "step-parts",
+    ...provenance(),
+    engine: args.engine,
+    recipe: manifest.quant.recipe,
+    threads: args.threads,
+    rounds: args.rounds,
+    msPerStep: result,
+  };
   console.log(`wrote ${writeResult("step-parts", "ort", args.engine, record)}`);
 }

@@ -3,7 +3,14 @@ import { parseConfig } from "../engines/model/config.js";
 
 describe("config parsing", () => {
   it("reads transformers' Infinity encoding of time_step_limit", () => {
-    const c = parseConfig({ model_type: "mamba2", hidden_size: 64, num_heads: 8, head_dim: 16, n_groups: 2, time_step_limit: [0.0, { __float__: "Infinity" }] });
+    const c = parseConfig({
+      model_type: "mamba2",
+      hidden_size: 64,
+      num_heads: 8,
+      head_dim: 16,
+      n_groups: 2,
+      time_step_limit: [0.0, { __float__: "Infinity" }],
+    });
     expect(c.dtLimit).toEqual([0, Infinity]);
   });
 

@@ -25,7 +25,8 @@ describe("demo models", () => {
     const model = join(root, "models", demo);
 
     it(`${demo}: the same seed gives the same text, another seed other text`, () => {
-      const run = (seed: number) => cli(["generate", "--model", model, "--prompt", "The jury said", "--max-tokens", "24", "--seed", String(seed)]);
+      const run = (seed: number) =>
+        cli(["generate", "--model", model, "--prompt", "The jury said", "--max-tokens", "24", "--seed", String(seed)]);
       const a = run(3);
       const b = run(3);
       const c = run(4);

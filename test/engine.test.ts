@@ -44,7 +44,11 @@ describe("fp16 engines on onnxruntime", () => {
   it("a batched step equals each sequence stepped alone", async () => {
     const be = await OrtBackend.open(join(scratch, "mamba2-groups.mamba"));
     const V = be.info.vocabSize;
-    const prompts = [[1, 2, 3, 4, 5], [9, 8], [50, 51, 52, 53, 54, 55, 56, 57, 58]];
+    const prompts = [
+      [1, 2, 3, 4, 5],
+      [9, 8],
+      [50, 51, 52, 53, 54, 55, 56, 57, 58],
+    ];
     const states = [];
     const alone = [];
     for (const p of prompts) {
@@ -68,8 +72,14 @@ describe("fp16 engines on onnxruntime", () => {
       model.prefill(q.p, q.r);
     }
     const check = async (batch: typeof seqs, token: number) => {
-      const got = await be.step(Int32Array.from(batch, () => token), batch.map((q) => q.s));
-      const want = model.step(Int32Array.from(batch, () => token), batch.map((q) => q.r));
+      const got = await be.step(
+        Int32Array.from(batch, () => token),
+        batch.map((q) => q.s),
+      );
+      const want = model.step(
+        Int32Array.from(batch, () => token),
+        batch.map((q) => q.r),
+      );
       expect(relErr(got, want)).toBeLessThanOrEqual(5e-3);
       expect(got.length).toBe(batch.length * V);
     };
@@ -104,7 +114,18 @@ describe("fp16 engines on onnxruntime", () => {
     for (const [t, pick] of [[0, 1], [2, 3, 4, 5, 6], [7], [0, 1, 2, 3, 4, 5, 6, 7, 8], [8, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8]].entries()) {
       const batch = pick.map((i) => seqs[i]);
       const tokens = Int32Array.from(pick, (i) => 20 + i + t);
-      expect(relErr(await be.step(tokens, batch.map((q) => q.s)), model.step(tokens, batch.map((q) => q.r)))).toBeLessThanOrEqual(5e-3);
+      expect(
+        relErr(
+          await be.step(
+            tokens,
+            batch.map((q) => q.s),
+          ),
+          model.step(
+            tokens,
+            batch.map((q) => q.r),
+          ),
+        ),
+      ).toBeLessThanOrEqual(5e-3);
     }
     for (const q of seqs) expect(relErr(q.s.data, q.r.data)).toBeLessThanOrEqual(5e-3);
     await be.close();
@@ -163,7 +184,23 @@ describe("fp16 engines on onnxruntime", () => {
 
   it("`--threads` sets the ort backend's CPU threads; a bad count, or one for another backend, is refused in one line", () => {
     const engine = join(scratch, "mamba2-groups.mamba");
-    const run = (threads: string) => cli(["bench", "--engine", engine, "--threads", threads, "--prompt-len", "4", "--gen-tokens", "2", "--rounds", "1", "--batch", "1", "--json"]);
+    const run = (threads: string) =>
+      cli([
+        "bench",
+        "--engine",
+        engine,
+        "--threads",
+        threads,
+        "--prompt-len",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--rounds",
+        "1",
+        "--batch",
+        "1",
+        "--json",
+      ]);
     const one = run("1");
     expect(one.code, one.stderr).toBe(0);
     expect(JSON.parse(one.stdout).device).toMatch(/, 1 thread, /);
@@ -172,18 +209,49 @@ describe("fp16 engines on onnxruntime", () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads: expected a positive integer, found 0"]);
     // the reference: 1 keeps it on one thread
-    const ref = cli(["bench", "--model", "models/mamba1-brown", "--threads", "1", "--prompt-len", "4", "--gen-tokens", "2", "--rounds", "1", "--batch", "1", "--json"]);
+    const ref = cli([
+      "bench",
+      "--model",
+      "models/mamba1-brown",
+      "--threads",
+      "1",
+      "--prompt-len",
+      "4",
+      "--gen-tokens",
+      "2",
+      "--rounds",
+      "1",
+      "--batch",
+      "1",
+      "--json",
+    ]);
     expect(ref.code, ref.stderr).toBe(0);
     expect(JSON.parse(ref.stdout).device).toMatch(/, 1 thread$/);
     // backend cuda would ignore it: refused instead
     const cuda = cli(["generate", "--prompt", "the", "--max-tokens", "1", "--threads", "2", "--engine", engine, "--backend", "cuda"]);
     expect(cuda.code).toBe(1);
-    expect(cuda.stderr.trim().split("\n")).toEqual(["mamba-edge: --threads applies to the CPU backends (ort and the reference), not to backend cuda"]);
+    expect(cuda.stderr.trim().split("\n")).toEqual([
+      "mamba-edge: --threads applies to the CPU backends (ort and the reference), not to backend cuda",
+    ]);
   });
 
   it("scripts/ort-step-parts.mjs times a Mamba-1 step and its parts with the engine's shapes; a Mamba-2 engine is refused in one line", () => {
     const run = (name: string) =>
-      spawnSync(process.execPath, [join(root, "scripts", "ort-step-parts.mjs"), "--engine", join(scratch, `${name}.mamba`), "--batch", "1,2", "--rounds", "1", "--out", "false"], { encoding: "utf8" });
+      spawnSync(
+        process.execPath,
+        [
+          join(root, "scripts", "ort-step-parts.mjs"),
+          "--engine",
+          join(scratch, `${name}.mamba`),
+          "--batch",
+          "1,2",
+          "--rounds",
+          "1",
+          "--out",
+          "false",
+        ],
+        { encoding: "utf8" },
+      );
     const m1 = run("mamba1-untied-dtrank");
     expect(m1.status, m1.stderr).toBe(0);
     for (const b of [1, 2]) {
@@ -194,7 +262,9 @@ describe("fp16 engines on onnxruntime", () => {
     }
     const m2 = run("mamba2-groups");
     expect(m2.status).toBe(1);
-    expect(m2.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^ort-step-parts: .*mamba2-groups\.mamba: architecture mamba2, expected mamba1/)]);
+    expect(m2.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(/^ort-step-parts: .*mamba2-groups\.mamba: architecture mamba2, expected mamba1/),
+    ]);
   });
 
   it("`inspect` summarizes the manifest", () => {

@@ -106,17 +106,37 @@ describe("CLI errors", () => {
   it("rejects unknown flags and out-of-range options", () => {
     expectOneLineError(["logits", "--tokens", "1", "--colour", "red"], /Unknown argument/);
     expectOneLineError(["generate", "--prompt", "x", "--top-p", "2"], /--top-p: expected a number in \[0, 1\], found 2/);
-    expectOneLineError(["bench", "--model", join(fixtureRoot, "mamba1-tied"), "--rounds", "0"], /--rounds: expected a positive integer, found 0/);
+    expectOneLineError(
+      ["bench", "--model", join(fixtureRoot, "mamba1-tied"), "--rounds", "0"],
+      /--rounds: expected a positive integer, found 0/,
+    );
   });
 });
 
 describe("bench", () => {
   it("reports the median of its timed rounds, with the fastest and slowest beside it", () => {
-    const r = cli(["bench", "--model", join(fixtureRoot, "mamba1-tied"), "--prompt-len", "8", "--gen-tokens", "3", "--rounds", "3", "--batch", "1", "2", "--json"]);
+    const r = cli([
+      "bench",
+      "--model",
+      join(fixtureRoot, "mamba1-tied"),
+      "--prompt-len",
+      "8",
+      "--gen-tokens",
+      "3",
+      "--rounds",
+      "3",
+      "--batch",
+      "1",
+      "2",
+      "--json",
+    ]);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j.decodeRounds).toBe(3);
-    for (const [k, B] of [["batch1", 1], ["batch2", 2]] as const) {
+    for (const [k, B] of [
+      ["batch1", 1],
+      ["batch2", 2],
+    ] as const) {
       const d = j.decode[k];
       expect(d.msPerStepMin).toBeGreaterThan(0);
       expect(d.msPerStepMin).toBeLessThanOrEqual(d.msPerStep);

@@ -53,7 +53,10 @@ function cSignatures(): Map<string, number> {
 }
 
 /** every Python script of the GPU check and its tools */
-const gpuScripts = () => readdirSync(join(root, "scripts/gpu")).filter((f) => f.endsWith(".py")).map((f) => `scripts/gpu/${f}`);
+const gpuScripts = () =>
+  readdirSync(join(root, "scripts/gpu"))
+    .filter((f) => f.endsWith(".py"))
+    .map((f) => `scripts/gpu/${f}`);
 
 /** direct calls lib.me_…(args…) in the scripts: file, name, argument count, line */
 function directCalls(): { file: string; name: string; args: number; line: number }[] {
@@ -92,7 +95,9 @@ describe("the GPU check scripts against the native library's C API", () => {
     expect(calls.length).toBeGreaterThan(10);
     const wrong = calls
       .filter((c) => sig.get(c.name) !== c.args)
-      .map((c) => `kernel_check.py:${c.line} ${c.name}: ${c.args} arguments, the library's takes ${sig.get(c.name) ?? "(no such function)"}`);
+      .map(
+        (c) => `kernel_check.py:${c.line} ${c.name}: ${c.args} arguments, the library's takes ${sig.get(c.name) ?? "(no such function)"}`,
+      );
     expect(wrong).toEqual([]);
   });
 
@@ -123,8 +128,7 @@ describe("the GPU check scripts against the native library's C API", () => {
 
   it.skipIf(!existsSync(cudaLibraryPath()))("the built library exports every function the scripts name", async () => {
     const names = new Set<string>();
-    for (const f of gpuScripts())
-      for (const m of read(f).matchAll(/\b(me_[a-z0-9_]+)/g)) names.add(m[1]);
+    for (const f of gpuScripts()) for (const m of read(f).matchAll(/\b(me_[a-z0-9_]+)/g)) names.add(m[1]);
     const koffi = (await import("koffi")).default;
     const lib = koffi.load(cudaLibraryPath());
     const missing = [...names].filter((n) => {

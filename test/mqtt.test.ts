@@ -15,7 +15,13 @@ if (!mosquittoBinary()) throw new Error("these tests need mosquitto and mosquitt
 
 /** A robot: an MQTT client that collects everything published to its reply topic. */
 async function robot(url: string, version: 4 | 5 = 5, clientId = `robot-${randomBytes(4).toString("hex")}`, clean = true) {
-  const client: MqttClient = await connectAsync(url, { protocolVersion: version, clientId, clean, reconnectPeriod: 200, ...(version === 5 && !clean ? { properties: { sessionExpiryInterval: 600 } } : {}) });
+  const client: MqttClient = await connectAsync(url, {
+    protocolVersion: version,
+    clientId,
+    clean,
+    reconnectPeriod: 200,
+    ...(version === 5 && !clean ? { properties: { sessionExpiryInterval: 600 } } : {}),
+  });
   const replyTopic = `robots/${clientId}/reply`;
   const got: Msg[] = [];
   const waiters: { pred: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
@@ -24,7 +30,11 @@ async function robot(url: string, version: 4 | 5 = 5, clientId = `robot-${random
     m._topic = topic;
     if (packet.properties?.correlationData) m._corr = packet.properties.correlationData.toString();
     got.push(m);
-    for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(m);
+    for (const w of [...waiters]) {
+      if (!w.pred(m)) continue;
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(m);
+    }
   });
   await client.subscribeAsync(replyTopic, { qos: 1 });
   const next = (pred: (m: Msg) => boolean, ms = 60_000) =>
@@ -37,13 +47,27 @@ async function robot(url: string, version: 4 | 5 = 5, clientId = `robot-${random
   /** publishes a request: v5 with Response Topic + Correlation Data, v3.1.1 with reply_to */
   const ask = (topic: string, req: Msg, corr = String(req.id)) =>
     version === 5
-      ? client.publishAsync(topic, JSON.stringify(req), { qos: 1, properties: { responseTopic: replyTopic, correlationData: Buffer.from(corr) } })
+      ? client.publishAsync(topic, JSON.stringify(req), {
+          qos: 1,
+          properties: { responseTopic: replyTopic, correlationData: Buffer.from(corr) },
+        })
       : client.publishAsync(topic, JSON.stringify({ ...req, reply_to: replyTopic }), { qos: 1 });
   const final = (id: unknown) => next((m) => m.id === id && ("error" in m || ("text" in m && (m.done === true || !("seq" in m)))));
   return { client, got, next, ask, final, replyTopic };
 }
 
-const daemonArgs = (url: string, node: string, dir = tempDir()) => ["--mqtt", url, "--node", node, "--model", demoModel, "--state-dir", dir, "--status-interval-ms", "500"];
+const daemonArgs = (url: string, node: string, dir = tempDir()) => [
+  "--mqtt",
+  url,
+  "--node",
+  node,
+  "--model",
+  demoModel,
+  "--state-dir",
+  dir,
+  "--status-interval-ms",
+  "500",
+];
 
 describe("MQTT transport on mosquitto", () => {
   let broker: Mosquitto;
@@ -61,7 +85,22 @@ describe("MQTT transport on mosquitto", () => {
   });
 
   it("answers mosquitto_rr (MQTT v5, Response Topic) with one JSON reply", async () => {
-    const { stdout } = await run("mosquitto_rr", ["-V", "5", "-p", String(broker.port), "-h", "127.0.0.1", "-t", t("generate"), "-e", "robots/rr/reply", "-W", "60", "-m", '{"prompt":"The jury said","max_tokens":16}']);
+    const { stdout } = await run("mosquitto_rr", [
+      "-V",
+      "5",
+      "-p",
+      String(broker.port),
+      "-h",
+      "127.0.0.1",
+      "-t",
+      t("generate"),
+      "-e",
+      "robots/rr/reply",
+      "-W",
+      "60",
+      "-m",
+      '{"prompt":"The jury said","max_tokens":16}',
+    ]);
     const lines = stdout.trim().split("\n");
     expect(lines).toHaveLength(1);
     const r = JSON.parse(lines[0]);
@@ -90,7 +129,13 @@ describe("MQTT transport on mosquitto", () => {
 
   it("publishes a retained online status with queue and activity", async () => {
     const { stdout } = await run("mosquitto_sub", ["-p", String(broker.port), "-h", "127.0.0.1", "-t", t("status"), "-C", "1", "-W", "10"]);
-    expect(JSON.parse(stdout)).toMatchObject({ state: "online", node, backend: "ref", queue: expect.any(Number), active: expect.any(Number) });
+    expect(JSON.parse(stdout)).toMatchObject({
+      state: "online",
+      node,
+      backend: "ref",
+      queue: expect.any(Number),
+      active: expect.any(Number),
+    });
   });
 
   it("cancels through the cancel topic", async () => {
@@ -120,7 +165,10 @@ describe("MQTT transport on mosquitto", () => {
   });
 
   it("chat --mqtt talks to the daemon, keeps a session and resets it", async () => {
-    const piped = await cliAsync(["chat", "--mqtt", broker.url, "--node", node, "--max-tokens", "5", "--temperature", "0"], "The jury said\n/reset\nThe jury said\n/stats\n");
+    const piped = await cliAsync(
+      ["chat", "--mqtt", broker.url, "--node", node, "--max-tokens", "5", "--temperature", "0"],
+      "The jury said\n/reset\nThe jury said\n/stats\n",
+    );
     expect(piped.code).toBe(0);
     const lines = piped.stdout.split("\n").filter(Boolean);
     expect(lines).toHaveLength(2);
@@ -154,7 +202,14 @@ describe("MQTT transport on mosquitto", () => {
     for (let i = 0; i < N; i++) {
       const payload = bad[i % bad.length];
       // half carry a Response Topic; half have no reply address (logged and dropped)
-      sends.push(i < withReply ? r.client.publishAsync(t("generate"), payload, { qos: 1, properties: { responseTopic: r.replyTopic, correlationData: Buffer.from(`f${i}`) } }) : r.client.publishAsync(t("generate"), payload, { qos: 1 }));
+      sends.push(
+        i < withReply
+          ? r.client.publishAsync(t("generate"), payload, {
+              qos: 1,
+              properties: { responseTopic: r.replyTopic, correlationData: Buffer.from(`f${i}`) },
+            })
+          : r.client.publishAsync(t("generate"), payload, { qos: 1 }),
+      );
       if (sends.length >= 500) await Promise.all(sends.splice(0));
     }
     await Promise.all(sends);
@@ -210,7 +265,18 @@ describe("MQTT faults", () => {
       await r.next((m) => m.id === "busy" && "delta" in m);
       d.proc.kill("SIGKILL");
       await d.exited;
-      const { stdout } = await run("mosquitto_sub", ["-p", String(broker.port), "-h", "127.0.0.1", "-t", `mamba-edge/${node}/status`, "-C", "1", "-W", "10"]);
+      const { stdout } = await run("mosquitto_sub", [
+        "-p",
+        String(broker.port),
+        "-h",
+        "127.0.0.1",
+        "-t",
+        `mamba-edge/${node}/status`,
+        "-C",
+        "1",
+        "-W",
+        "10",
+      ]);
       expect(JSON.parse(stdout).state).toBe("offline");
 
       d = await serve(daemonArgs(broker.url, node, dir));
@@ -255,19 +321,59 @@ describe("MQTT over TLS with a password", () => {
     const sh = (cmd: string) => run("sh", ["-c", cmd], { cwd: dir });
     await sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2>/dev/null");
     await sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
-    await sh("printf 'subjectAltName=IP:127.0.0.1' > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null");
+    await sh(
+      "printf 'subjectAltName=IP:127.0.0.1' > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null",
+    );
     await sh("mosquitto_passwd -b -c passwd robot s3cret && chmod 0700 passwd");
-    const broker = await Mosquitto.start([`cafile ${dir}/ca.pem`, `certfile ${dir}/server.pem`, `keyfile ${dir}/server.key`, "allow_anonymous false", `password_file ${dir}/passwd`]);
+    const broker = await Mosquitto.start([
+      `cafile ${dir}/ca.pem`,
+      `certfile ${dir}/server.pem`,
+      `keyfile ${dir}/server.key`,
+      "allow_anonymous false",
+      `password_file ${dir}/passwd`,
+    ]);
     const url = `mqtts://127.0.0.1:${broker.port}`;
     const login = ["--ca", `${dir}/ca.pem`, "--username", "robot"];
     try {
-      const refused = await cliAsync(["serve", "--mqtt", url, ...login, "--password", "wrong", "--node", "tls", "--model", demoModel, "--state-dir", tempDir()]);
+      const refused = await cliAsync([
+        "serve",
+        "--mqtt",
+        url,
+        ...login,
+        "--password",
+        "wrong",
+        "--node",
+        "tls",
+        "--model",
+        demoModel,
+        "--state-dir",
+        tempDir(),
+      ]);
       expect(refused.code).toBe(1);
-      expect(refused.stderr.trim().split("\n").filter((l) => l.startsWith("mamba-edge:"))).toEqual([expect.stringMatching(/^mamba-edge: mqtt mqtts:\/\/127\.0\.0\.1:\d+: broker refused the connection/)]);
+      expect(
+        refused.stderr
+          .trim()
+          .split("\n")
+          .filter((l) => l.startsWith("mamba-edge:")),
+      ).toEqual([expect.stringMatching(/^mamba-edge: mqtt mqtts:\/\/127\.0\.0\.1:\d+: broker refused the connection/)]);
 
-      const d = await serve(["--mqtt", url, ...login, "--node", "tls", "--model", demoModel, "--state-dir", tempDir()], { MAMBA_EDGE_PASSWORD: "s3cret" });
+      const d = await serve(["--mqtt", url, ...login, "--node", "tls", "--model", demoModel, "--state-dir", tempDir()], {
+        MAMBA_EDGE_PASSWORD: "s3cret",
+      });
       const rr = ["-p", String(broker.port), "-h", "127.0.0.1", "--cafile", `${dir}/ca.pem`, "-u", "robot", "-P", "s3cret"];
-      const { stdout } = await run("mosquitto_rr", ["-V", "5", ...rr, "-t", "mamba-edge/tls/generate", "-e", "robots/tls/reply", "-W", "60", "-m", '{"prompt":"The jury said","max_tokens":4}']);
+      const { stdout } = await run("mosquitto_rr", [
+        "-V",
+        "5",
+        ...rr,
+        "-t",
+        "mamba-edge/tls/generate",
+        "-e",
+        "robots/tls/reply",
+        "-W",
+        "60",
+        "-m",
+        '{"prompt":"The jury said","max_tokens":4}',
+      ]);
       expect(JSON.parse(stdout)).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 4 } });
       expect(await d.stop("SIGTERM")).toBe(0);
       const status = await run("mosquitto_sub", [...rr, "-t", "mamba-edge/tls/status", "-C", "1", "-W", "10"]);
@@ -282,7 +388,18 @@ describe("embedded broker", () => {
   it("serves robots on the box without any other broker, and /metrics in Prometheus text", async () => {
     const port = await freePort();
     const metricsPort = await freePort();
-    const d = await serve(["--broker-port", String(port), "--node", "solo", "--model", demoModel, "--state-dir", tempDir(), "--metrics-port", String(metricsPort)]);
+    const d = await serve([
+      "--broker-port",
+      String(port),
+      "--node",
+      "solo",
+      "--model",
+      demoModel,
+      "--state-dir",
+      tempDir(),
+      "--metrics-port",
+      String(metricsPort),
+    ]);
     try {
       const r = await robot(`mqtt://127.0.0.1:${port}`, 4);
       await r.ask("mamba-edge/solo/generate", { id: "e1", prompt: "The jury said", max_tokens: 5 });

@@ -31,7 +31,13 @@ const softplus = (v: number) => (v > 20 ? v : Math.log1p(Math.exp(v)));
 const silu = (v: number) => v / (1 + Math.exp(-v));
 
 /** Writes a one-node graph of our domain and opens it through the C API with the operators registered. */
-async function oneNode(name: string, op: string, inputs: [string, number[]][], outputs: number[][], attrs: Record<string, { f: number }> = {}) {
+async function oneNode(
+  name: string,
+  op: string,
+  inputs: [string, number[]][],
+  outputs: number[][],
+  attrs: Record<string, { f: number }> = {},
+) {
   const g = new Graph(name);
   const ins = inputs.map(([n, dims]) => g.input(n, DT.FLOAT, dims));
   const [a, b] = g.op(op, ins, attrs, 2, OPS_DOMAIN);
@@ -48,14 +54,30 @@ async function oneNode(name: string, op: string, inputs: [string, number[]][], o
 describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
   // The step ops update R sequences one token each; the scan ops one sequence over R tokens (one state).
   // A step in place (the state tensor given as both input and output) is how backend ort runs the fused step.
-  for (const [op, inPlace] of [["SelectiveStep", false], ["SelectiveStep", true], ["SelectiveScan", false]] as const)
+  for (const [op, inPlace] of [
+    ["SelectiveStep", false],
+    ["SelectiveStep", true],
+    ["SelectiveScan", false],
+  ] as const)
     it(`${op}${inPlace ? " in place" : ""}: softplus over its whole range (both sides of the threshold 20), the state update, the D skip and the gate`, async () => {
       const scan = op === "SelectiveScan";
       const [R, N, E] = scan ? [6, 3, 70] : [3, 4, 40]; // 70 channels: threads take 64, then 6
       const hDims = [scan ? 1 : R, N, E];
-      const { s, feeds } = await oneNode(op, op, [
-        ["h", hDims], ["dt", [R, E]], ["x", [R, E]], ["B", [R, N]], ["C", [R, N]], ["z", [R, E]], ["A", [N, E]], ["D", [E]],
-      ], [[R, E], hDims]);
+      const { s, feeds } = await oneNode(
+        op,
+        op,
+        [
+          ["h", hDims],
+          ["dt", [R, E]],
+          ["x", [R, E]],
+          ["B", [R, N]],
+          ["C", [R, N]],
+          ["z", [R, E]],
+          ["A", [N, E]],
+          ["D", [E]],
+        ],
+        [[R, E], hDims],
+      );
       const v = (n: number, seed: number, scale = 1) => values(n, seed).map((x) => x * scale);
       feeds.h.data.set(v(feeds.h.data.length, 1, 3));
       feeds.dt.data.set(Float32Array.from({ length: R * E }, (_, i) => -30 + (60 * i) / (R * E - 1))); // -30 … 30
@@ -89,7 +111,13 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
     });
 
   // P 8, N 16: rows four at a time in vectors of eight; P 6, N 12: two rows left over, and the scalar path.
-  const ssdCases = [["SsdStep", 8, 16, false], ["SsdStep", 6, 12, false], ["SsdStep", 8, 16, true], ["SsdScan", 8, 16, false], ["SsdScan", 6, 12, false]] as const;
+  const ssdCases = [
+    ["SsdStep", 8, 16, false],
+    ["SsdStep", 6, 12, false],
+    ["SsdStep", 8, 16, true],
+    ["SsdScan", 8, 16, false],
+    ["SsdScan", 6, 12, false],
+  ] as const;
   for (const [op, P, N, inPlace] of ssdCases)
     it(`${op}${inPlace ? " in place" : ""} (head dim ${P}, state ${N}): heads sharing B and C in groups, dt + dt_bias through softplus and the dt clip`, async () => {
       const scan = op === "SsdScan";
@@ -99,7 +127,16 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
       const { s, feeds } = await oneNode(
         op,
         op,
-        [["S", sDims], ["dt", [R, H]], ["x", [R, H * P]], ["B", [R, G * N]], ["C", [R, G * N]], ["dt_bias", [H]], ["A", [H]], ["D", [H]]],
+        [
+          ["S", sDims],
+          ["dt", [R, H]],
+          ["x", [R, H * P]],
+          ["B", [R, G * N]],
+          ["C", [R, G * N]],
+          ["dt_bias", [H]],
+          ["A", [H]],
+          ["D", [H]],
+        ],
         [[R, H * P], sDims],
         { dt_min: { f: dtMin }, dt_max: { f: dtMax } },
       );
@@ -142,7 +179,20 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
   for (const inPlace of [false, true])
     it(`ConvStep${inPlace ? " in place" : ""}: the window's dot product with bias and silu, and the window moved on by one row`, async () => {
       const [B, K, C] = [3, 4, 24];
-      const { s, feeds } = await oneNode("conv", "ConvStep", [["x", [B, C]], ["state", [B, K - 1, C]], ["wT", [K, C]], ["bias", [C]]], [[B, C], [B, K - 1, C]]);
+      const { s, feeds } = await oneNode(
+        "conv",
+        "ConvStep",
+        [
+          ["x", [B, C]],
+          ["state", [B, K - 1, C]],
+          ["wT", [K, C]],
+          ["bias", [C]],
+        ],
+        [
+          [B, C],
+          [B, K - 1, C],
+        ],
+      );
       for (const [i, t] of Object.values(feeds).entries()) t.data.set(values(t.data.length, 20 + i).map((x) => 3 * x));
       const { x, state, wT, bias } = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.data.slice()]));
       const y = s.float32([B, C]);
@@ -164,12 +214,20 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
   // MatMulQ4 in each instruction set the library has (MAMBA_EDGE_ORT_OPS_ISA asks for less than the
   // best); shapes with a short last group of outputs (N % 16), a padded last block (K % block) and
   // every tile of rows (8, 2, 1 at a time)
-  const q4Shapes = [[11, 200, 40, 128], [3, 96, 16, 32], [8, 256, 64, 128], [1, 130, 21, 64]] as const;
+  const q4Shapes = [
+    [11, 200, 40, 128],
+    [3, 96, 16, 32],
+    [8, 256, 64, 128],
+    [1, 130, 21, 64],
+  ] as const;
   for (const isa of ["best", "avx2", "portable"])
     it(`MatMulQ4 (${isa}): 4-bit weights in MatMulNBits' layout against float64, ${q4Shapes.length} shapes`, () => {
       for (const [M, K, N, block] of q4Shapes) {
         const env = { ...process.env, MAMBA_EDGE_ORT_OPS_ISA: isa };
-        const r = spawnSync(process.execPath, [join(root, "test", "helpers", "q4-child.mjs"), ...[M, K, N, block].map(String)], { env, encoding: "utf8" });
+        const r = spawnSync(process.execPath, [join(root, "test", "helpers", "q4-child.mjs"), ...[M, K, N, block].map(String)], {
+          env,
+          encoding: "utf8",
+        });
         expect(r.status, r.stderr).toBe(0);
         const { x, w, s, y } = JSON.parse(r.stdout) as Record<string, number[]>;
         const blocks = Math.ceil(K / block);
@@ -188,7 +246,20 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
     });
 
   it("a shape that does not fit is a one-line error naming the operator, the input and both shapes", async () => {
-    const { s, feeds } = await oneNode("bad", "ConvStep", [["x", [2, 4]], ["state", [2, 2, 5]], ["wT", [3, 4]], ["bias", [4]]], [[2, 4], [2, 2, 4]]);
+    const { s, feeds } = await oneNode(
+      "bad",
+      "ConvStep",
+      [
+        ["x", [2, 4]],
+        ["state", [2, 2, 5]],
+        ["wT", [3, 4]],
+        ["bias", [4]],
+      ],
+      [
+        [2, 4],
+        [2, 2, 4],
+      ],
+    );
     const run = () => s.run(feeds, { y: s.float32([2, 4]), state_out: s.float32([2, 2, 4]) });
     expect(run).toThrow(/ai\.mamba_edge\.ConvStep: input 1 \(state\) has shape \[2, 2, 5\], expected \[2, 2, 4\]/);
     expect(() => run()).toThrow(/^[^\n]*$/);
@@ -249,6 +320,8 @@ describe.skipIf(!lib)("engines' fused graphs against their plain graphs", () => 
     expect(await without("old.mamba", ["cpu/step-fused.onnx", "cpu/prefill-fused.onnx"])).toMatch(
       /step via the C API \(no fused step graph in this engine: rebuild it for the fused operators\)$/,
     );
-    expect(await without("older-prefill.mamba", ["cpu/prefill-fused.onnx"])).toMatch(/step via the C API, fused operators \(prefill unfused: rebuild the engine\)$/);
+    expect(await without("older-prefill.mamba", ["cpu/prefill-fused.onnx"])).toMatch(
+      /step via the C API, fused operators \(prefill unfused: rebuild the engine\)$/,
+    );
   });
 });

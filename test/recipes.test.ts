@@ -32,7 +32,20 @@ for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
     for (const recipe of recipes) {
       it(`${recipe}: builds, prefill and step agree, logits near the float model`, async () => {
         const out = join(scratch, `${name}-${recipe}.mamba`);
-        const r = cli(["build", join(fixtureRoot, name), "--quant", recipe, "--calib-tokens", calibTokens, "--calib-samples", "8", "--calib-len", "64", "--out", out]);
+        const r = cli([
+          "build",
+          join(fixtureRoot, name),
+          "--quant",
+          recipe,
+          "--calib-tokens",
+          calibTokens,
+          "--calib-samples",
+          "8",
+          "--calib-len",
+          "64",
+          "--out",
+          out,
+        ]);
         expect(r.code, r.stderr).toBe(0);
         const be = await OrtBackend.open(out);
         const prefill = await be.prefill(Int32Array.from(ids), be.newState(), true);
@@ -49,7 +62,11 @@ for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
         await be.close();
         if (recipe === "w4a16" && be.info.device.endsWith("fused operators")) {
           // the fused step's MatMulQ4 against onnxruntime's MatMulNBits in the plain step, batches of 3 and 1
-          expectSameTrace(await stepTrace(await OrtBackend.open(out), 4), await stepTrace(await OrtBackend.open(out, { fused: false }), 4), 1e-5);
+          expectSameTrace(
+            await stepTrace(await OrtBackend.open(out), 4),
+            await stepTrace(await OrtBackend.open(out, { fused: false }), 4),
+            1e-5,
+          );
         }
       });
     }
@@ -101,14 +118,15 @@ describe("GPTQ's inverse-Hessian factor", () => {
   it("is upper triangular with Uᵀ U H = I", () => {
     const n = 96;
     let seed = 7;
-    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) - 0.5;
+    const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5;
     const A = Float64Array.from({ length: n * 40 }, rand); // rank 40 < n: the damping makes it definite
     const H = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-      let s = i === j ? 0.05 : 0;
-      for (let k = 0; k < 40; k++) s += A[i * 40 + k] * A[j * 40 + k];
-      H[i * n + j] = s;
-    }
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        let s = i === j ? 0.05 : 0;
+        for (let k = 0; k < 40; k++) s += A[i * 40 + k] * A[j * 40 + k];
+        H[i * n + j] = s;
+      }
     const U = upperCholeskyOfInverse(H, n);
     let below = 0;
     let err = 0;

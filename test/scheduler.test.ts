@@ -30,7 +30,11 @@ function scheduler(limits: Partial<Limits> = {}, sessions: SessionStore | null =
 function run(s: Scheduler, req: Request): Promise<Outcome> {
   const deltas: string[] = [];
   return new Promise((resolve) => {
-    void s.submit(req, { chunk: (c) => deltas.push(c.delta), final: (r) => resolve({ ...r, deltas }), error: (r) => resolve({ ...r, deltas }) });
+    void s.submit(req, {
+      chunk: (c) => deltas.push(c.delta),
+      final: (r) => resolve({ ...r, deltas }),
+      error: (r) => resolve({ ...r, deltas }),
+    });
   });
 }
 
@@ -144,7 +148,9 @@ describe("sessions", () => {
     const dir2 = tempDir();
     const b = scheduler({}, new SessionStore(dir2, 0));
     await run(b, { prompt: "The jury said", session: "robot-1", max_tokens: 8, temperature: 0 });
-    const again = final(await run(scheduler({}, new SessionStore(dir2, 0)), { prompt: " Then", session: "robot-1", max_tokens: 8, temperature: 0 }));
+    const again = final(
+      await run(scheduler({}, new SessionStore(dir2, 0)), { prompt: " Then", session: "robot-1", max_tokens: 8, temperature: 0 }),
+    );
     expect(again.text).toBe(turn2.text);
 
     // without the session, the same text continues differently (the state carries the history)

@@ -9,7 +9,11 @@ for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
   describe(`sequence state (${name})`, () => {
     const model = MambaModel.load(join(fixtureRoot, name));
     const V = model.config.vocabSize;
-    const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [40, 41], [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]];
+    const prompts = [
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+      [40, 41],
+      [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+    ];
 
     it("a batched step equals each sequence stepped alone", () => {
       const alone = prompts.map((p) => {
@@ -41,7 +45,10 @@ for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
       const s1 = model.newState();
       model.prefill([1, 2], s1);
       const s2 = model.newState();
-      model.prefill(Array.from({ length: 200 }, (_, i) => i % V), s2);
+      model.prefill(
+        Array.from({ length: 200 }, (_, i) => i % V),
+        s2,
+      );
       expect(model.saveState(s1).length).toBe(model.saveState(s2).length);
     });
 

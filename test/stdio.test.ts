@@ -26,7 +26,9 @@ describe("stdio transport", () => {
     expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
     expect(chunks.map((c) => c.delta).join("")).toBe(b.text);
     expect(await d.next((r) => r.id === null && "error" in r)).toEqual({ id: null, error: { code: "bad_request", message: "not JSON" } });
-    expect(await d.next((r) => r.id === "c")).toMatchObject({ error: { code: "bad_request", message: expect.stringContaining("max_tokens") } });
+    expect(await d.next((r) => r.id === "c")).toMatchObject({
+      error: { code: "bad_request", message: expect.stringContaining("max_tokens") },
+    });
     expect(await d.next((r) => r.id === "e")).toMatchObject({ error: { code: "bad_request", message: "unknown field colour" } });
     expect(await d.next((r) => r.op === "status")).toMatchObject({ state: "online", backend: "ref", queue: expect.any(Number) });
     d.proc.stdin!.end();
@@ -77,7 +79,11 @@ describe("serve config", () => {
     const file = join(dir, "config.json");
     writeFileSync(file, JSON.stringify({ maxQueue: 3, maxActive: 2 }));
     const env = { ...process.env, MAMBA_EDGE_MAX_ACTIVE: "0", MAMBA_EDGE_MAX_QUEUE: "zero" };
-    const r = spawnSync(process.execPath, [bin, "serve", "--stdio", "--config", file, "--max-queue", "-1"], { cwd: root, env, encoding: "utf8" });
+    const r = spawnSync(process.execPath, [bin, "serve", "--stdio", "--config", file, "--max-queue", "-1"], {
+      cwd: root,
+      env,
+      encoding: "utf8",
+    });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/MAMBA_EDGE_MAX_ACTIVE: Too small/);
     expect(r.stderr).toMatch(/--max-queue: Too small/);
@@ -101,7 +107,10 @@ describe("serve config", () => {
 
 describe("chat", () => {
   it("works piped: one reply per line, /stats, /reset, keeps the session between lines", () => {
-    const r = cli(["chat", "--model", demoModel, "--max-tokens", "6", "--temperature", "0"], "The jury said\n/stats\n and then\n/reset\nThe jury said\n/quit\nignored\n");
+    const r = cli(
+      ["chat", "--model", demoModel, "--max-tokens", "6", "--temperature", "0"],
+      "The jury said\n/stats\n and then\n/reset\nThe jury said\n/quit\nignored\n",
+    );
     expect(r.code).toBe(0);
     const replies = r.stdout.split("\n").filter(Boolean);
     expect(replies).toHaveLength(3);

@@ -55,10 +55,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const out = resolve(opts.out);
   if (!out.endsWith(".mamba")) throw new UserError(`--out: an engine package is a directory named NAME.mamba, found ${basename(out)}`);
   if (existsSync(out) && !opts.force) throw new UserError(`${opts.out}: already exists (use --force to replace it)`);
-  if (!(RECIPES as readonly string[]).includes(opts.recipe)) throw new UserError(`--quant: expected one of ${RECIPES.join(", ")}, found ${opts.recipe}`);
+  if (!(RECIPES as readonly string[]).includes(opts.recipe))
+    throw new UserError(`--quant: expected one of ${RECIPES.join(", ")}, found ${opts.recipe}`);
 
   const quantized = opts.recipe !== "fp16";
-  if (quantized && !opts.calibText && !opts.calibTokens) throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
+  if (quantized && !opts.calibText && !opts.calibTokens)
+    throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
   const text = quantized ? readCalibText((opts.calibText ?? opts.calibTokens)!) : null;
   log(`loading ${opts.modelDir}`);
   const model = opts.random ? randomModel(opts.modelDir) : MambaModel.load(opts.modelDir);
@@ -75,7 +77,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
     if (quantized) {
-      const ids = opts.calibText ? await Tokenizer.load(opts.modelDir).encode(text!) : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
+      const ids = opts.calibText
+        ? await Tokenizer.load(opts.modelDir).encode(text!)
+        : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
       const windows = calibrationWindows(ids, opts.calibSamples ?? 128, opts.calibLength ?? 512);
       const percentile = opts.percentile ?? 0.9995;
       const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
@@ -92,15 +96,36 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         foldedNorms: true,
         weightBits: opts.recipe.startsWith("w4") ? 4 : 8,
         activationBits: opts.recipe === "w4a16" ? 16 : 8,
-        ...(opts.recipe.startsWith("w4") ? { groupSize: 128, weightRounding: gptq ? "gptq" : "rtn", gptqDamp: gptq ? 0.01 : undefined } : { weightScales: "per output channel" }),
+        ...(opts.recipe.startsWith("w4")
+          ? { groupSize: 128, weightRounding: gptq ? "gptq" : "rtn", gptqDamp: gptq ? 0.01 : undefined }
+          : { weightScales: "per output channel" }),
         float16: ["embedding", "lm_head", "dt_proj"],
       });
-      em = quantEmitter(file, { recipe: opts.recipe as Exclude<Recipe, "fp16">, calib, gptq, group: 128, arch: c.arch, nHeads: c.nHeads, headDim: c.headDim, nGroups: c.nGroups }, canonical, scales);
+      em = quantEmitter(
+        file,
+        {
+          recipe: opts.recipe as Exclude<Recipe, "fp16">,
+          calib,
+          gptq,
+          group: 128,
+          arch: c.arch,
+          nHeads: c.nHeads,
+          headDim: c.headDim,
+          nGroups: c.nGroups,
+        },
+        canonical,
+        scales,
+      );
     }
 
     // onnxruntime graphs sharing cpu/weights.bin
     // (*-fused.onnx: with the fused operators of engines/ort-ops, used where that library loads)
-    const graphs = [["step", "step", false], ["step-fused", "step", true], ["prefill", "prefill", false], ["prefill-fused", "prefill", true]] as const;
+    const graphs = [
+      ["step", "step", false],
+      ["step-fused", "step", true],
+      ["prefill", "prefill", false],
+      ["prefill-fused", "prefill", true],
+    ] as const;
     for (const [name, mode, fused] of graphs) {
       log(`exporting cpu/${name}.onnx`);
       const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
@@ -116,11 +141,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (hasTokenizer) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    for (const name of ["weights.safetensors", ...graphs.map(([name]) => `cpu/${name}.onnx`), "cpu/weights.bin", ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
+    for (const name of [
+      "weights.safetensors",
+      ...graphs.map(([name]) => `cpu/${name}.onnx`),
+      "cpu/weights.bin",
+      ...(hasTokenizer ? ["tokenizer.json"] : []),
+    ]) {
       const p = join(tmp, name);
       files[name] = { sha256: sha256File(p), bytes: statSync(p).size };
     }
-    const sourceWeights = opts.random ? null : ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
+    const sourceWeights = opts.random
+      ? null
+      : ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
     const manifest: Manifest = {
       format: FORMAT,
       version: FORMAT_VERSION,
@@ -132,12 +164,22 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
             configSha256: sha256File(join(opts.modelDir, "config.json")),
             weightsSha256: sha256File(join(opts.modelDir, sourceWeights)),
           }
-        : { name: `${opts.modelDir} (random weights, seed 0)`, configSha256: sha256(JSON.stringify(SHAPES[opts.modelDir])), weightsSha256: sha256(`random:${opts.modelDir}:0`) },
+        : {
+            name: `${opts.modelDir} (random weights, seed 0)`,
+            configSha256: sha256(JSON.stringify(SHAPES[opts.modelDir])),
+            weightsSha256: sha256(`random:${opts.modelDir}:0`),
+          },
       config: c,
       quant: { recipe: opts.recipe, params, scales },
-      calibration: calib && text !== null
-        ? { textSha256: sha256(text), samples: calib.samples, length: calib.length, percentile: (params.percentile as number | null) ?? null }
-        : null,
+      calibration:
+        calib && text !== null
+          ? {
+              textSha256: sha256(text),
+              samples: calib.samples,
+              length: calib.length,
+              percentile: (params.percentile as number | null) ?? null,
+            }
+          : null,
       tokenizer: hasTokenizer ? "tokenizer.json" : null,
       targets: ["cpu"],
       files,
@@ -157,7 +199,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 function parseTokenFile(path: string, text: string, vocab: number): number[] {
-  const parts = text.split(/[\s,\[\]]+/).filter(Boolean);
+  const parts = text.split(/[\s,[\]]+/).filter(Boolean);
   const ids = parts.map(Number);
   const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
   if (bad >= 0) throw new UserError(`${path}: expected token ids in [0, ${vocab}), found ${JSON.stringify(parts[bad])}`);

@@ -53,7 +53,8 @@ function observingEmitter(file: WeightFile, observed: Map<string, number>, hessi
     observed.set(name, width);
     g.output(g.o("ReduceMax", [g.o("Abs", [x])], { keepdims: 0 }), `absmax/${name}`, DT.FLOAT, []);
     if (keepsValues(name)) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
-    if (hessians && !isSsmInput(name)) g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
+    if (hessians && !isSsmInput(name))
+      g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
   };
   return {
     linear(g, xIn, name, W, bias, outDim, inDim) {
@@ -96,7 +97,11 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
   try {
     session = await ort.InferenceSession.create(join(workDir, "calib.onnx"), { graphOptimizationLevel: "all" });
     const zero = new SequenceState(stateShape(c));
-    const fetch = [...observed.keys()].flatMap((n) => [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !isSsmInput(n) ? `xtx/${n}` : null].filter((x): x is string => !!x));
+    const fetch = [...observed.keys()].flatMap((n) =>
+      [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !isSsmInput(n) ? `xtx/${n}` : null].filter(
+        (x): x is string => !!x,
+      ),
+    );
 
     const stats = new Map<string, ActStats>();
     const samples = new Map<string, number[]>(); // |x| samples for percentiles
@@ -104,7 +109,11 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     // a fixed stride over the values keeps ~256k of them per tensor: deterministic and bounded
     const stride = (width: number) => Math.max(1, Math.floor((totalTokens * width) / 262144));
     for (const [name, width] of observed) {
-      stats.set(name, { absmax: 0, ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}), ...(opts.hessians && !isSsmInput(name) ? { xtx: new Float64Array(width * width) } : {}) });
+      stats.set(name, {
+        absmax: 0,
+        ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}),
+        ...(opts.hessians && !isSsmInput(name) ? { xtx: new Float64Array(width * width) } : {}),
+      });
       samples.set(name, []);
     }
     for (let i = 0; i < windows.length; i++) {

@@ -100,7 +100,14 @@ export function quantizeInt4Rtn(W: Float32Array, outDim: number, inDim: number, 
  * calibration inputs (H = XᵀX). Group scales are set when a group is reached, from the weights as
  * updated so far.
  */
-export function quantizeInt4Gptq(W0: Float32Array, outDim: number, inDim: number, group: number, xtx: Float64Array, damp = 0.01): Int4Weights {
+export function quantizeInt4Gptq(
+  W0: Float32Array,
+  outDim: number,
+  inDim: number,
+  group: number,
+  xtx: Float64Array,
+  damp = 0.01,
+): Int4Weights {
   const W = Float64Array.from(W0);
   const H = Float64Array.from(xtx);
   let meanDiag = 0;

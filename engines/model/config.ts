@@ -34,7 +34,10 @@ type Raw = Record<string, unknown>;
 
 /** Reads typed fields from a JSON object, with one-line errors naming the file and field. */
 class Fields {
-  constructor(private readonly raw: Raw, private readonly where: string) {}
+  constructor(
+    private readonly raw: Raw,
+    private readonly where: string,
+  ) {}
   has(name: string): boolean {
     return this.raw[name] !== undefined && this.raw[name] !== null;
   }
@@ -48,7 +51,8 @@ class Fields {
   }
   num(name: string, dflt?: number): number {
     const v = this.has(name) ? decodeFloat(this.raw[name]) : dflt;
-    if (typeof v !== "number" || Number.isNaN(v)) throw new UserError(`${this.where}: field ${name}: expected a number, found ${describe(this.raw[name])}`);
+    if (typeof v !== "number" || Number.isNaN(v))
+      throw new UserError(`${this.where}: field ${name}: expected a number, found ${describe(this.raw[name])}`);
     return v;
   }
   bool(name: string, dflt: boolean): boolean {
@@ -80,7 +84,8 @@ class Fields {
   }
   sub(name: string): Fields {
     const v = this.raw[name] ?? {};
-    if (typeof v !== "object" || Array.isArray(v)) throw new UserError(`${this.where}: field ${name}: expected an object, found ${describe(v)}`);
+    if (typeof v !== "object" || Array.isArray(v))
+      throw new UserError(`${this.where}: field ${name}: expected an object, found ${describe(v)}`);
     return new Fields(v as Raw, `${this.where} (${name})`);
   }
   str(name: string, dflt: string): string {
@@ -208,7 +213,8 @@ function parseStateSpaces(f: Fields, r: Raw, where: string): ModelConfig {
   if (layer !== "Mamba2") throw new UserError(`${where}: field ssm_cfg.layer: expected "Mamba1" or "Mamba2", found ${describe(layer)}`);
   const headDim = ssm.int("headdim", 64);
   const nGroups = ssm.int("ngroups", 1);
-  if (ssm.has("d_ssm") && ssm.int("d_ssm") !== dInner) throw new UserError(`${where}: field ssm_cfg.d_ssm: only d_ssm = expand * d_model is supported`);
+  if (ssm.has("d_ssm") && ssm.int("d_ssm") !== dInner)
+    throw new UserError(`${where}: field ssm_cfg.d_ssm: only d_ssm = expand * d_model is supported`);
   if (ssm.bool("D_has_hdim", false)) throw new UserError(`${where}: field ssm_cfg.D_has_hdim: only false is supported`);
   checkMamba2Shape(where, dInner, dInner / headDim, headDim, nGroups, "d_model * expand", "a multiple of headdim", "ngroups");
   return {
@@ -229,10 +235,28 @@ function parseStateSpaces(f: Fields, r: Raw, where: string): ModelConfig {
 
 /** Fields that only one architecture uses, zeroed; each parser overrides its own. */
 function unused() {
-  return { dtRank: 0, nHeads: 0, headDim: 0, nGroups: 0, chunkSize: 0, dtLimit: [0, Infinity] as [number, number], gatedNormGroup: 0, normBeforeGate: false };
+  return {
+    dtRank: 0,
+    nHeads: 0,
+    headDim: 0,
+    nGroups: 0,
+    chunkSize: 0,
+    dtLimit: [0, Infinity] as [number, number],
+    gatedNormGroup: 0,
+    normBeforeGate: false,
+  };
 }
 
-function checkMamba2Shape(where: string, dInner: number, nHeads: number, headDim: number, nGroups: number, a: string, b: string, g: string) {
+function checkMamba2Shape(
+  where: string,
+  dInner: number,
+  nHeads: number,
+  headDim: number,
+  nGroups: number,
+  a: string,
+  b: string,
+  g: string,
+) {
   if (!Number.isInteger(nHeads) || nHeads * headDim !== dInner) {
     throw new UserError(`${where}: ${a} (${dInner}) must equal ${b} (${nHeads * headDim})`);
   }

@@ -6,7 +6,14 @@ import type { Segment } from "./segments.js";
 import type { Mamba1Layer } from "./weights.js";
 
 /** u: (rows, dModel) normalized input; returns the mixer output (rows, dModel). */
-export function mamba1Mixer(c: ModelConfig, L: Mamba1Layer, layer: number, u: Float32Array, rows: number, segments: Segment[]): Float32Array {
+export function mamba1Mixer(
+  c: ModelConfig,
+  L: Mamba1Layer,
+  layer: number,
+  u: Float32Array,
+  rows: number,
+  segments: Segment[],
+): Float32Array {
   const { dModel, dInner, dState: N, dtRank: R, dConv: K } = c;
 
   // 1. in_proj: (rows, 2*dInner) = [x | z]

@@ -13,7 +13,14 @@ interface Views {
 }
 
 /** u: (rows, dModel) normalized input; returns the mixer output (rows, dModel). */
-export function mamba2Mixer(c: ModelConfig, L: Mamba2Layer, layer: number, u: Float32Array, rows: number, segments: Segment[]): Float32Array {
+export function mamba2Mixer(
+  c: ModelConfig,
+  L: Mamba2Layer,
+  layer: number,
+  u: Float32Array,
+  rows: number,
+  segments: Segment[],
+): Float32Array {
   const { dModel, dInner, dState: N, nGroups: G, nHeads: H, dConv: K } = c;
   const convDim = dInner + 2 * G * N;
   const projDim = dInner + convDim + H;
@@ -29,7 +36,8 @@ export function mamba2Mixer(c: ModelConfig, L: Mamba2Layer, layer: number, u: Fl
   const dt = new Float32Array(rows * H);
   const [lo, hi] = c.dtLimit;
   for (let t = 0; t < rows; t++) {
-    for (let h = 0; h < H; h++) dt[t * H + h] = Math.min(hi, Math.max(lo, softplus(zxbcdt[t * projDim + dInner + convDim + h] + L.dtBias[h])));
+    for (let h = 0; h < H; h++)
+      dt[t * H + h] = Math.min(hi, Math.max(lo, softplus(zxbcdt[t * projDim + dInner + convDim + h] + L.dtBias[h])));
   }
 
   // 4. SSM, per sequence

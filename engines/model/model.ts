@@ -17,7 +17,10 @@ export class MambaModel {
   /** identifies the model a serialized state belongs to */
   readonly fingerprint: string;
 
-  constructor(readonly config: ModelConfig, readonly weights: Weights<Mamba1Layer> | Weights<Mamba2Layer>) {
+  constructor(
+    readonly config: ModelConfig,
+    readonly weights: Weights<Mamba1Layer> | Weights<Mamba2Layer>,
+  ) {
     this.shape = stateShape(config);
     const c = config;
     this.fingerprint = createHash("sha256")
@@ -60,7 +63,10 @@ export class MambaModel {
   /** One decode step for a batch: token b continues states[b]; returns logits (B, vocab). */
   step(tokens: ArrayLike<number>, states: SequenceState[]): Float32Array {
     if (tokens.length !== states.length) throw new Error(`step: ${tokens.length} tokens for ${states.length} states`);
-    const hidden = this.forward(tokens, states.map((state, b) => ({ state, start: b, len: 1 })));
+    const hidden = this.forward(
+      tokens,
+      states.map((state, b) => ({ state, start: b, len: 1 })),
+    );
     return this.logits(hidden, 0, tokens.length);
   }
 
@@ -80,7 +86,8 @@ export class MambaModel {
     const hidden = new Float32Array(rows * c.dModel);
     for (let r = 0; r < rows; r++) {
       const id = tokens[r];
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new UserError(`token ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+        throw new UserError(`token ${id} is outside the vocabulary [0, ${c.vocabSize})`);
       hidden.set(w.embedding.subarray(id * c.dModel, (id + 1) * c.dModel), r * c.dModel);
     }
     for (let l = 0; l < c.nLayer; l++) {

@@ -47,10 +47,16 @@ export function linearRange(j: LinearJob, o0: number, o1: number): void {
     let o = o0;
     // four outputs at a time: each input element is loaded once for four weight rows
     for (; o + 3 < o1; o += 4) {
-      const w0 = o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
+      const w0 = o * inDim,
+        w1 = w0 + inDim,
+        w2 = w1 + inDim,
+        w3 = w2 + inDim;
       for (let r = r0; r < r1; r++) {
         const xo = r * xStride + xOffset;
-        let a = 0, b = 0, c = 0, d = 0;
+        let a = 0,
+          b = 0,
+          c = 0,
+          d = 0;
         for (let i = 0; i < inDim; i++) {
           const xi = x[xo + i];
           a += xi * W[w0 + i];

@@ -13,8 +13,28 @@ export const SHAPES: Record<string, Record<string, unknown>> = {
   "mamba-370m": { model_type: "mamba", hidden_size: 1024, num_hidden_layers: 48, vocab_size: 50280, state_size: 16 },
   "mamba-1.4b": { model_type: "mamba", hidden_size: 2048, num_hidden_layers: 48, vocab_size: 50280, state_size: 16 },
   "mamba-2.8b": { model_type: "mamba", hidden_size: 2560, num_hidden_layers: 64, vocab_size: 50280, state_size: 16 },
-  "mamba2-130m": { model_type: "mamba2", hidden_size: 768, num_hidden_layers: 24, vocab_size: 50288, state_size: 128, num_heads: 24, head_dim: 64, n_groups: 1, tie_word_embeddings: true },
-  "mamba2-370m": { model_type: "mamba2", hidden_size: 1024, num_hidden_layers: 48, vocab_size: 50288, state_size: 128, num_heads: 32, head_dim: 64, n_groups: 1, tie_word_embeddings: true },
+  "mamba2-130m": {
+    model_type: "mamba2",
+    hidden_size: 768,
+    num_hidden_layers: 24,
+    vocab_size: 50288,
+    state_size: 128,
+    num_heads: 24,
+    head_dim: 64,
+    n_groups: 1,
+    tie_word_embeddings: true,
+  },
+  "mamba2-370m": {
+    model_type: "mamba2",
+    hidden_size: 1024,
+    num_hidden_layers: 48,
+    vocab_size: 50288,
+    state_size: 128,
+    num_heads: 32,
+    head_dim: 64,
+    n_groups: 1,
+    tie_word_embeddings: true,
+  },
 };
 
 export function randomModel(name: string, seed = 0): MambaModel {
@@ -32,19 +52,33 @@ export function randomModel(name: string, seed = 0): MambaModel {
   const layers = Array.from({ length: c.nLayer }, () => {
     if (c.arch === "mamba1") {
       return {
-        norm: fill(c.dModel, 1), inProj: normal(2 * c.dInner * c.dModel, 0.02), inProjBias: null,
-        convW: normal(c.dInner * c.dConv, 0.2), convB: fill(c.dInner, 0),
-        xProj: normal((c.dtRank + 2 * c.dState) * c.dInner, 0.02), dtProj: normal(c.dInner * c.dtRank, 0.1),
-        dtProjBias: fill(c.dInner, -4), A: A(c.dInner * c.dState, c.dState), D: fill(c.dInner, 1),
-        outProj: normal(c.dModel * c.dInner, 0.02), outProjBias: null,
+        norm: fill(c.dModel, 1),
+        inProj: normal(2 * c.dInner * c.dModel, 0.02),
+        inProjBias: null,
+        convW: normal(c.dInner * c.dConv, 0.2),
+        convB: fill(c.dInner, 0),
+        xProj: normal((c.dtRank + 2 * c.dState) * c.dInner, 0.02),
+        dtProj: normal(c.dInner * c.dtRank, 0.1),
+        dtProjBias: fill(c.dInner, -4),
+        A: A(c.dInner * c.dState, c.dState),
+        D: fill(c.dInner, 1),
+        outProj: normal(c.dModel * c.dInner, 0.02),
+        outProjBias: null,
       } satisfies Mamba1Layer;
     }
     const convDim = c.dInner + 2 * c.nGroups * c.dState;
     return {
-      norm: fill(c.dModel, 1), inProj: normal((c.dInner + convDim + c.nHeads) * c.dModel, 0.02), inProjBias: null,
-      convW: normal(convDim * c.dConv, 0.2), convB: fill(convDim, 0), dtBias: fill(c.nHeads, -4),
-      A: A(c.nHeads, c.nHeads), D: fill(c.nHeads, 1), gatedNorm: fill(c.dInner, 1),
-      outProj: normal(c.dModel * c.dInner, 0.02), outProjBias: null,
+      norm: fill(c.dModel, 1),
+      inProj: normal((c.dInner + convDim + c.nHeads) * c.dModel, 0.02),
+      inProjBias: null,
+      convW: normal(convDim * c.dConv, 0.2),
+      convB: fill(convDim, 0),
+      dtBias: fill(c.nHeads, -4),
+      A: A(c.nHeads, c.nHeads),
+      D: fill(c.nHeads, 1),
+      gatedNorm: fill(c.dInner, 1),
+      outProj: normal(c.dModel * c.dInner, 0.02),
+      outProjBias: null,
     } satisfies Mamba2Layer;
   });
   const embedding = normal(c.vocabSize * c.dModel, 0.02);

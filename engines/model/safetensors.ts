@@ -36,7 +36,7 @@ export class SafetensorsFile {
     }
     const headerBuf = Buffer.alloc(headerLen);
     readSync(this.fd, headerBuf, 0, headerLen, 8);
-    let header: Record<string, any>;
+    let header: Record<string, { dtype?: string; shape?: number[]; data_offsets?: [number, number] }>;
     try {
       header = JSON.parse(headerBuf.toString("utf8"));
     } catch {
@@ -49,9 +49,11 @@ export class SafetensorsFile {
         continue;
       }
       const dtype = info?.dtype as DType;
+      if (!Array.isArray(info?.shape) || !Array.isArray(info?.data_offsets))
+        throw new UserError(`${path}: tensor ${name} lacks shape or data_offsets`);
       if (!(dtype in BYTES)) throw new UserError(`${path}: tensor ${name} has unsupported dtype ${info?.dtype}`);
-      const [b, e] = info.data_offsets as [number, number];
-      const count = (info.shape as number[]).reduce((a, d) => a * d, 1);
+      const [b, e] = info.data_offsets;
+      const count = info.shape.reduce((a, d) => a * d, 1);
       if (e - b !== count * BYTES[dtype]) {
         throw new UserError(`${path}: tensor ${name} holds ${e - b} bytes, expected ${count * BYTES[dtype]} for ${dtype}[${info.shape}]`);
       }

@@ -36,7 +36,10 @@ export class SequenceState {
   /** tokens consumed so far */
   tokens = 0;
 
-  constructor(readonly shape: StateShape, data?: Float32Array) {
+  constructor(
+    readonly shape: StateShape,
+    data?: Float32Array,
+  ) {
     const size = shape.nLayer * (shape.convPerLayer + shape.ssmPerLayer);
     this.data = data ?? new Float32Array(size);
   }

@@ -6,7 +6,10 @@ import { Tokenizer as HfTokenizer } from "tokenizers";
 import { UserError } from "../errors.js";
 
 export class Tokenizer {
-  private constructor(private readonly tok: HfTokenizer, readonly path: string) {}
+  private constructor(
+    private readonly tok: HfTokenizer,
+    readonly path: string,
+  ) {}
 
   static load(dir: string): Tokenizer {
     const path = join(dir, "tokenizer.json");

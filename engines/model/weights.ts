@@ -75,7 +75,10 @@ export function openCheckpoint(dir: string): Map<string, SafetensorsFile> {
 
 /** Fetches tensors by name with their expected shape, naming file, tensor and shapes on mismatch. */
 export class TensorSource {
-  constructor(private readonly files: Map<string, SafetensorsFile>, private readonly dir: string) {}
+  constructor(
+    private readonly files: Map<string, SafetensorsFile>,
+    private readonly dir: string,
+  ) {}
 
   has(name: string): boolean {
     return this.files.has(name);

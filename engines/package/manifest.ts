@@ -31,7 +31,8 @@ export function sha256File(path: string): string {
 
 /** Reads and verifies NAME.mamba/manifest.json and every file it lists. */
 export function loadManifest(dir: string): Manifest {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`${dir}: no such engine package (expected a NAME.mamba directory)`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new UserError(`${dir}: no such engine package (expected a NAME.mamba directory)`);
   const path = join(dir, "manifest.json");
   if (!existsSync(path)) throw new UserError(`${path}: missing (not an engine package)`);
   let m: Manifest;
@@ -42,7 +43,9 @@ export function loadManifest(dir: string): Manifest {
   }
   if (m.format !== FORMAT) throw new UserError(`${path}: field format: expected "${FORMAT}", found ${describe(m.format)}`);
   if (m.version !== FORMAT_VERSION) {
-    throw new UserError(`${path}: field version: this build reads engine format version ${FORMAT_VERSION}, found ${describe(m.version)} (rebuild the engine)`);
+    throw new UserError(
+      `${path}: field version: this build reads engine format version ${FORMAT_VERSION}, found ${describe(m.version)} (rebuild the engine)`,
+    );
   }
   if (!m.files || typeof m.files !== "object") throw new UserError(`${path}: field files is missing`);
   for (const [name, want] of Object.entries(m.files)) {
@@ -51,7 +54,10 @@ export function loadManifest(dir: string): Manifest {
     const bytes = statSync(f).size;
     if (bytes !== want.bytes) throw new UserError(`${f}: ${bytes} bytes, manifest.json says ${want.bytes} (truncated or replaced)`);
     const got = sha256File(f);
-    if (got !== want.sha256) throw new UserError(`${f}: sha256 ${got.slice(0, 12)}… does not match manifest.json (${want.sha256.slice(0, 12)}…): corrupted or replaced`);
+    if (got !== want.sha256)
+      throw new UserError(
+        `${f}: sha256 ${got.slice(0, 12)}… does not match manifest.json (${want.sha256.slice(0, 12)}…): corrupted or replaced`,
+      );
   }
   return m;
 }

@@ -44,7 +44,8 @@ const loaded = new Map<string, NativeLib>();
 export async function loadNativeLibrary(path = cudaLibraryPath()): Promise<NativeLib> {
   const cached = loaded.get(path);
   if (cached) return cached;
-  if (!existsSync(path)) throw new UserError(`backend cuda: the native library is not built (${path} is missing; build it with \`${BUILD_HINT}\`)`);
+  if (!existsSync(path))
+    throw new UserError(`backend cuda: the native library is not built (${path} is missing; build it with \`${BUILD_HINT}\`)`);
   let koffi: typeof import("koffi");
   try {
     koffi = (await import("koffi")).default as unknown as typeof import("koffi");
@@ -86,7 +87,10 @@ class CudaState extends SequenceState {
   fresh = true;
   readonly host: Float32Array;
 
-  constructor(shape: StateShape, readonly owner: CudaBackend) {
+  constructor(
+    shape: StateShape,
+    readonly owner: CudaBackend,
+  ) {
     super(shape);
     const host = this.data;
     this.host = host;
@@ -149,8 +153,10 @@ export class CudaBackend implements Backend {
   static async open(dir: string, opts: CudaOptions = {}): Promise<CudaBackend> {
     const maxBatch = opts.maxBatch ?? 32;
     const slots = opts.slots ?? 2 * maxBatch;
-    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 256) throw new UserError(`backend cuda: max batch must be an integer in [1, 256], found ${maxBatch}`);
-    if (!Number.isInteger(slots) || slots < maxBatch) throw new UserError(`backend cuda: state slots must be an integer ≥ max batch (${maxBatch}), found ${slots}`);
+    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 256)
+      throw new UserError(`backend cuda: max batch must be an integer in [1, 256], found ${maxBatch}`);
+    if (!Number.isInteger(slots) || slots < maxBatch)
+      throw new UserError(`backend cuda: state slots must be an integer ≥ max batch (${maxBatch}), found ${slots}`);
     const manifest = loadManifest(dir);
     if (manifest.config.dtLimit[1] === null) manifest.config.dtLimit[1] = Infinity;
     const lib = await loadNativeLibrary();
@@ -180,7 +186,8 @@ export class CudaBackend implements Backend {
     this.live();
     if (tokens.length !== states.length) throw new Error(`step: ${tokens.length} tokens for ${states.length} states`);
     if (states.length === 0) return new Float32Array(0);
-    if (states.length > this.maxBatch) throw new UserError(`step: batch of ${states.length} exceeds the cuda backend's max batch ${this.maxBatch}`);
+    if (states.length > this.maxBatch)
+      throw new UserError(`step: batch of ${states.length} exceeds the cuda backend's max batch ${this.maxBatch}`);
     if (new Set(states).size !== states.length) throw new Error("step: a state appears twice in one batch");
     tokens.forEach((t) => this.checkToken(t));
     const batch = new Set<number>();
@@ -188,7 +195,8 @@ export class CudaBackend implements Backend {
     states.forEach((s, i) => batch.add((slots[i] = this.bind(s, batch))));
     const V = this.info.vocabSize;
     // grown to the next power of two of the batch when a larger batch comes
-    if (!this.logits || this.logits.length < states.length * V) this.logits = new Float32Array(2 ** Math.ceil(Math.log2(states.length)) * V);
+    if (!this.logits || this.logits.length < states.length * V)
+      this.logits = new Float32Array(2 ** Math.ceil(Math.log2(states.length)) * V);
     const out = this.logits.subarray(0, states.length * V);
     this.ok(this.lib.me_step(this.h, slots, Int32Array.from(tokens), states.length, this.logits));
     states.forEach((s, i) => {
@@ -279,7 +287,8 @@ export class CudaBackend implements Backend {
   }
 
   private checkToken(t: number): number {
-    if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize) throw new UserError(`token ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
+    if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize)
+      throw new UserError(`token ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
     return t;
   }
 }

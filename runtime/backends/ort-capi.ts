@@ -60,7 +60,9 @@ function libraryPath(): string | null {
   for (const napi of ["napi-v6", "napi-v3"]) {
     const dir = join(pkg, "bin", napi, process.platform, process.arch);
     if (!existsSync(dir)) continue;
-    const name = readdirSync(dir).find((f) => /^(lib)?onnxruntime(\.\d+)*\.(so(\.\d+)*|dylib|dll)$/.test(f) || /^libonnxruntime\.so\.\d+$/.test(f));
+    const name = readdirSync(dir).find(
+      (f) => /^(lib)?onnxruntime(\.\d+)*\.(so(\.\d+)*|dylib|dll)$/.test(f) || /^libonnxruntime\.so\.\d+$/.test(f),
+    );
     if (name) return join(dir, name);
   }
   return null;
@@ -109,7 +111,10 @@ async function loadApi(): Promise<Api | null> {
       RegisterCustomOpsLibrary_V2: `${S} f(void* options, const char* path)`,
     };
     const fn = Object.fromEntries(
-      (Object.keys(API) as (keyof typeof API)[]).map((k) => [k, koffi.decode(ptrs[API[k]], koffi.proto(protos[k].replace(" f(", ` Ort${k}(`))) as Fn]),
+      (Object.keys(API) as (keyof typeof API)[]).map((k) => [
+        k,
+        koffi.decode(ptrs[API[k]], koffi.proto(protos[k].replace(" f(", ` Ort${k}(`))) as Fn,
+      ]),
     ) as Api["fn"];
     const partial = { koffi, fn, env: null, cpu: null } as Api;
     const env = out(partial, (o) => fn.CreateEnv(3 /* errors only */, "mamba-edge", o));
@@ -188,7 +193,10 @@ export class CapiSession {
       // finding where a step's time goes; a developer's switch, off unless set.
       const profile = process.env.MAMBA_EDGE_ORT_PROFILE;
       if (profile) check(a, a.fn.EnableProfiling(options, profile));
-      return new CapiSession(a, out(a, (o) => a.fn.CreateSession(a.env, modelPath, options, o)));
+      return new CapiSession(
+        a,
+        out(a, (o) => a.fn.CreateSession(a.env, modelPath, options, o)),
+      );
     } finally {
       a.fn.ReleaseSessionOptions(options);
     }
@@ -211,19 +219,33 @@ export class CapiSession {
     const k = KINDS[b.kind];
     const n = dims.reduce((x, y) => x * y, 1);
     if (n > b.length) throw new Error(`onnxruntime: a tensor of ${n} values over a buffer of ${b.length}`);
-    const value = out(this.a, (o) => this.a.fn.CreateTensorWithDataAsOrtValue(this.a.cpu, b.mem, k.size * n, BigInt64Array.from(dims, BigInt), dims.length, k.element, o));
+    const value = out(this.a, (o) =>
+      this.a.fn.CreateTensorWithDataAsOrtValue(this.a.cpu, b.mem, k.size * n, BigInt64Array.from(dims, BigInt), dims.length, k.element, o),
+    );
     b.tensors.add(value);
     return { data: new k.array(this.a.koffi.view(b.mem, k.size * Math.max(1, n))).subarray(0, n) as ArrayOf<K>, value };
   }
 
   /** A zeroed float32 tensor of its own. */
   float32(dims: number[]): NativeTensor<Float32Array> {
-    return this.tensor(this.buffer("float32", dims.reduce((x, y) => x * y, 1)), dims);
+    return this.tensor(
+      this.buffer(
+        "float32",
+        dims.reduce((x, y) => x * y, 1),
+      ),
+      dims,
+    );
   }
 
   /** A zeroed int64 tensor of its own. */
   int64(dims: number[]): NativeTensor<BigInt64Array> {
-    return this.tensor(this.buffer("int64", dims.reduce((x, y) => x * y, 1)), dims);
+    return this.tensor(
+      this.buffer(
+        "int64",
+        dims.reduce((x, y) => x * y, 1),
+      ),
+      dims,
+    );
   }
 
   /** Releases one tensor made by tensor() (its buffer stays). */
@@ -246,7 +268,16 @@ export class CapiSession {
     const outNames = Object.keys(outputs);
     check(
       this.a,
-      this.a.fn.Run(this.session, null, inNames, inNames.map((k) => inputs[k].value), inNames.length, outNames, outNames.length, outNames.map((k) => outputs[k].value)),
+      this.a.fn.Run(
+        this.session,
+        null,
+        inNames,
+        inNames.map((k) => inputs[k].value),
+        inNames.length,
+        outNames,
+        outNames.length,
+        outNames.map((k) => outputs[k].value),
+      ),
     );
   }
 

@@ -12,7 +12,15 @@ import type { InferenceSession, Tensor } from "onnxruntime-node";
 import { UserError } from "../../engines/errors.js";
 import { loadManifest, type Manifest } from "../../engines/package/manifest.js";
 import type { ModelConfig } from "../../engines/model/config.js";
-import { SequenceState, deserializeState, graphSsmShape, serializeState, stateShape, transpose, type StateShape } from "../../engines/model/state.js";
+import {
+  SequenceState,
+  deserializeState,
+  graphSsmShape,
+  serializeState,
+  stateShape,
+  transpose,
+  type StateShape,
+} from "../../engines/model/state.js";
 import { packageRoot } from "../paths.js";
 import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 import { CapiSession, type NativeBuffer, type NativeTensor } from "./ort-capi.js";
@@ -75,9 +83,13 @@ export class OrtBackend implements Backend {
    * through the onnxruntime-node binding even where the C API loads; `fused: false`: the plain step
    * graph even where the fused operators load (both for comparisons).
    */
-  static async open(dir: string, opts: { threads?: number; maxBatch?: number; binding?: boolean; fused?: boolean } = {}): Promise<OrtBackend> {
+  static async open(
+    dir: string,
+    opts: { threads?: number; maxBatch?: number; binding?: boolean; fused?: boolean } = {},
+  ): Promise<OrtBackend> {
     const manifest = loadManifest(dir);
-    if (!manifest.targets.includes("cpu")) throw new UserError(`${dir}: built without the cpu target (targets: ${manifest.targets.join(", ")})`);
+    if (!manifest.targets.includes("cpu"))
+      throw new UserError(`${dir}: built without the cpu target (targets: ${manifest.targets.join(", ")})`);
     if (manifest.config.dtLimit[1] === null) manifest.config.dtLimit[1] = Infinity; // JSON has no Infinity
     let ort: Ort;
     try {
@@ -86,7 +98,11 @@ export class OrtBackend implements Backend {
       throw new UserError(`backend ort needs the onnxruntime-node package (${(e as Error).message.split("\n")[0]})`);
     }
     const threads = opts.threads ?? Math.max(1, cpus().length);
-    const options: InferenceSession.SessionOptions = { graphOptimizationLevel: "all", intraOpNumThreads: threads, executionMode: "sequential" };
+    const options: InferenceSession.SessionOptions = {
+      graphOptimizationLevel: "all",
+      intraOpNumThreads: threads,
+      executionMode: "sequential",
+    };
     const step = await openStep(ort, dir, manifest, threads, options, opts);
     const prefill = step.prefill ?? (await ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options));
     return new OrtBackend(manifest, ort, step.stepper, prefill, opts.maxBatch ?? 32, threads, step.via);
@@ -168,7 +184,8 @@ export class OrtBackend implements Backend {
   }
 
   private checkToken(t: number): number {
-    if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize) throw new UserError(`token ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
+    if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize)
+      throw new UserError(`token ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
     return t;
   }
 
@@ -214,7 +231,12 @@ async function openStep(
         const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);
         // the fused prefill graph came later than the fused step: an engine may have only the step
         const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib) : null;
-        if (capi) return { stepper: new CapiStepper(capi, c, true), via: `C API, fused operators${pre ? "" : " (prefill unfused: rebuild the engine)"}`, prefill: pre && new CapiPrefill(pre, c) };
+        if (capi)
+          return {
+            stepper: new CapiStepper(capi, c, true),
+            via: `C API, fused operators${pre ? "" : " (prefill unfused: rebuild the engine)"}`,
+            prefill: pre && new CapiPrefill(pre, c),
+          };
       } catch (e) {
         notFused = ` (fused operators unavailable: ${(e as Error).message.split("\n")[0]})`;
       }
@@ -254,7 +276,13 @@ function ssmTransposed(c: ModelConfig): [number, number] | null {
 }
 
 /** Copies (B, ...) per-layer state arrays back into each sequence's state; `ssmT`: see ssmTransposed. */
-function scatterStates(shape: StateShape, ssmT: [number, number] | null, conv: Float32Array[], ssm: Float32Array[], states: SequenceState[]): void {
+function scatterStates(
+  shape: StateShape,
+  ssmT: [number, number] | null,
+  conv: Float32Array[],
+  ssm: Float32Array[],
+  states: SequenceState[],
+): void {
   const { convPerLayer: nc, ssmPerLayer: ns, convWidth: K1 } = shape;
   states.forEach((s, b) => {
     for (let l = 0; l < shape.nLayer; l++) {
@@ -268,7 +296,11 @@ function scatterStates(shape: StateShape, ssmT: [number, number] | null, conv: F
 
 /** A sequence state of this backend: reading its `data` first brings it home from a resident batch. */
 class OrtState extends SequenceState {
-  constructor(shape: StateShape, readonly owner: OrtBackend, data?: Float32Array) {
+  constructor(
+    shape: StateShape,
+    readonly owner: OrtBackend,
+    data?: Float32Array,
+  ) {
     super(shape, data);
     const host = this.data;
     Object.defineProperty(this, "data", {
@@ -300,7 +332,11 @@ class BatchStates {
   private readonly shape: StateShape;
   private readonly ssmT: [number, number] | null;
 
-  constructor(make: TensorMaker, c: ModelConfig, readonly b: number) {
+  constructor(
+    make: TensorMaker,
+    c: ModelConfig,
+    readonly b: number,
+  ) {
     const shape = (this.shape = stateShape(c));
     const convC = shape.convPerLayer / shape.convWidth;
     const ssmDims = graphSsmShape(c);
@@ -356,7 +392,10 @@ class BindingStepper implements Stepper {
   ) {}
 
   pair(b: number): [BatchStates, BatchStates] {
-    const p = this.pairs.get(b) ?? [new BatchStates(bindingTensors(this.ort), this.c, b), new BatchStates(bindingTensors(this.ort), this.c, b)];
+    const p = this.pairs.get(b) ?? [
+      new BatchStates(bindingTensors(this.ort), this.c, b),
+      new BatchStates(bindingTensors(this.ort), this.c, b),
+    ];
     this.pairs.delete(b);
     this.pairs.set(b, p);
     if (this.pairs.size > 4) this.pairs.delete(this.pairs.keys().next().value!);
@@ -425,11 +464,16 @@ class CapiStepper implements Stepper {
   private view(k: number, b: number): BatchStates {
     const set = this.sets[k];
     let i = 0;
-    const states = new BatchStates((dims) => {
-      if (i === set.states.length) set.states.push(this.session.buffer("float32", this.capacity * dims.slice(1).reduce((x, y) => x * y, 1)));
-      const t = this.session.tensor(set.states[i++], dims);
-      return { data: t.data, tensor: t };
-    }, this.c, b);
+    const states = new BatchStates(
+      (dims) => {
+        if (i === set.states.length)
+          set.states.push(this.session.buffer("float32", this.capacity * dims.slice(1).reduce((x, y) => x * y, 1)));
+        const t = this.session.tensor(set.states[i++], dims);
+        return { data: t.data, tensor: t };
+      },
+      this.c,
+      b,
+    );
     this.io.set(states, { tokens: this.session.tensor(set.tokens, [b]), logits: this.session.tensor(set.logits, [b, this.c.vocabSize]) });
     return states;
   }
@@ -437,7 +481,10 @@ class CapiStepper implements Stepper {
   async run(tokens: Int32Array, cur: BatchStates, next: BatchStates): Promise<Float32Array> {
     const io = this.io.get(cur)!;
     tokens.forEach((t, i) => (io.tokens.data[i] = BigInt(t)));
-    this.session.run({ tokens: io.tokens, ...(cur.inputs as Record<string, { value: unknown }>) }, { logits: io.logits, ...(next.outputs as Record<string, { value: unknown }>) });
+    this.session.run(
+      { tokens: io.tokens, ...(cur.inputs as Record<string, { value: unknown }>) },
+      { logits: io.logits, ...(next.outputs as Record<string, { value: unknown }>) },
+    );
     return io.logits.data; // the native buffer itself, valid until the next step (Backend.step)
   }
 
@@ -484,7 +531,10 @@ class CapiPrefill {
     try {
       tokens.forEach((t, i) => (tok.data[i] = BigInt(t)));
       this.cur.gather([s]);
-      this.session.run({ tokens: tok, ...(this.cur.inputs as Record<string, { value: unknown }>) }, { [want]: out, ...(this.next.outputs as Record<string, { value: unknown }>) });
+      this.session.run(
+        { tokens: tok, ...(this.cur.inputs as Record<string, { value: unknown }>) },
+        { [want]: out, ...(this.next.outputs as Record<string, { value: unknown }>) },
+      );
       this.next.scatter([s]);
       return out.data.slice();
     } finally {

@@ -7,7 +7,10 @@ import { cpuDevice, type Backend, type BackendInfo } from "./backend.js";
 export class RefBackend implements Backend {
   readonly info: BackendInfo;
 
-  constructor(readonly model: MambaModel, maxBatch = 32) {
+  constructor(
+    readonly model: MambaModel,
+    maxBatch = 32,
+  ) {
     this.info = { name: "ref", device: cpuDevice(referenceThreads()), maxBatch, vocabSize: model.config.vocabSize };
   }
 

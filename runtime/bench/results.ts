@@ -26,7 +26,11 @@ export function provenance() {
 export function writeResult(kind: string, backend: string, label: string, record: object & { date: string }): string {
   const dir = join(packageRoot, "bench", "results");
   mkdirSync(dir, { recursive: true });
-  const short = label.split(/[\\/]/).filter(Boolean).pop()!.replace(/[^\w.-]+/g, "_");
+  const short = label
+    .split(/[\\/]/)
+    .filter(Boolean)
+    .pop()!
+    .replace(/[^\w.-]+/g, "_");
   const name = `${record.date.slice(0, 10)}-${kind}-${backend}-${short}.json`;
   writeFileSync(join(dir, name), JSON.stringify(record, null, 2) + "\n");
   return join("bench", "results", name);
@@ -39,7 +43,10 @@ export function writeResult(kind: string, backend: string, label: string, record
  */
 function gitCommit(): string | null {
   if (process.env.MAMBA_EDGE_COMMIT) return process.env.MAMBA_EDGE_COMMIT;
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  const git = (...args: string[]) =>
+    execFileSync("git", args, { cwd: packageRoot, stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
   try {
     const commit = git("rev-parse", "--short", "HEAD");
     // (records being rewritten under bench/results do not count)

@@ -27,7 +27,8 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
       // Bad flags: one line instead of the whole usage text; stops before the command runs.
       throw err ?? new UserError(`${msg} (see --help)`);
     });
-  for (const add of [generateCommand, logitsCommand, evalCommand, benchCommand, buildCommand, inspectCommand, serveCommand, chatCommand]) y = add(y) as typeof y;
+  for (const add of [generateCommand, logitsCommand, evalCommand, benchCommand, buildCommand, inspectCommand, serveCommand, chatCommand])
+    y = add(y) as typeof y;
   try {
     await y.parseAsync();
   } catch (e) {

@@ -54,9 +54,11 @@ export async function openTarget(t: Target): Promise<Opened> {
   if (given > 1) throw new UserError("give one of --model, --engine, --random");
   // (before the default engine may be built: a bad count is refused at once)
   const threads = t.threads;
-  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new UserError(`--threads: expected a positive integer, found ${threads}`);
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1))
+    throw new UserError(`--threads: expected a positive integer, found ${threads}`);
   // the CPU backends' thread count; backend cuda would silently ignore it
-  if (threads !== undefined && t.backend === "cuda") throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
+  if (threads !== undefined && t.backend === "cuda")
+    throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
   // with nothing named: the demo model for the reference, else the default engine
   if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
   if (t.backend === "cuda") return openCuda(t);
@@ -165,7 +167,19 @@ export function openTokenizer(o: Opened): Tokenizer {
 /** The --model / --engine options every command that runs a model takes. */
 export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
-  backend: { type: "string", choices: ["ref", "ort", "cuda"], describe: "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)" },
-  engine: { type: "string", describe: "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU, or by the GPU with --backend cuda; default: the demo engine, built on first use" },
-  threads: { type: "number", describe: "CPU threads of backend ort (default: one per core; the reference: 1 or 2); fewer leave cores to the robot's other programs" },
+  backend: {
+    type: "string",
+    choices: ["ref", "ort", "cuda"],
+    describe:
+      "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)",
+  },
+  engine: {
+    type: "string",
+    describe:
+      "engine package NAME.mamba (from `mamba-edge build`), run by onnxruntime on the CPU, or by the GPU with --backend cuda; default: the demo engine, built on first use",
+  },
+  threads: {
+    type: "number",
+    describe: "CPU threads of backend ort (default: one per core; the reference: 1 or 2); fewer leave cores to the robot's other programs",
+  },
 } as const;

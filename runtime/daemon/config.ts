@@ -19,12 +19,24 @@ export const configSchema = z.strictObject({
   /** CPU threads: backend ort's (default: one per core), the reference's (1 or 2); not for cuda */
   threads: positive.optional(),
   /** "embedded" (a broker inside the daemon), "off", or a broker URL: mqtt://host:1883, mqtts://… */
-  mqtt: z.string().refine((s) => s === "embedded" || s === "off" || /^(mqtts?|wss?):\/\/[^\s]+$/.test(s), "expected embedded, off or a URL mqtt://host:port (mqtts://, ws://, wss://)").optional(),
+  mqtt: z
+    .string()
+    .refine(
+      (s) => s === "embedded" || s === "off" || /^(mqtts?|wss?):\/\/[^\s]+$/.test(s),
+      "expected embedded, off or a URL mqtt://host:port (mqtts://, ws://, wss://)",
+    )
+    .optional(),
   /** serve JSON lines on stdin/stdout */
   stdio: z.boolean().default(false),
   /** this daemon's name in topics; default: the host name */
-  node: z.string().regex(/^[^/+#\s]{1,64}$/, "expected 1-64 characters without / + # or spaces").default(() => hostname().replace(/[/+#\s]/g, "-") || "mamba-edge"),
-  topicPrefix: z.string().regex(/^[^+#\s]{1,64}$/, "expected 1-64 characters without + # or spaces").default("mamba-edge"),
+  node: z
+    .string()
+    .regex(/^[^/+#\s]{1,64}$/, "expected 1-64 characters without / + # or spaces")
+    .default(() => hostname().replace(/[/+#\s]/g, "-") || "mamba-edge"),
+  topicPrefix: z
+    .string()
+    .regex(/^[^+#\s]{1,64}$/, "expected 1-64 characters without + # or spaces")
+    .default("mamba-edge"),
   /** MQTT protocol version towards an outside broker (the embedded one speaks 4, that is 3.1.1) */
   mqttVersion: z.union([z.literal(5), z.literal(4)]).default(5),
   clientId: z.string().min(1).max(128).optional(),
@@ -39,9 +51,15 @@ export const configSchema = z.strictObject({
   brokerHost: z.string().default("127.0.0.1"),
   brokerPort: z.int().min(0).max(65535).default(1883),
   /** session states on disk; default $STATE_DIRECTORY/sessions (systemd) or ~/.local/state/mamba-edge/sessions */
-  stateDir: z.string().min(1).default(() => join(process.env.STATE_DIRECTORY ?? join(homedir(), ".local", "state", "mamba-edge"), "sessions")),
+  stateDir: z
+    .string()
+    .min(1)
+    .default(() => join(process.env.STATE_DIRECTORY ?? join(homedir(), ".local", "state", "mamba-edge"), "sessions")),
   /** bytes of session states kept in memory (all are on disk as well) */
-  sessionMemoryBytes: z.int().min(0).default(64 << 20),
+  sessionMemoryBytes: z
+    .int()
+    .min(0)
+    .default(64 << 20),
   maxQueue: z.int().min(0).default(defaultLimits.maxQueue),
   maxActive: positive.default(defaultLimits.maxActive),
   maxPromptTokens: positive.default(defaultLimits.maxPromptTokens),
@@ -109,13 +127,15 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   for (const [name, raw] of sources) {
     for (const [k, v] of Object.entries(raw)) {
       merged[k] = v;
-      origin[k] = name === "environment" ? envName(k) : name === "flags" ? `--${k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}` : `${name}: ${k}`;
+      origin[k] =
+        name === "environment" ? envName(k) : name === "flags" ? `--${k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}` : `${name}: ${k}`;
     }
   }
   const r = configSchema.safeParse(merged);
   if (!r.success) {
     const lines = r.error.issues.map((i) => {
-      if (i.code === "unrecognized_keys") return `${opts.file ?? "config"}: unknown setting${i.keys.length > 1 ? "s" : ""} ${i.keys.join(", ")}`;
+      if (i.code === "unrecognized_keys")
+        return `${opts.file ?? "config"}: unknown setting${i.keys.length > 1 ? "s" : ""} ${i.keys.join(", ")}`;
       const k = String(i.path[0]);
       return `${origin[k] ?? k}: ${i.message.replace(/^Invalid input: /, "").replace(/, received \w+$/, "")}, found ${JSON.stringify(merged[k])}`;
     });
@@ -124,8 +144,10 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   const c = r.data;
   const targets = [c.engine, c.model].filter((x) => x !== undefined).length;
   if (targets > 1) throw new UserError("config: give one of engine and model");
-  if (c.defaultMaxTokens > c.maxTokens) throw new UserError(`config: defaultMaxTokens (${c.defaultMaxTokens}) is over maxTokens (${c.maxTokens})`);
-  if (c.ca === undefined && (c.cert === undefined) !== (c.key === undefined)) throw new UserError("config: a client certificate needs both cert and key");
+  if (c.defaultMaxTokens > c.maxTokens)
+    throw new UserError(`config: defaultMaxTokens (${c.defaultMaxTokens}) is over maxTokens (${c.maxTokens})`);
+  if (c.ca === undefined && (c.cert === undefined) !== (c.key === undefined))
+    throw new UserError("config: a client certificate needs both cert and key");
   return c;
 }
 

@@ -48,7 +48,11 @@ export class Daemon {
   private readonly started = Date.now();
   private stopping: Promise<void> | null = null;
 
-  private constructor(readonly config: DaemonConfig, readonly opened: Opened, readonly log: Logger) {
+  private constructor(
+    readonly config: DaemonConfig,
+    readonly opened: Opened,
+    readonly log: Logger,
+  ) {
     this.sessions = new SessionStore(config.stateDir, config.sessionMemoryBytes);
     const tokenizer = openTokenizer(opened);
     this.scheduler = new Scheduler(
@@ -76,12 +80,26 @@ export class Daemon {
     const sessions = await d.sessions.list().catch((e: Error) => {
       throw new UserError(`${config.stateDir}: cannot use as the state directory (${e.message})`);
     });
-    log.info({ engine: opened.label, backend: opened.backend.info.name, device: opened.backend.info.device, recipe: opened.recipe, sessions: sessions.length, stateDir: config.stateDir, mqtt: mqttMode(config), stdio: config.stdio }, "engine loaded");
+    log.info(
+      {
+        engine: opened.label,
+        backend: opened.backend.info.name,
+        device: opened.backend.info.device,
+        recipe: opened.recipe,
+        sessions: sessions.length,
+        stateDir: config.stateDir,
+        mqtt: mqttMode(config),
+        stdio: config.stdio,
+      },
+      "engine loaded",
+    );
     if (config.metricsPort !== undefined) {
       try {
         d.metricsServer = await d.metrics.serve(config.metricsHost, config.metricsPort);
       } catch (e) {
-        throw new UserError(`metricsPort: cannot listen on ${config.metricsHost}:${config.metricsPort} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        throw new UserError(
+          `metricsPort: cannot listen on ${config.metricsHost}:${config.metricsPort} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        );
       }
       log.info({ url: `http://${config.metricsHost}:${config.metricsPort}/metrics` }, "metrics");
     }
@@ -142,7 +160,18 @@ export class Daemon {
     const sink: Sink = {
       chunk: (c) => send(c),
       final: (r) => {
-        this.log.info({ from, id: r.id, finish: r.finish_reason, prompt: r.usage.prompt_tokens, completion: r.usage.completion_tokens, ttft_ms: r.timings.ttft_ms, tps: r.timings.decode_tokens_per_s }, "done");
+        this.log.info(
+          {
+            from,
+            id: r.id,
+            finish: r.finish_reason,
+            prompt: r.usage.prompt_tokens,
+            completion: r.usage.completion_tokens,
+            ttft_ms: r.timings.ttft_ms,
+            tps: r.timings.decode_tokens_per_s,
+          },
+          "done",
+        );
         final(r);
       },
       error: (r) => {

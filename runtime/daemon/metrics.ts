@@ -8,11 +8,33 @@ const WINDOW_MS = 10_000;
 
 export class Metrics implements Observer {
   readonly registry = new Registry();
-  private readonly queueDepth = new Gauge({ name: "mamba_edge_queue_depth", help: "requests waiting for a slot", registers: [this.registry] });
-  private readonly activeSeqs = new Gauge({ name: "mamba_edge_active_sequences", help: "sequences being prefilled or decoded", registers: [this.registry] });
-  private readonly tokens = new Counter({ name: "mamba_edge_generated_tokens_total", help: "tokens generated", registers: [this.registry] });
-  private readonly requests = new Counter({ name: "mamba_edge_requests_total", help: "requests finished, by finish reason", labelNames: ["finish_reason"], registers: [this.registry] });
-  private readonly errors = new Counter({ name: "mamba_edge_errors_total", help: "error replies, by code", labelNames: ["code"], registers: [this.registry] });
+  private readonly queueDepth = new Gauge({
+    name: "mamba_edge_queue_depth",
+    help: "requests waiting for a slot",
+    registers: [this.registry],
+  });
+  private readonly activeSeqs = new Gauge({
+    name: "mamba_edge_active_sequences",
+    help: "sequences being prefilled or decoded",
+    registers: [this.registry],
+  });
+  private readonly tokens = new Counter({
+    name: "mamba_edge_generated_tokens_total",
+    help: "tokens generated",
+    registers: [this.registry],
+  });
+  private readonly requests = new Counter({
+    name: "mamba_edge_requests_total",
+    help: "requests finished, by finish reason",
+    labelNames: ["finish_reason"],
+    registers: [this.registry],
+  });
+  private readonly errors = new Counter({
+    name: "mamba_edge_errors_total",
+    help: "error replies, by code",
+    labelNames: ["code"],
+    registers: [this.registry],
+  });
   private readonly ttft = new Histogram({
     name: "mamba_edge_ttft_seconds",
     help: "time from receiving a request to its first token",
@@ -31,7 +53,12 @@ export class Metrics implements Observer {
     buckets: [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30],
     registers: [this.registry],
   });
-  private readonly batch = new Histogram({ name: "mamba_edge_decode_batch", help: "sequences per decode step", buckets: [1, 2, 4, 8, 16, 32, 64], registers: [this.registry] });
+  private readonly batch = new Histogram({
+    name: "mamba_edge_decode_batch",
+    help: "sequences per decode step",
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  });
   private readonly recent: number[] = []; // times of recent tokens, for tokens/s
   private readonly errorCounts: Partial<Record<ErrorCode, number>> = {};
   private ttftSum = 0;

@@ -6,7 +6,10 @@ export type ErrorCode = "bad_request" | "too_large" | "overloaded" | "unknown_en
 
 /** An error that becomes a wire reply `{"id", "error": {"code", "message"}}`. */
 export class WireError extends Error {
-  constructor(readonly code: ErrorCode, message: string) {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = "WireError";
   }
@@ -32,7 +35,11 @@ export const requestSchema = z.strictObject({
   top_p: z.number().gt(0).max(1).optional(),
   min_p: z.number().min(0).max(1).optional(),
   repeat_penalty: z.number().min(0.01).max(100).optional(),
-  seed: z.int().min(0).max(2 ** 32 - 1).optional(),
+  seed: z
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
   stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]).optional(),
   stream: z.boolean().optional(),
   reply_to: replyTo,
@@ -82,7 +89,8 @@ export function describeIssue(err: z.ZodError, input: unknown): string {
   const path = issue.path.join(".");
   if (issue.code === "unrecognized_keys") return `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
   let found: unknown = input;
-  for (const k of issue.path) found = found !== null && typeof found === "object" ? (found as Record<PropertyKey, unknown>)[k as PropertyKey] : undefined;
+  for (const k of issue.path)
+    found = found !== null && typeof found === "object" ? (found as Record<PropertyKey, unknown>)[k as PropertyKey] : undefined;
   const shown = found === undefined ? "nothing" : JSON.stringify(found).slice(0, 40);
   return `${path || "message"}: ${issue.message.replace(/^Invalid input: /, "").replace(/, received \w+$/, "")}${issue.code === "invalid_type" || issue.code === "too_big" || issue.code === "too_small" || issue.code === "invalid_value" ? `, found ${shown}` : ""}`;
 }
@@ -107,7 +115,8 @@ export function parseMessage(payload: string | Uint8Array, maxBytes: number): { 
   const r = requestSchema.safeParse(obj);
   if (!r.success) throw new WireError("bad_request", describeIssue(r.error, obj));
   const req = r.data;
-  if ((req.prompt === undefined) === (req.messages === undefined)) throw new WireError("bad_request", "give exactly one of prompt and messages");
+  if ((req.prompt === undefined) === (req.messages === undefined))
+    throw new WireError("bad_request", "give exactly one of prompt and messages");
   return { kind: "request", req };
 }
 

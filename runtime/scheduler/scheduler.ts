@@ -34,7 +34,14 @@ export interface Limits {
   prefillChunk: number;
 }
 
-export const defaultLimits: Limits = { maxQueue: 64, maxActive: 16, maxPromptTokens: 4096, maxTokens: 1024, defaultMaxTokens: 128, prefillChunk: 128 };
+export const defaultLimits: Limits = {
+  maxQueue: 64,
+  maxActive: 16,
+  maxPromptTokens: 4096,
+  maxTokens: 1024,
+  defaultMaxTokens: 128,
+  prefillChunk: 128,
+};
 
 /** Where one request's replies go (a transport's reply address). */
 export interface Sink {
@@ -127,13 +134,15 @@ export class Scheduler {
       if (!this.accepting) throw new WireError("overloaded", "the daemon is shutting down");
       if (req.session !== undefined) validateSessionId(req.session);
       const maxTokens = req.max_tokens ?? Math.min(this.limits.defaultMaxTokens, this.limits.maxTokens);
-      if (maxTokens > this.limits.maxTokens) throw new WireError("too_large", `max_tokens: ${maxTokens} is over the limit of ${this.limits.maxTokens}`);
+      if (maxTokens > this.limits.maxTokens)
+        throw new WireError("too_large", `max_tokens: ${maxTokens} is over the limit of ${this.limits.maxTokens}`);
       const text = req.prompt ?? renderMessages(req.messages!);
       const promptIds = await this.tokenizer.encode(text);
       if (promptIds.length > this.limits.maxPromptTokens) {
         throw new WireError("too_large", `prompt: ${promptIds.length} tokens, the limit is ${this.limits.maxPromptTokens}`);
       }
-      if (this.queue.length >= this.limits.maxQueue) throw new WireError("overloaded", `queue full (${this.limits.maxQueue} waiting, ${this.active.length} running)`);
+      if (this.queue.length >= this.limits.maxQueue)
+        throw new WireError("overloaded", `queue full (${this.limits.maxQueue} waiting, ${this.active.length} running)`);
       const sampling: SamplingParams = {
         temperature: req.temperature ?? 0.8,
         topK: req.top_k ?? 40,
@@ -190,7 +199,8 @@ export class Scheduler {
   async reset(session: string): Promise<boolean> {
     validateSessionId(session);
     if (!this.sessions) throw new WireError("bad_request", "sessions are not enabled");
-    if ([...this.queue, ...this.active].some((j) => j.req.session === session)) throw new WireError("bad_request", `session ${session} has a request in progress`);
+    if ([...this.queue, ...this.active].some((j) => j.req.session === session))
+      throw new WireError("bad_request", `session ${session} has a request in progress`);
     await this.saving.get(session);
     return this.sessions.delete(session);
   }
@@ -272,7 +282,7 @@ export class Scheduler {
   /** Moves queued requests into free slots, oldest first; one session runs one turn at a time. */
   private async admit(): Promise<void> {
     const busy = new Set(this.active.map((j) => j.req.session));
-    for (let i = 0; i < this.queue.length && this.active.length < this.limits.maxActive; ) {
+    for (let i = 0; i < this.queue.length && this.active.length < this.limits.maxActive;) {
       const j = this.queue[i];
       const s = j.req.session;
       if (s !== undefined && (busy.has(s) || this.saving.has(s))) {
@@ -301,7 +311,10 @@ export class Scheduler {
         try {
           j.state = this.backend.loadState(rec.state);
         } catch (e) {
-          throw new WireError("bad_request", `session ${j.req.session} cannot be continued on this engine (${(e as Error).message}); reset it`);
+          throw new WireError(
+            "bad_request",
+            `session ${j.req.session} cannot be continued on this engine (${(e as Error).message}); reset it`,
+          );
         }
         pending = rec.pending;
         j.turns = rec.turns;
@@ -334,7 +347,10 @@ export class Scheduler {
     for (let at = 0; at < jobs.length; at += this.backend.info.maxBatch) {
       const batch = jobs.slice(at, at + this.backend.info.maxBatch);
       const t0 = performance.now();
-      const logits = await this.backend.step(Int32Array.from(batch, (j) => j.next), batch.map((j) => j.state!));
+      const logits = await this.backend.step(
+        Int32Array.from(batch, (j) => j.next),
+        batch.map((j) => j.state!),
+      );
       this.observer.step?.(batch.length, performance.now() - t0);
       const tokens = batch.map((j, i) => j.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), j.history));
       // detokenizing is asynchronous (the tokenizer library): all sequences of the batch at once

@@ -23,7 +23,10 @@ const ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
 /** Session ids are file names inside the state directory: letters, digits, `.`, `_`, `-`. */
 export function validateSessionId(id: string): string {
   if (!ID.test(id)) {
-    throw new WireError("bad_request", `session: expected 1-128 characters of A-Z a-z 0-9 . _ - (not starting with .), found ${JSON.stringify(id).slice(0, 40)}`);
+    throw new WireError(
+      "bad_request",
+      `session: expected 1-128 characters of A-Z a-z 0-9 . _ - (not starting with .), found ${JSON.stringify(id).slice(0, 40)}`,
+    );
   }
   return id;
 }
@@ -38,7 +41,10 @@ export function encodeSession(r: SessionRecord): Buffer {
 export function decodeSession(buf: Buffer, file: string): SessionRecord {
   if (buf.length < MAGIC.length + 4 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error(`${file}: not a session file`);
   const hlen = buf.readUInt32LE(MAGIC.length);
-  const header = JSON.parse(buf.subarray(MAGIC.length + 4, MAGIC.length + 4 + hlen).toString("utf8")) as { pending: number | null; turns: number };
+  const header = JSON.parse(buf.subarray(MAGIC.length + 4, MAGIC.length + 4 + hlen).toString("utf8")) as {
+    pending: number | null;
+    turns: number;
+  };
   return { pending: header.pending, turns: header.turns, state: new Uint8Array(buf.subarray(MAGIC.length + 4 + hlen)) };
 }
 
@@ -46,7 +52,10 @@ export class SessionStore {
   private readonly memory = new Map<string, SessionRecord>(); // insertion order = least recent first
   private bytes = 0;
 
-  constructor(readonly dir: string, readonly maxMemoryBytes: number) {
+  constructor(
+    readonly dir: string,
+    readonly maxMemoryBytes: number,
+  ) {
     mkdirSync(dir, { recursive: true });
   }
 

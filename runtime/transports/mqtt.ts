@@ -31,7 +31,7 @@ export function topics(prefix: string, node: string) {
 
 /** A topic a reply may be published to: no wildcards, not empty, not too long. */
 function validReplyTopic(t: unknown): t is string {
-  return typeof t === "string" && t.length > 0 && t.length <= 1024 && !/[+#\u0000]/.test(t);
+  return typeof t === "string" && t.length > 0 && t.length <= 1024 && !/[+#]/.test(t) && !t.includes("\0");
 }
 
 export class MqttTransport implements Transport {
@@ -152,9 +152,14 @@ export class MqttTransport implements Transport {
     const client = this.client!;
     const send = responseTopic
       ? (m: Outgoing) => {
-          client.publish(responseTopic, JSON.stringify(m), { qos: 1, ...(this.version === 5 && correlationData ? { properties: { correlationData } } : {}) }, (err) => {
-            if (err) log.warn({ topic: responseTopic, err: err.message }, "reply not published");
-          });
+          client.publish(
+            responseTopic,
+            JSON.stringify(m),
+            { qos: 1, ...(this.version === 5 && correlationData ? { properties: { correlationData } } : {}) },
+            (err) => {
+              if (err) log.warn({ topic: responseTopic, err: err.message }, "reply not published");
+            },
+          );
         }
       : null;
 

@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#define CK(x)                                                                           \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
       fprintf(stderr, "chain_floor: %s: %s (line %d)\n", #x, cudaGetErrorString(e_), __LINE__); \
-      exit(1);                                                                          \
-    }                                                                                   \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
 // programmatic dependent launch exists from sm_90 (the Orin's sm_87 runs the configs without it)
@@ -39,8 +39,8 @@ __device__ __forceinline__ void pdlRelease() {
 
 // R: 16-byte loads per thread issued before the wait (the rest follow it)
 template <int R>
-__global__ void __launch_bounds__(256) phaseKernel(const uint4* __restrict__ w, size_t n16, const float* in, int nin, float* out, int nout,
-                                                   int pdl) {
+__global__ void __launch_bounds__(256)
+    phaseKernel(const uint4* __restrict__ w, size_t n16, const float* in, int nin, float* out, int nout, int pdl) {
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   const size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   uint4 r[R];
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(256) phaseKernel(const uint4* __restrict__ w, 
   }
 #pragma unroll
   for (int i = 0; i < R; i++) acc ^= r[i].x ^ r[i].y ^ r[i].z ^ r[i].w;
-  float s = (float)(acc & 1u) * 1e-30f;  // keeps the loads; the sum below stays the input's
+  float s = (float)(acc & 1u) * 1e-30f;                            // keeps the loads; the sum below stays the input's
   for (int i = threadIdx.x; i < nin; i += blockDim.x) s += in[i];  // written by the previous kernel: no __ldg
   __shared__ float red[8];
   for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -92,11 +92,16 @@ static int smCount() {
 typedef void (*KernelFn)(const uint4*, size_t, const float*, int, float*, int, int);
 static KernelFn kernelFor(int R) {
   switch (R) {
-    case 1: return phaseKernel<1>;
-    case 2: return phaseKernel<2>;
-    case 4: return phaseKernel<4>;
-    case 8: return phaseKernel<8>;
-    default: return phaseKernel<16>;
+    case 1:
+      return phaseKernel<1>;
+    case 2:
+      return phaseKernel<2>;
+    case 4:
+      return phaseKernel<4>;
+    case 8:
+      return phaseKernel<8>;
+    default:
+      return phaseKernel<16>;
   }
 }
 
@@ -204,8 +209,10 @@ int main(int argc, char** argv) {
 
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  printf("{\n \"tool\": \"scripts/gpu/chain_floor.cu\",\n \"device\": \"%s\",\n \"multiprocessors\": %d,\n \"shape\": \"%s\",\n \"recipe\": \"%s\",\n",
-         prop.name, sms, sh->name, recipe.c_str());
+  printf(
+      "{\n \"tool\": \"scripts/gpu/chain_floor.cu\",\n \"device\": \"%s\",\n \"multiprocessors\": %d,\n \"shape\": \"%s\",\n \"recipe\": "
+      "\"%s\",\n",
+      prop.name, sms, sh->name, recipe.c_str());
   printf(" \"copyBandwidthTBs\": %.3f,\n \"blocksPerKernel\": %u,\n \"configs\": [\n", bw / 1e12, blocks);
   bool first = true;
   for (size_t ci = 0; ci < configs.size(); ci++) {
@@ -244,9 +251,12 @@ int main(int argc, char** argv) {
     std::sort(ts.begin(), ts.end());
     const double ms = ts[ts.size() / 2], floorMs = bytes / bw * 1e3;
     const double kernels = (double)c.phases.size() * L + 1;
-    printf("%s  {\"config\": \"%s\", \"dependentLaunch\": %s, \"kernelsPerStep\": %.0f, \"bytes\": %.0f, \"msPerStep\": %.4f, \"floorMs\": %.4f, "
-           "\"ratioToFloor\": %.3f, \"usPerLayer\": %.2f}",
-           first ? "" : ",\n", c.name, c.pdl ? "true" : "false", kernels, bytes, ms, floorMs, ms / floorMs, (ms - head.bytes / bw * 1e3) * 1e3 / L);
+    printf(
+        "%s  {\"config\": \"%s\", \"dependentLaunch\": %s, \"kernelsPerStep\": %.0f, \"bytes\": %.0f, \"msPerStep\": %.4f, \"floorMs\": "
+        "%.4f, "
+        "\"ratioToFloor\": %.3f, \"usPerLayer\": %.2f}",
+        first ? "" : ",\n", c.name, c.pdl ? "true" : "false", kernels, bytes, ms, floorMs, ms / floorMs,
+        (ms - head.bytes / bw * 1e3) * 1e3 / L);
     first = false;
     fprintf(stderr, "%-80s %7.3f ms (floor %.3f, x%.2f), %.2f us per layer\n", c.name, ms, floorMs, ms / floorMs,
             (ms - head.bytes / bw * 1e3) * 1e3 / L);

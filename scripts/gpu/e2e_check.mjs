@@ -8,7 +8,8 @@ import { OrtBackend } from "../../dist/runtime/backends/ort.js";
 import { MambaModel } from "../../dist/engines/model/model.js";
 
 const rel = (a, b) => {
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let i = 0; i < b.length; i++) {
     if (!Number.isFinite(a[i])) return Infinity;
     num += (a[i] - b[i]) ** 2;
@@ -19,25 +20,36 @@ const rel = (a, b) => {
 const cat = (xs) => {
   const out = new Float32Array(xs.reduce((s, x) => s + x.length, 0));
   let o = 0;
-  for (const x of xs) out.set(x, o), (o += x.length);
+  for (const x of xs) {
+    out.set(x, o);
+    o += x.length;
+  }
   return out;
 };
 let seed = 12345;
-const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
 
 const [outPath, ...pairs] = process.argv.slice(2);
 const rows = [];
 for (const pair of pairs) {
   const [modelDir, engineDir] = pair.split("=");
   const model = MambaModel.load(modelDir);
-  const ref = { prefill: async (t, s, a) => model.prefill(t, s, a), step: async (t, s) => model.step(t, s), newState: () => model.newState() };
+  const ref = {
+    prefill: async (t, s, a) => model.prefill(t, s, a),
+    step: async (t, s) => model.step(t, s),
+    newState: () => model.newState(),
+  };
   const ort = await OrtBackend.open(engineDir);
   const cuda = await CudaBackend.open(engineDir, { maxBatch: 8, slots: 8 });
   const recipe = cuda.manifest.quant.recipe;
   const V = cuda.info.vocabSize;
   const prompts = [90, 47, 130].map((n) => Int32Array.from({ length: n }, () => Math.floor(rand() * V)));
   const runs = {};
-  const backends = [["ref", ref], ["ort", ort], ["cuda", cuda]];
+  const backends = [
+    ["ref", ref],
+    ["ort", ort],
+    ["cuda", cuda],
+  ];
   for (const [name, be] of backends) {
     const states = prompts.map(() => be.newState());
     const logits = [];
@@ -89,9 +101,15 @@ for (const pair of pairs) {
   };
   row.tolerance = recipe === "fp16" ? 2e-3 : row.ortVsRef + 2e-2;
   // the moved state is compared with the fp32 reference: a like-for-like check for fp16 engines only
-  row.ok = row.cudaVsRef <= row.tolerance && row.stateRoundTrip === 0 && row.stateClone === 0 && (recipe !== "fp16" || row.stateMovedToRef <= 2e-3);
+  row.ok =
+    row.cudaVsRef <= row.tolerance &&
+    row.stateRoundTrip === 0 &&
+    row.stateClone === 0 &&
+    (recipe !== "fp16" || row.stateMovedToRef <= 2e-3);
   rows.push(row);
-  console.log(`${row.model.padEnd(14)} ${recipe.padEnd(11)} cuda-ref ${row.cudaVsRef.toExponential(2)}  ort-ref ${row.ortVsRef.toExponential(2)}  cuda-ort ${row.cudaVsOrt.toExponential(2)}  moved-state ${row.stateMovedToRef.toExponential(2)}  round-trip ${row.stateRoundTrip}  clone ${row.stateClone}  tolerance ${row.tolerance.toExponential(2)}  ${row.ok ? "ok" : "FAIL"}`);
+  console.log(
+    `${row.model.padEnd(14)} ${recipe.padEnd(11)} cuda-ref ${row.cudaVsRef.toExponential(2)}  ort-ref ${row.ortVsRef.toExponential(2)}  cuda-ort ${row.cudaVsOrt.toExponential(2)}  moved-state ${row.stateMovedToRef.toExponential(2)}  round-trip ${row.stateRoundTrip}  clone ${row.stateClone}  tolerance ${row.tolerance.toExponential(2)}  ${row.ok ? "ok" : "FAIL"}`,
+  );
   await cuda.close();
   await ort.close();
 }

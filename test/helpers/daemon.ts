@@ -116,7 +116,11 @@ export interface Served {
 
 /** Starts `mamba-edge serve ARGS` and waits for its "ready" log line. */
 export async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Served> {
-  const proc = spawn(process.execPath, [bin, "serve", ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [bin, "serve", ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   const replies: Record<string, unknown>[] = [];
   const logs: Record<string, unknown>[] = [];
   const waiters: { pred: (r: Record<string, unknown>) => boolean; resolve: (r: Record<string, unknown>) => void }[] = [];
@@ -124,7 +128,11 @@ export async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promis
   createInterface({ input: proc.stdout! }).on("line", (line) => {
     const r = JSON.parse(line) as Record<string, unknown>;
     replies.push(r);
-    for (const w of [...waiters]) if (w.pred(r)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(r);
+    for (const w of [...waiters]) {
+      if (!w.pred(r)) continue;
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(r);
+    }
   });
   const ready = new Promise<void>((resolve, reject) => {
     createInterface({ input: proc.stderr! }).on("line", (line) => {
@@ -149,7 +157,10 @@ export async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promis
       const hit = replies.find(pred);
       if (hit) return Promise.resolve(hit);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no matching reply within ${ms} ms; got ${JSON.stringify(replies).slice(0, 400)}`)), ms);
+        const timer = setTimeout(
+          () => reject(new Error(`no matching reply within ${ms} ms; got ${JSON.stringify(replies).slice(0, 400)}`)),
+          ms,
+        );
         waiters.push({ pred, resolve: (r) => (clearTimeout(timer), resolve(r)) });
       });
     },

@@ -12,7 +12,15 @@ export async function stepTrace(be: Backend, batchSteps: number): Promise<{ logi
   for (const [i, p] of prompts.entries()) await be.prefill(Int32Array.from(p), states[i]);
   const logits: Float32Array[] = [];
   // (copies: a step's logits are valid until the next step)
-  for (let t = 0; t < batchSteps; t++) logits.push((await be.step(Int32Array.from(prompts, (_, b) => 9 + b + t), states)).slice());
+  for (let t = 0; t < batchSteps; t++)
+    logits.push(
+      (
+        await be.step(
+          Int32Array.from(prompts, (_, b) => 9 + b + t),
+          states,
+        )
+      ).slice(),
+    );
   logits.push((await be.step(Int32Array.of(11), [states[1]])).slice()); // the batch changes
   const data = states.map((s) => Array.from(s.data));
   await be.close();

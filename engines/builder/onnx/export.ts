@@ -18,7 +18,16 @@ export interface Emitter {
    * y = x·Wᵀ + b for x of shape (rows, in) and W (out, in); returns y's name. `form.fusedStep`: the
    * graph is the fused decode step (a few rows; the operators of OPS_DOMAIN may be used).
    */
-  linear(g: Graph, x: string, name: string, W: Float32Array, bias: Float32Array | null, outDim: number, inDim: number, form?: LinearForm): string;
+  linear(
+    g: Graph,
+    x: string,
+    name: string,
+    W: Float32Array,
+    bias: Float32Array | null,
+    outDim: number,
+    inDim: number,
+    form?: LinearForm,
+  ): string;
   /** rows of the table W (rows, cols) picked by ids, as float32 */
   gather(g: Graph, ids: string, name: string, W: Float32Array, rows: number, cols: number): string;
   /**
@@ -134,7 +143,15 @@ export function buildGraph(
  * the oldest are whole-row copies (channel-major, the per-step Slice and Concat moved 3-float runs
  * and cost more than the conv itself).
  */
-function causalConv(ctx: Ctx, l: number, x: string, state: string, C: number, W: Float32Array, bias: Float32Array | null): [string, string] {
+function causalConv(
+  ctx: Ctx,
+  l: number,
+  x: string,
+  state: string,
+  C: number,
+  W: Float32Array,
+  bias: Float32Array | null,
+): [string, string] {
   const { g, c } = ctx;
   const K = c.dConv;
   const wName = f32(ctx, `l${l}.conv_w`, W, [C, K]);
@@ -168,7 +185,9 @@ function split(g: Graph, x: string, sizes: number[], axis = -1): string[] {
 function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: string, conv: string, ssm: string): [string, string, string] {
   const { g, c } = ctx;
   const linear = linearOf(ctx);
-  const E = c.dInner, N = c.dState, R = c.dtRank;
+  const E = c.dInner,
+    N = c.dState,
+    R = c.dtRank;
   const xz = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, 2 * E, c.dModel);
   const [x, z] = split(g, xz, [E, E]);
   const [xcRaw, convOut] = causalConv(ctx, l, x, conv, E, L.convW, L.convB);
@@ -238,7 +257,11 @@ function scanBody1(E: number, N: number, l: number) {
 function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ssm: string): [string, string, string] {
   const { g, c } = ctx;
   const linear = linearOf(ctx);
-  const E = c.dInner, N = c.dState, G = c.nGroups, H = c.nHeads, P = c.headDim;
+  const E = c.dInner,
+    N = c.dState,
+    G = c.nGroups,
+    H = c.nHeads,
+    P = c.headDim;
   const convC = E + 2 * G * N;
   const zxbcdt = linear(g, u, `l${l}.in_proj`, L.inProj, L.inProjBias, E + convC + H, c.dModel);
   const [z, xBC, dtRaw] = split(g, zxbcdt, [E, convC, H]);
@@ -254,7 +277,13 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   if (ctx.fused) {
     // softplus(dt + dt_bias), its clip, the state update and the D skip in one operator; the gated norm follows
     const ins = [ssm, dtRaw, x, Bm, Cm, dtBias, A, D];
-    const [ys, sOut] = g.op(ctx.mode === "step" ? "SsdStep" : "SsdScan", ins, { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } }, 2, OPS_DOMAIN);
+    const [ys, sOut] = g.op(
+      ctx.mode === "step" ? "SsdStep" : "SsdScan",
+      ins,
+      { dt_min: { f: lo }, dt_max: { f: Math.min(hi, 3.4e38) } },
+      2,
+      OPS_DOMAIN,
+    );
     return [linear(g, gatedNorm(ctx, l, L, ys, z), `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
   }
   let dt = g.o("Softplus", [g.o("Add", [dtRaw, dtBias])]); // (rows, H): no Gemm to fuse into
@@ -262,13 +291,13 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   // heads view: x (rows, H, P); B, C per head (rows, H, N) by repeating each group H/G times
   const rowsHP = g.ints([-1, H, P]);
   const xh = g.o("Reshape", [x, rowsHP]);
-  const perHead = (m: string, tag: string) => {
+  const perHead = (m: string) => {
     const m3 = g.o("Reshape", [m, g.ints([-1, G, 1, N])]);
     const rep = g.o("Expand", [m3, g.ints([1, 1, H / G, 1])]);
     return g.o("Reshape", [rep, g.ints([-1, H, N])]);
   };
-  const Bh = perHead(Bm, "b");
-  const Ch = perHead(Cm, "c");
+  const Bh = perHead(Bm);
+  const Ch = perHead(Cm);
 
   let y: string; // (rows, H, P)
   let ssmOut: string;

@@ -94,7 +94,14 @@ export class Graph {
     // names carry the graph's name: a Scan body's values must not shadow the outer graph's
     const outs = Array.from({ length: nOut }, () => `${this.name}/${type.toLowerCase()}_${this.counter++}`);
     const ins = inputs.map((i) => this.renamed.get(i) ?? i); // a value may since have become an output
-    this.nodes.push({ opType: type, domain, input: ins, output: outs, name: `${type}_${this.counter}`, attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) });
+    this.nodes.push({
+      opType: type,
+      domain,
+      input: ins,
+      output: outs,
+      name: `${type}_${this.counter}`,
+      attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
+    });
     return outs;
   }
 

@@ -12,7 +12,8 @@ export function fp16Emitter(file: WeightFile): Emitter {
   const cast = new Map<string, string>();
   const weight = (g: Graph, name: string, W: Float32Array, dims: number[]) => {
     const key = `${g.name}/${name}`;
-    if (!cast.has(key)) cast.set(key, g.o("Cast", [g.external(`${name}.w16`, file.add(`${name}.w16`, half(W)), dims, DT.FLOAT16)], { to: DT.FLOAT }));
+    if (!cast.has(key))
+      cast.set(key, g.o("Cast", [g.external(`${name}.w16`, file.add(`${name}.w16`, half(W)), dims, DT.FLOAT16)], { to: DT.FLOAT }));
     return cast.get(key)!;
   };
   return {

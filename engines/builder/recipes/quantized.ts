@@ -28,7 +28,12 @@ export const rotates = (r: Recipe) => r === "w8a8" || r === "w4a8";
 const int8Weights = (r: Recipe) => r === "w8a8" || r === "w8a8-naive";
 const int8Acts = (r: Recipe) => r !== "w4a16";
 
-export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<string, OutTensor>, scales: Record<string, unknown>): Emitter {
+export function quantEmitter(
+  file: WeightFile,
+  o: QuantOptions,
+  canonical: Map<string, OutTensor>,
+  scales: Record<string, unknown>,
+): Emitter {
   const half = fp16Emitter(file);
   const stat = (name: string) => {
     const s = o.calib.stats.get(name);
@@ -87,7 +92,7 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
           canonical.set(`${name}.weight`, { dtype: "U8", shape: [outDim, Math.ceil(inDim / o.group), o.group / 2], data: packed });
         }
         canonical.set(`${name}.weight_scale`, { dtype: "F32", shape: [p.scale.length], data: p.scale });
-        if (int8Acts(o.recipe)) (scales[name] = inputScale(name));
+        if (int8Acts(o.recipe)) scales[name] = inputScale(name);
         prepared.set(name, p);
       }
       const b = bias ? g.external(`${name}.b`, file.add(`${name}.b`, bias), [outDim], DT.FLOAT) : null;
@@ -98,7 +103,13 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
         const xq = g.o("QuantizeLinear", [x, g.floats([sx], []), zp]);
         const wq = g.external(`${name}.wq`, file.add(`${name}.wq`, p.data), [inDim, outDim], DT.INT8);
         const acc = g.o("Cast", [g.o("MatMulInteger", [xq, wq, zp])], { to: DT.FLOAT });
-        y = g.o("Mul", [acc, g.floats(p.scale.map((s) => s * sx), [outDim])]);
+        y = g.o("Mul", [
+          acc,
+          g.floats(
+            p.scale.map((s) => s * sx),
+            [outDim],
+          ),
+        ]);
       } else {
         const xa = int8Acts(o.recipe) ? qdq(g, x, inputScale(name)) : x;
         const blocks = Math.ceil(inDim / o.group);
@@ -110,7 +121,12 @@ export function quantEmitter(file: WeightFile, o: QuantOptions, canonical: Map<s
           y = g.op("MatMulQ4", [xa, wq, sc], {}, 1, OPS_DOMAIN)[0];
         } else {
           // accuracy_level 4: int8 compute for w4a8; float for w4a16
-          y = g.o("MatMulNBits", [xa, wq, sc], { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: int8Acts(o.recipe) ? 4 : 0 }, "com.microsoft");
+          y = g.o(
+            "MatMulNBits",
+            [xa, wq, sc],
+            { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: int8Acts(o.recipe) ? 4 : 0 },
+            "com.microsoft",
+          );
         }
       }
       return b ? g.o("Add", [y, b]) : y;

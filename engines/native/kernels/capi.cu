@@ -36,16 +36,16 @@ static int withLayout(LinearW W, F&& f) {
 
 extern "C" {
 
-int me_k_linear(int gemmOnly, int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const void* x, int lda,
-                float xScale, int M, float* y, int ldy) {
+int me_k_linear(int gemmOnly, int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const void* x,
+                int lda, float xScale, int M, float* y, int ldy) {
   return withLayout(LinearW{wtype, N, K, w, scale, group, bias, 0}, [&](const LinearW& W) {
     return gemmOnly ? gemm(W, x, lda, xScale, M, y, ldy, 0) : gemv(W, x, lda, xScale, M, y, ldy, nullptr, 0);
   });
 }
 
 // decode GEMV with the RMSNorm fused into its input and the result added into y
-int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const float* hidden, const float* normW,
-                   float eps, float nScale, int M, float* y, int ldy) {
+int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, int group, const float* bias, const float* hidden,
+                   const float* normW, float eps, float nScale, int M, float* y, int ldy) {
   NormIn n{hidden, normW, eps, nScale};
   return withLayout(LinearW{wtype, N, K, w, scale, group, bias, 0},
                     [&](const LinearW& W) { return gemv(W, hidden, K, nScale, M, y, ldy, nullptr, 0, &n, 1); });
@@ -55,8 +55,8 @@ int me_k_gemv_norm(int wtype, int N, int K, const void* w, const float* scale, i
 // into ss (their count into *parts); then a second GEMV (W2: N2 × N) that takes its input's RMSNorm
 // from those partial sums, adding into y2: the pair out_proj -> next in_proj of the runner. Both
 // have weights of type wtype (4-bit: groups of 128); x is int8 with scale xScale for int8 weights.
-int me_k_gemv_ss_pair(int wtype, int N, int K, const void* w, const float* scale, const void* x, float xScale, float* y, float* ss, int* parts,
-                      int N2, const void* w2, const float* scale2, const float* normW, float eps, float nScale, float* y2) {
+int me_k_gemv_ss_pair(int wtype, int N, int K, const void* w, const float* scale, const void* x, float xScale, float* y, float* ss,
+                      int* parts, int N2, const void* w2, const float* scale2, const float* normW, float eps, float nScale, float* y2) {
   return withLayout(LinearW{wtype, N, K, w, scale, 128, nullptr, 0}, [&](const LinearW& W) {
     const int n = gemvSumSquaresParts(W);
     if (n == 0) return cudaErrorNotSupported;
@@ -71,26 +71,26 @@ int me_k_gemv_ss_pair(int wtype, int N, int K, const void* w, const float* scale
   });
 }
 
-int me_k_conv1d_prefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state, const float* qscale,
-                        float* out, int8_t* xq, float xqScale) {
+int me_k_conv1d_prefill(const float* in, int ldin, int c0, int T, int C, int K, const float* w, const float* b, float* state,
+                        const float* qscale, float* out, int8_t* xq, float xqScale) {
   return done(conv1dPrefill(in, ldin, c0, T, C, K, w, b, state, qscale, out, xq, xqScale, 0));
 }
 
-int me_k_conv1d_step(const float* in, int ldin, int c0, int M, int C, int K, const float* w, const float* b, float* states, long long slotStride,
-                     const int* slots, const float* qscale, float* out, int8_t* xq, float xqScale) {
+int me_k_conv1d_step(const float* in, int ldin, int c0, int M, int C, int K, const float* w, const float* b, float* states,
+                     long long slotStride, const int* slots, const float* qscale, float* out, int8_t* xq, float xqScale) {
   return done(conv1dStep(in, ldin, c0, M, C, K, w, b, states, slotStride, slots, qscale, out, xq, xqScale, 0));
 }
 
-int me_k_scan1(int prefill, int E, int N, int R, const float* dbl, int lddbl, const float* dtRaw, const __half* dtW, const float* dtB, const float* A,
-               const float* D, const float* x, const float* z, int ldz, float sB, float sC, float* y, int8_t* yq, float outScale, int rows,
-               float* states, long long slotStride, const int* slots) {
+int me_k_scan1(int prefill, int E, int N, int R, const float* dbl, int lddbl, const float* dtRaw, const __half* dtW, const float* dtB,
+               const float* A, const float* D, const float* x, const float* z, int ldz, float sB, float sC, float* y, int8_t* yq,
+               float outScale, int rows, float* states, long long slotStride, const int* slots) {
   Scan1 p{E, N, R, dbl, lddbl, dtRaw, dtW, dtB, A, D, x, z, ldz, sB, sC, y, yq, outScale};
   return done(prefill ? scan1Prefill(p, rows, states, 0) : scan1Step(p, rows, states, slotStride, slots, 0));
 }
 
-int me_k_ssd(int prefill, int H, int P, int N, int G, const float* xbc, int ldxbc, const float* dtRaw, int lddt, const float* dtBias, const float* A,
-             const float* D, float dtLo, float dtHi, const float* z, int ldz, int gate, float* y, int rows, float* states, long long slotStride,
-             const int* slots, float* ssOut) {
+int me_k_ssd(int prefill, int H, int P, int N, int G, const float* xbc, int ldxbc, const float* dtRaw, int lddt, const float* dtBias,
+             const float* A, const float* D, float dtLo, float dtHi, const float* z, int ldz, int gate, float* y, int rows, float* states,
+             long long slotStride, const int* slots, float* ssOut) {
   Ssd p{H, P, N, G, xbc, ldxbc, dtRaw, lddt, dtBias, A, D, dtLo, dtHi, z, ldz, gate, y};
   return done(prefill ? ssdPrefill(p, rows, states, 0) : ssdStep(p, rows, states, slotStride, slots, 0, ssOut));
 }
@@ -99,8 +99,8 @@ int me_k_add_rmsnorm(float* hidden, const float* add, int M, int D, const float*
   return done(addRmsnormQuant(hidden, add, M, D, w, eps, out, outQ, scale, 0));
 }
 
-int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, int gs, const float* w, float eps, int hb, float scale, const float* y,
-                  int M, float* out, int8_t* outQ, const float* part, int nPart) {
+int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, int gs, const float* w, float eps, int hb, float scale,
+                  const float* y, int M, float* out, int8_t* outQ, const float* part, int nPart) {
   RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale, part, nPart};
   return done(rowNormRotateQuant(p, y, M, out, outQ, 0));
 }
@@ -134,7 +134,10 @@ int me_k_gemv_time(int wtype, int N, int K, const void* w, const float* scale, i
     LinearW W{wtype, N, K, nullptr, nullptr, 128, nullptr, 0, ws, wsCount};
     void* wc = alloc(wBytes);
     float* sc = sFloats ? (float*)alloc(sFloats * 4) : nullptr;
-    if (!wc || (sFloats && !sc)) { e = cudaErrorMemoryAllocation; break; }
+    if (!wc || (sFloats && !sc)) {
+      e = cudaErrorMemoryAllocation;
+      break;
+    }
     if (sc) e = cudaMemcpy(sc, scale, sFloats * 4, cudaMemcpyDeviceToDevice);
     W.scale = sc;
     if (!e && wtype == W_I4 && i4Packable(W)) {

@@ -89,12 +89,15 @@ __device__ __forceinline__ float convStepOne(float x, const float* w, float b, f
   float acc = b;
   float prev[8];
 #pragma unroll
-  for (int k = 0; k < 8; k++) if (k < K - 1) prev[k] = st[k];
+  for (int k = 0; k < 8; k++)
+    if (k < K - 1) prev[k] = st[k];
 #pragma unroll
-  for (int k = 0; k < 8; k++) if (k < K - 1) acc += w[k] * prev[k];
+  for (int k = 0; k < 8; k++)
+    if (k < K - 1) acc += w[k] * prev[k];
   acc += w[K - 1] * x;
 #pragma unroll
-  for (int k = 0; k < 8; k++) if (k < K - 2) st[k] = prev[k + 1];
+  for (int k = 0; k < 8; k++)
+    if (k < K - 2) st[k] = prev[k + 1];
   st[K - 2] = x;
   return siluf(acc);
 }

@@ -7,17 +7,21 @@
 namespace me {
 
 // one step of the prefill: output of row t from the window and x, then the window shifts
-__device__ __forceinline__ void convPrefillStep(float x, const float (&wk)[8], float (&win)[8], float bias, float qs, int K, int t, int C, int c,
-                                                float* __restrict__ out, int8_t* __restrict__ xq, float xqScale) {
+__device__ __forceinline__ void convPrefillStep(float x, const float (&wk)[8], float (&win)[8], float bias, float qs, int K, int t, int C,
+                                                int c, float* __restrict__ out, int8_t* __restrict__ xq, float xqScale) {
   float acc = bias;
 #pragma unroll
-  for (int k = 0; k < 7; k++) if (k < K - 1) acc += wk[k] * win[k];
+  for (int k = 0; k < 7; k++)
+    if (k < K - 1) acc += wk[k] * win[k];
 #pragma unroll
-  for (int k = 0; k < 8; k++) if (k == K - 1) acc += wk[k] * x;
+  for (int k = 0; k < 8; k++)
+    if (k == K - 1) acc += wk[k] * x;
 #pragma unroll
-  for (int k = 0; k < 7; k++) if (k < K - 2) win[k] = win[k + 1];
+  for (int k = 0; k < 7; k++)
+    if (k < K - 2) win[k] = win[k + 1];
 #pragma unroll
-  for (int k = 0; k < 7; k++) if (k == K - 2) win[k] = x;
+  for (int k = 0; k < 7; k++)
+    if (k == K - 2) win[k] = x;
   float o = siluf(acc);
   if (xq) xq[(size_t)t * C + c] = (int8_t)quant8(o, xqScale);
   out[(size_t)t * C + c] = qdq(o, qs);
@@ -54,12 +58,14 @@ __global__ void conv1dPrefillKernel(const float* __restrict__ in, int ldin, int 
     for (int i = 0; i < CT; i++) xs[i] = nx[i];
   }
 #pragma unroll
-  for (int k = 0; k < 7; k++) if (k < K - 1) state[(size_t)c * (K - 1) + k] = win[k];
+  for (int k = 0; k < 7; k++)
+    if (k < K - 1) state[(size_t)c * (K - 1) + k] = win[k];
 }
 
 __global__ void conv1dStepKernel(const float* __restrict__ in, int ldin, int c0, int M, int C, int K, const float* __restrict__ w,
-                                 const float* __restrict__ b, float* __restrict__ states, long long slotStride, const int* __restrict__ slots,
-                                 const float* __restrict__ qscale, float* __restrict__ out, int8_t* __restrict__ xq, float xqScale) {
+                                 const float* __restrict__ b, float* __restrict__ states, long long slotStride,
+                                 const int* __restrict__ slots, const float* __restrict__ qscale, float* __restrict__ out,
+                                 int8_t* __restrict__ xq, float xqScale) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y;
   if (c >= C) return;
   float* st = states + (long long)slots[m] * slotStride + (size_t)c * (K - 1);
@@ -78,7 +84,8 @@ cudaError_t conv1dPrefill(const float* in, int ldin, int c0, int T, int C, int K
 cudaError_t conv1dStep(const float* in, int ldin, int c0, int M, int C, int K, const float* w, const float* b, float* states,
                        long long slotStride, const int* slots, const float* qscale, float* out, int8_t* xq, float xqScale, cudaStream_t s) {
   if (K < 2 || K > 8) return cudaErrorInvalidValue;
-  conv1dStepKernel<<<dim3((C + 127) / 128, M), 128, 0, s>>>(in, ldin, c0, M, C, K, w, b, states, slotStride, slots, qscale, out, xq, xqScale);
+  conv1dStepKernel<<<dim3((C + 127) / 128, M), 128, 0, s>>>(in, ldin, c0, M, C, K, w, b, states, slotStride, slots, qscale, out, xq,
+                                                            xqScale);
   return cudaGetLastError();
 }
 

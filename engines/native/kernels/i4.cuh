@@ -12,8 +12,8 @@ __device__ __forceinline__ __half2 asHalf2(uint32_t v) { return *reinterpret_cas
 __device__ __forceinline__ void dequant8(uint32_t q, __half2* d) {
   const __half2 off = asHalf2(0x64086408u), sixteenth = asHalf2(0x2C002C00u), off16 = asHalf2(0xD480D480u);  // 1032, 1/16, -72
   const uint32_t q8 = q >> 8;
-  d[0] = __hsub2(asHalf2((q & 0x000F000Fu) | 0x64006400u), off);                   // 1024 + n
-  d[1] = __hfma2(asHalf2((q & 0x00F000F0u) | 0x64006400u), sixteenth, off16);      // (1024 + 16 n) / 16 - 72
+  d[0] = __hsub2(asHalf2((q & 0x000F000Fu) | 0x64006400u), off);               // 1024 + n
+  d[1] = __hfma2(asHalf2((q & 0x00F000F0u) | 0x64006400u), sixteenth, off16);  // (1024 + 16 n) / 16 - 72
   d[2] = __hsub2(asHalf2((q8 & 0x000F000Fu) | 0x64006400u), off);
   d[3] = __hfma2(asHalf2((q8 & 0x00F000F0u) | 0x64006400u), sixteenth, off16);
 }

@@ -13,19 +13,19 @@ namespace me {
 enum WType : int { W_F16 = 0, W_I8 = 1, W_I4 = 2 };
 
 struct LinearW {
-  int type;             // WType
-  int N, K;             // outputs, inputs
-  const void* w;        // F16: (N, K) half; I8: (N, K) int8; I4: (N, K/group, group/2) bytes, low nibble first, zero point 8
-  const float* scale;   // I8: (N) per output channel; I4: (N, K/group); F16: null
-  int group;            // I4 group size (a multiple of 32)
-  const float* bias;    // (N) or null
-  int packed;           // I4 only: w is in the tensor-core tile order of packI4 (see i4Packable)
+  int type;            // WType
+  int N, K;            // outputs, inputs
+  const void* w;       // F16: (N, K) half; I8: (N, K) int8; I4: (N, K/group, group/2) bytes, low nibble first, zero point 8
+  const float* scale;  // I8: (N) per output channel; I4: (N, K/group); F16: null
+  int group;           // I4 group size (a multiple of 32)
+  const float* bias;   // (N) or null
+  int packed;          // I4 only: w is in the tensor-core tile order of packI4 (see i4Packable)
   // Packed I4 only, optional: scratch that lets a decode GEMV split K across blocks (partial sums
   // and one arrival counter per 16-row tile, zeroed once; the last block to arrive resets it). Small
   // matrices need the split to reach enough of the GPU. One workspace serves every linear layer of
   // a stream (kernels of one stream never run their split phases at the same time).
-  float* ws;            // GEMV_WS_FLOATS floats
-  unsigned* wsCount;    // GEMV_WS_TILES counters
+  float* ws;          // GEMV_WS_FLOATS floats
+  unsigned* wsCount;  // GEMV_WS_TILES counters
 };
 constexpr int GEMV_WS_FLOATS = 1 << 17;
 constexpr int GEMV_WS_TILES = 1 << 16;
@@ -42,14 +42,17 @@ cudaError_t packI4(const LinearW& W, void* out, cudaStream_t s);
 // first), silu, then an optional fake quantization per channel.
 struct ConvStep {
   int c0, C, K;
-  const float* w;       // (C, K)
-  const float* b;       // (C) or null
-  float* states;        // state of channel c, row m: states + slots[m] * slotStride + c * (K-1)
+  const float* w;  // (C, K)
+  const float* b;  // (C) or null
+  float* states;   // state of channel c, row m: states + slots[m] * slotStride + c * (K-1)
   long long slotStride;
   const int* slots;     // (M)
   const float* qscale;  // (C) quantize-dequantize scale per channel (0: none), or null
-  float* xc; int ldxc;  // (M, C) output after silu (and fake quantization)
-  int8_t* xq; float xqScale; int ldxq; // optional int8 copy (scale xqScale) for the next linear
+  float* xc;
+  int ldxc;  // (M, C) output after silu (and fake quantization)
+  int8_t* xq;
+  float xqScale;
+  int ldxq;  // optional int8 copy (scale xqScale) for the next linear
 };
 
 // The block's RMSNorm fused into a decode GEMV's input: x[m, k] = hidden[m, k] / rms(hidden[m]) * w[k],
@@ -99,17 +102,21 @@ cudaError_t conv1dStep(const float* in, int ldin, int c0, int M, int C, int K, c
 // ---- Mamba-1 selective scan ----------------------------------------------------------------------
 struct Scan1 {
   int E, N, R;
-  const float* dbl; int lddbl;     // (rows, R + 2N): [dt_low | B | C] from x_proj
-  const float* dtRaw;              // prefill: (T, E) dt_proj output without bias; step: null (dt_proj fused)
-  const __half* dtW;               // (E, R) dt_proj weight (step)
-  const float* dtB;                // (E) dt_proj bias
-  const float* A;                  // (E, N)
-  const float* D;                  // (E)
-  const float* x;                  // (rows, E) SSM input after conv (and fake quantization)
-  const float* z; int ldz;         // gate
-  float sB, sC;                    // fake-quantization scales of B and C (0: none)
+  const float* dbl;
+  int lddbl;           // (rows, R + 2N): [dt_low | B | C] from x_proj
+  const float* dtRaw;  // prefill: (T, E) dt_proj output without bias; step: null (dt_proj fused)
+  const __half* dtW;   // (E, R) dt_proj weight (step)
+  const float* dtB;    // (E) dt_proj bias
+  const float* A;      // (E, N)
+  const float* D;      // (E)
+  const float* x;      // (rows, E) SSM input after conv (and fake quantization)
+  const float* z;
+  int ldz;       // gate
+  float sB, sC;  // fake-quantization scales of B and C (0: none)
   // output y = (C·h + D x) * silu(z): float32, or int8 with outScale (outInt8), or fake-quantized (outScale > 0)
-  float* y; int8_t* yq; float outScale;
+  float* y;
+  int8_t* yq;
+  float outScale;
 };
 // prefill: T rows of one sequence, state h (E, N)
 cudaError_t scan1Prefill(const Scan1& p, int T, float* h, cudaStream_t s);
@@ -118,14 +125,17 @@ cudaError_t scan1Step(const Scan1& p, int M, float* states, long long slotStride
 
 // ---- Mamba-2 SSD ---------------------------------------------------------------------------------
 struct Ssd {
-  int H, P, N, G;                  // heads, head dim, state size, groups
-  const float* xbc; int ldxbc;     // (rows, H*P + 2*G*N): [x | B | C] after conv
-  const float* dtRaw; int lddt;    // (rows, H) before bias
-  const float* dtBias, *A, *D;     // (H)
+  int H, P, N, G;  // heads, head dim, state size, groups
+  const float* xbc;
+  int ldxbc;  // (rows, H*P + 2*G*N): [x | B | C] after conv
+  const float* dtRaw;
+  int lddt;                     // (rows, H) before bias
+  const float *dtBias, *A, *D;  // (H)
   float dtLo, dtHi;
-  const float* z; int ldz;         // gate (applied here when gateHere)
+  const float* z;
+  int ldz;  // gate (applied here when gateHere)
   int gateHere;
-  float* y;                        // (rows, H*P)
+  float* y;  // (rows, H*P)
 };
 // prefill over T rows of one sequence, recurrent form with the state in registers; state (H, P, N)
 cudaError_t ssdPrefill(const Ssd& p, int T, float* S, cudaStream_t s);
@@ -137,19 +147,26 @@ int ssdStepParts(int H, int P);
 // ---- norms, rotation, quantization --------------------------------------------------------------
 // hidden (M, D) += add (if add); out = hidden / rms * w: float32 (fake-quantized when scale > 0 and
 // outQ is null) or int8 with scale into outQ.
-cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale, cudaStream_t s);
+cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale,
+                            cudaStream_t s);
 // per row of y (M, E): optional gate silu(z) before (or after) an RMSNorm over groups of gs channels
 // (gs = 0: no norm), then an optional block Hadamard rotation (block hb, 0: none), then output as
 // above (float32 / fake-quantized / int8).
 struct RowPost {
   int E;
-  const float* z; int ldz; int gate; int normBeforeGate;
-  int gs; const float* w; float eps;
+  const float* z;
+  int ldz;
+  int gate;
+  int normBeforeGate;
+  int gs;
+  const float* w;
+  float eps;
   int hb;
   float scale;
   // batch 1, y already gated: the norm over the whole row (weights w) from nPart partial sums of
   // squares (the SSD step's), so the rotation runs in E / hb blocks instead of one for the row
-  const float* part; int nPart;
+  const float* part;
+  int nPart;
 };
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s);
 

@@ -18,10 +18,20 @@
 
 namespace me {
 
-template <int WT> struct Epl;
-template <> struct Epl<W_F16> { static constexpr int v = 8; };
-template <> struct Epl<W_I8> { static constexpr int v = 16; };
-template <> struct Epl<W_I4> { static constexpr int v = 32; };
+template <int WT>
+struct Epl;
+template <>
+struct Epl<W_F16> {
+  static constexpr int v = 8;
+};
+template <>
+struct Epl<W_I8> {
+  static constexpr int v = 16;
+};
+template <>
+struct Epl<W_I4> {
+  static constexpr int v = 32;
+};
 
 constexpr int GEMV_MT = 8;  // activation rows per pass
 constexpr int GEMV_RW = 2;  // weight rows per warp: activations loaded once serve both
@@ -34,12 +44,15 @@ struct GemvGrid {
 };
 
 template <int WT>
-__device__ __forceinline__ size_t byteOff(int k) { return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2; }
+__device__ __forceinline__ size_t byteOff(int k) {
+  return WT == W_F16 ? (size_t)k * 2 : WT == W_I8 ? (size_t)k : (size_t)k / 2;
+}
 
 // this lane's 16 bytes of RW row-major weight rows (from wbase, rows rowBytes apart) for U steps of
 // the warp (step it0 + u * ks), zeros past the matrix
 template <int WT, int U, int RW>
-__device__ __forceinline__ void loadRows(uint4 (&wq)[U][RW], const uint8_t* wbase, size_t rowBytes, int n0, int N, int K, int nIt, int it0, int ks) {
+__device__ __forceinline__ void loadRows(uint4 (&wq)[U][RW], const uint8_t* wbase, size_t rowBytes, int n0, int N, int K, int nIt, int it0,
+                                         int ks) {
   constexpr int EPL = Epl<WT>::v;
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -82,7 +95,8 @@ __device__ __forceinline__ void rowRms(const NormIn& nin, int M, int K, int lda,
 
 // output (m, n) of a decode GEMV: times the per-channel scale (int8), plus bias, then the fused conv
 // step, an add into y, or a plain store
-__device__ __forceinline__ float gemvOut(const LinearW& W, int m, int n, float v, float* __restrict__ y, int ldy, const ConvStep& ep, int hasEp,
+__device__ __forceinline__ float gemvOut(const LinearW& W, int m, int n, float v, float* __restrict__ y, int ldy, const ConvStep& ep,
+                                         int hasEp,
                                          int addToY) {  // returns the value stored
   if (W.type == W_I8) v *= __ldg(W.scale + n);
   if (W.bias) v += __ldg(W.bias + n);
@@ -119,8 +133,8 @@ __device__ __forceinline__ float partRms(const NormIn& nin, int K) { return rmsF
 // Sums each warp's partial dot products (over lanes, then over the ks warps that split K) and
 // writes output (m, n0 + r) from lane m * RW + r.
 template <int MT, int RW>
-__device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& W, int M, float* __restrict__ y, int ldy, const ConvStep& ep,
-                                           int hasEp, int ks, int n0, int part, int addToY, float* ssOut = nullptr) {
+__device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& W, int M, float* __restrict__ y, int ldy,
+                                           const ConvStep& ep, int hasEp, int ks, int n0, int part, int addToY, float* ssOut = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int N = W.N;
 #pragma unroll
@@ -163,8 +177,9 @@ __device__ __forceinline__ void gemvFinish(float (&acc)[MT][RW], const LinearW& 
 
 // fp16 and int8 weights
 template <int WT, int MT, bool NORM>
-__global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y,
-                                                  int ldy, ConvStep ep, int hasEp, int ks, NormIn nin, int addToY, float* __restrict__ ssOut) {
+__global__ void __launch_bounds__(256)
+    gemvKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y, int ldy, ConvStep ep, int hasEp,
+               int ks, NormIn nin, int addToY, float* __restrict__ ssOut) {
   constexpr int EPL = Epl<WT>::v;
   constexpr int CH = 32 * EPL;
   constexpr int RW = GEMV_RW, U = GEMV_U;
@@ -190,14 +205,18 @@ __global__ void __launch_bounds__(256) gemvKernel(LinearW W, const void* __restr
     for (int r = 0; r < RW; r++) acc[m][r] = 0.f, iacc[m][r] = 0;
   float rn[MT];  // 1 / rms of each input row (fused norm)
   if constexpr (NORM) {
-    if (nin.part && M == 1) rn[0] = partRms(nin, K);
-    else rowRms<MT>(nin, M, K, lda, rn);
+    if (nin.part && M == 1)
+      rn[0] = partRms(nin, K);
+    else
+      rowRms<MT>(nin, M, K, lda, rn);
   }
   const float fs = WT == W_I8 ? 0.f : nin.scale;  // float inputs: fake quantization in normed4
   // four (or, fused, normalized) inputs of row m at column k
   auto in4 = [&](int m, int k) -> float4 {
-    if constexpr (NORM) return normed4(nin, nin.hidden + (size_t)m * lda, k, rn[m], fs);
-    else return __ldg((const float4*)((const float*)xv + (size_t)m * lda + k));
+    if constexpr (NORM)
+      return normed4(nin, nin.hidden + (size_t)m * lda, k, rn[m], fs);
+    else
+      return __ldg((const float4*)((const float*)xv + (size_t)m * lda + k));
   };
 
   for (int it0 = part; it0 < nIt && n0 < N; it0 += ks * U) {
@@ -292,7 +311,8 @@ __global__ void __launch_bounds__(256) gemvI4Kernel(LinearW W, const float* __re
       const float* hrow = nin.hidden + (size_t)m * lda;
       float r = 0.f;
 #pragma unroll
-      for (int mm = 0; mm < MT; mm++) if (mm == m) r = rn[mm];
+      for (int mm = 0; mm < MT; mm++)
+        if (mm == m) r = rn[mm];
       a = normed4(nin, hrow, 8 * b, r, nin.scale), c = normed4(nin, hrow, 8 * b + 4, r, nin.scale);
     } else {
       a = __ldg((const float4*)(x + (size_t)m * lda + 8 * b)), c = __ldg((const float4*)(x + (size_t)m * lda + 8 * b + 4));
@@ -351,8 +371,8 @@ __global__ void __launch_bounds__(256) gemvI4Kernel(LinearW W, const float* __re
 }
 
 template <int MT, int U>
-static cudaError_t launchGemvI4(dim3 grid, size_t smem, const LinearW& W, const void* x, int lda, int M, float* y, int ldy, const ConvStep& ep,
-                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
+static cudaError_t launchGemvI4(dim3 grid, size_t smem, const LinearW& W, const void* x, int lda, int M, float* y, int ldy,
+                                const ConvStep& ep, int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, cudaStream_t s) {
   auto k = hasNorm ? gemvI4Kernel<MT, U, true> : gemvI4Kernel<MT, U, false>;
   if (smem > 48 * 1024)
     if (cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) return e;
@@ -436,8 +456,9 @@ __device__ __forceinline__ void cpAsyncWait() {
 }
 
 template <bool NORM>
-__global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy,
-                                                         ConvStep ep, int hasEp, int ks, int splits, int U, NormIn nin, int addToY) {
+__global__ void __launch_bounds__(256, 4)
+    gemvI4TcKernel(LinearW W, const float* __restrict__ x, int lda, int M, float* __restrict__ y, int ldy, ConvStep ep, int hasEp, int ks,
+                   int splits, int U, NormIn nin, int addToY) {
   extern __shared__ uint4 wsm[];  // per warp: U groups × 32 lanes × 16 bytes, then U × 16 row scales
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int tb = blockIdx.x / splits, sp = blockIdx.x - tb * splits;
@@ -469,7 +490,8 @@ __global__ void __launch_bounds__(256, 4) gemvI4TcKernel(LinearW W, const float*
     float r[8];
     rowRms<8>(nin, M, K, lda, r);
 #pragma unroll
-    for (int m = 0; m < 8; m++) if (m == g) rn = r[m];
+    for (int m = 0; m < 8; m++)
+      if (m == g) rn = r[m];
   }
   const float* xrow = (NORM ? nin.hidden : x) + (size_t)(rowOk ? g : 0) * lda + 2 * c;
   // inputs k and k + 1 of this lane's row as a B-fragment half2 (normalized when fused)
@@ -589,7 +611,7 @@ template <bool NORM>
 __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* __restrict__ x, float* __restrict__ y, int ldy, ConvStep ep,
                                                        int hasEp, int P, NormIn nin, int addToY, float* __restrict__ ssOut) {
   extern __shared__ uint4 rowSm[];
-  __half2* xs = (__half2*)rowSm;  // (K / 2) input pairs, in i4RowSlot order
+  __half2* xs = (__half2*)rowSm;        // (K / 2) input pairs, in i4RowSlot order
   float* raw = (float*)(xs + W.K / 2);  // the input row as read (K floats), then the norm weights (K floats)
   __shared__ float red[16][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -721,10 +743,11 @@ static cudaError_t i4RowAllowSmem(bool norm, size_t smem) {  // with its static 
   return smem > 40 * 1024 ? cudaFuncSetAttribute(i4RowKernel(norm), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) : cudaSuccess;
 }
 static size_t i4RowSmem(int K, bool norm) { return (size_t)K * (norm ? 10 : 6); }  // staged fp16 row, raw row (and norm weights)
-static int i4RowResident(bool norm, int threads, int K) {  // blocks per multiprocessor
+static int i4RowResident(bool norm, int threads, int K) {                          // blocks per multiprocessor
   int n = 0;
   const size_t smem = i4RowSmem(K, norm);
-  if (i4RowAllowSmem(norm, smem) || cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, i4RowKernel(norm), threads, smem)) cudaGetLastError(), n = 0;
+  if (i4RowAllowSmem(norm, smem) || cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, i4RowKernel(norm), threads, smem))
+    cudaGetLastError(), n = 0;
   return std::max(n, 1);
 }
 static I4RowGrid i4RowSearch(int N, int K, bool norm) {
@@ -768,7 +791,10 @@ static bool i4RowFits(const LinearW& W) { return W.type == W_I4 && W.packed && W
 template <int WT>
 static GemvGrid gemvGrid(const LinearW& W);
 int gemvSumSquaresParts(const LinearW& W, bool norm) {
-  const unsigned b = W.type == W_F16 ? gemvGrid<W_F16>(W).blocks : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks : i4RowFits(W) ? i4RowGrid(W.N, W.K, norm).blocks : 0;
+  const unsigned b = W.type == W_F16  ? gemvGrid<W_F16>(W).blocks
+                     : W.type == W_I8 ? gemvGrid<W_I8>(W).blocks
+                     : i4RowFits(W)   ? i4RowGrid(W.N, W.K, norm).blocks
+                                      : 0;
   return b <= (unsigned)GEMV_SS_PARTS ? (int)b : 0;
 }
 // (the row-major CUDA-core 4-bit kernel would take the norm, but it recomputes it anyway)
@@ -793,7 +819,9 @@ static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int 
   const bool canSplit = W.ws && W.wsCount && tiles <= GEMV_WS_TILES;
   auto blocks = [&](long long p) { return (tiles + 8 / std::min(p, 8LL) - 1) / (8 / std::min(p, 8LL)) * std::max(p / 8, 1LL); };
   int P = 1;
-  while (2 * P <= nG / 2 && blocks(2 * P) <= 4LL * sms && (2 * P <= 8 || (canSplit && (long long)tiles * 2 * P / 8 * 128 <= GEMV_WS_FLOATS))) P *= 2;
+  while (2 * P <= nG / 2 && blocks(2 * P) <= 4LL * sms &&
+         (2 * P <= 8 || (canSplit && (long long)tiles * 2 * P / 8 * 128 <= GEMV_WS_FLOATS)))
+    P *= 2;
   const int ks = P < 8 ? P : 8, splits = P / ks;
   const int U = std::min(I4T_U, (nG + P - 1) / P);
   const size_t smem = (size_t)8 * U * 36 * sizeof(uint4);
@@ -804,8 +832,9 @@ static cudaError_t launchGemvI4Tc(const LinearW& W, const void* x, int lda, int 
 }
 
 template <int WT, int MT>
-static cudaError_t launchGemvMT(dim3 grid, const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep,
-                                int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
+static cudaError_t launchGemvMT(dim3 grid, const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy,
+                                const ConvStep& ep, int hasEp, int ks, const NormIn& nin, bool hasNorm, int addToY, float* ssOut,
+                                cudaStream_t s) {
   if (hasNorm) return launch(gemvKernel<WT, MT, true>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY, ssOut);
   return launch(gemvKernel<WT, MT, false>, grid, 256, 0, s, W, x, lda, xScale, M, y, ldy, ep, hasEp, ks, nin, addToY, ssOut);
 }
@@ -822,8 +851,8 @@ static GemvGrid gemvGrid(const LinearW& W) {
 }
 
 template <int WT>
-static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep, int hasEp,
-                              const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
+static cudaError_t launchGemv(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, const ConvStep& ep,
+                              int hasEp, const NormIn& nin, bool hasNorm, int addToY, float* ssOut, cudaStream_t s) {
   const int nIt = (W.K + 32 * Epl<WT>::v - 1) / (32 * Epl<WT>::v);
   const GemvGrid gg = gemvGrid<WT>(W);
   const int ks = gg.ks;
@@ -882,9 +911,12 @@ cudaError_t gemv(const LinearW& W, const void* x, int lda, float xScale, int M, 
     const void* xm = (const uint8_t*)x + (size_t)m0 * lda * xElem;
     float* ym = y ? y + (size_t)m0 * ldy : nullptr;
     cudaError_t err;
-    if (W.type == W_F16) err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
-    else if (W.type == W_I8) err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
-    else err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
+    if (W.type == W_F16)
+      err = launchGemv<W_F16>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
+    else if (W.type == W_I8)
+      err = launchGemv<W_I8>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
+    else
+      err = launchGemv<W_I4>(W, xm, lda, xScale, mc, ym, ldy, e, ep != nullptr, nin, norm != nullptr, addToY, ssOut, s);
     if (err) return err;
   }
   return cudaGetLastError();
@@ -897,7 +929,8 @@ constexpr int BM = 64, BN = 64, BK = 32;
 // One 16-deep slice of a warp's 32 x 32 tile: its 2 x 2 fragments from A rows at a (row stride lda)
 // and B columns at b (stride ldb), for int8 (int32 accumulators) and fp16 (fp32) alike.
 template <class T, class Acc>
-__device__ __forceinline__ void warpMma(wmma::fragment<wmma::accumulator, 16, 16, 16, Acc> (&c)[2][2], const T* a, int lda, const T* b, int ldb) {
+__device__ __forceinline__ void warpMma(wmma::fragment<wmma::accumulator, 16, 16, 16, Acc> (&c)[2][2], const T* a, int lda, const T* b,
+                                        int ldb) {
   wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
   wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
 #pragma unroll
@@ -919,7 +952,8 @@ __device__ __forceinline__ void storeTile(wmma::fragment<wmma::accumulator, 16, 
 }
 
 template <int WT>
-__global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y, int ldy) {
+__global__ void __launch_bounds__(128)
+    gemmKernel(LinearW W, const void* __restrict__ xv, int lda, float xScale, int M, float* __restrict__ y, int ldy) {
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
@@ -1010,9 +1044,12 @@ __global__ void __launch_bounds__(128) gemmKernel(LinearW W, const void* __restr
 cudaError_t gemm(const LinearW& W, const void* x, int lda, float xScale, int M, float* y, int ldy, cudaStream_t s) {
   if (W.type == W_I4 && (W.group % 32 != 0 || W.K % W.group != 0 || W.K % 2 != 0)) return cudaErrorInvalidValue;
   dim3 grid((W.N + BN - 1) / BN, (M + BM - 1) / BM);
-  if (W.type == W_F16) gemmKernel<W_F16><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
-  else if (W.type == W_I8) gemmKernel<W_I8><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
-  else gemmKernel<W_I4><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
+  if (W.type == W_F16)
+    gemmKernel<W_F16><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
+  else if (W.type == W_I8)
+    gemmKernel<W_I8><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
+  else
+    gemmKernel<W_I4><<<grid, 128, 0, s>>>(W, x, lda, xScale, M, y, ldy);
   return cudaGetLastError();
 }
 

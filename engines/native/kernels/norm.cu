@@ -8,8 +8,10 @@
 namespace me {
 
 __device__ __forceinline__ void emit(size_t i, float v, float scale, float* out, int8_t* outQ) {
-  if (outQ) outQ[i] = (int8_t)quant8(v, scale);
-  else out[i] = qdq(v, scale);
+  if (outQ)
+    outQ[i] = (int8_t)quant8(v, scale);
+  else
+    out[i] = qdq(v, scale);
 }
 
 // One block per row, up to NV float4 per thread held in registers: every load is issued before the
@@ -67,16 +69,20 @@ __global__ void addRmsnormKernel(float* __restrict__ hidden, const float* __rest
   }
 }
 
-cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale, cudaStream_t s) {
+cudaError_t addRmsnormQuant(float* hidden, const float* add, int M, int D, const float* w, float eps, float* out, int8_t* outQ, float scale,
+                            cudaStream_t s) {
   if (D % 4 != 0 || D > 4 * 1024 * 4) return cudaErrorInvalidValue;
   const int D4 = D / 4;
   const int nv = (D4 + 1023) / 1024;
   int threads = ((D4 + nv - 1) / nv + 31) / 32 * 32;
   if (threads < 64) threads = 64;
   switch (nv) {
-    case 1: return launch(addRmsnormKernel<1>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
-    case 2: return launch(addRmsnormKernel<2>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
-    default: return launch(addRmsnormKernel<4>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+    case 1:
+      return launch(addRmsnormKernel<1>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+    case 2:
+      return launch(addRmsnormKernel<2>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
+    default:
+      return launch(addRmsnormKernel<4>, M, threads, 0, s, hidden, add, D, w, eps, out, outQ, scale);
   }
 }
 
@@ -96,27 +102,33 @@ __global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __re
     v = make_float4(v.x * r * w.x, v.y * r * w.y, v.z * r * w.z, v.w * r * w.w);
   }
   float a = v.x + v.y, b = v.x - v.y, c = v.z + v.w, d = v.z - v.w;  // span 1
-  v = make_float4(a + c, b + d, a - c, b - d);                          // span 2
-  for (int dl = 1; dl < 32 && 4 * dl < hb; dl <<= 1) {                  // spans 4..64
+  v = make_float4(a + c, b + d, a - c, b - d);                       // span 2
+  for (int dl = 1; dl < 32 && 4 * dl < hb; dl <<= 1) {               // spans 4..64
     float4 o;
     o.x = __shfl_xor_sync(0xffffffffu, v.x, dl), o.y = __shfl_xor_sync(0xffffffffu, v.y, dl);
     o.z = __shfl_xor_sync(0xffffffffu, v.z, dl), o.w = __shfl_xor_sync(0xffffffffu, v.w, dl);
-    if (lane & dl) v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
-    else v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
+    if (lane & dl)
+      v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
+    else
+      v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
   }
   for (int dt = 32; 4 * dt < hb; dt <<= 1) {  // spans 128 and up
     sm4[t] = v;
     __syncthreads();
     const float4 o = sm4[t ^ dt];
     __syncthreads();
-    if (t & dt) v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
-    else v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
+    if (t & dt)
+      v = make_float4(o.x - v.x, o.y - v.y, o.z - v.z, o.w - v.w);
+    else
+      v = make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
   }
   const float post = rsqrtf((float)hb);
   const size_t e = base + 4 * t;
   const float4 r = make_float4(v.x * post, v.y * post, v.z * post, v.w * post);
-  if (outQ) *(char4*)(outQ + e) = make_char4(quant8(r.x, p.scale), quant8(r.y, p.scale), quant8(r.z, p.scale), quant8(r.w, p.scale));
-  else *(float4*)(out + e) = make_float4(qdq(r.x, p.scale), qdq(r.y, p.scale), qdq(r.z, p.scale), qdq(r.w, p.scale));
+  if (outQ)
+    *(char4*)(outQ + e) = make_char4(quant8(r.x, p.scale), quant8(r.y, p.scale), quant8(r.z, p.scale), quant8(r.w, p.scale));
+  else
+    *(float4*)(out + e) = make_float4(qdq(r.x, p.scale), qdq(r.y, p.scale), qdq(r.z, p.scale), qdq(r.w, p.scale));
 }
 
 __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {

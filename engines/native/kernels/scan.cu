@@ -8,8 +8,10 @@
 namespace me {
 
 __device__ __forceinline__ void scan1Out(const Scan1& p, size_t i, float v) {
-  if (p.yq) p.yq[i] = (int8_t)quant8(v, p.outScale);
-  else p.y[i] = qdq(v, p.outScale);
+  if (p.yq)
+    p.yq[i] = (int8_t)quant8(v, p.outScale);
+  else
+    p.y[i] = qdq(v, p.outScale);
 }
 
 // four lanes per channel: each takes a quarter of the dt_proj dot product (chunks of 8 weights, round
@@ -52,8 +54,10 @@ __global__ void scan1StepKernel(Scan1 p, float* __restrict__ states, long long s
   const float z = p.z[(size_t)m * p.ldz + c];
   for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) {
     float v = row[i];
-    if (i >= R + N) v = qdq(v, p.sC);
-    else if (i >= R) v = qdq(v, p.sB);
+    if (i >= R + N)
+      v = qdq(v, p.sC);
+    else if (i >= R)
+      v = qdq(v, p.sB);
     sm[i] = v;
   }
   __syncthreads();
@@ -167,14 +171,18 @@ __global__ void __launch_bounds__(SCAN_PT) scan1PrefillKernel(Scan1 p, int T, fl
   }
   if (live)
 #pragma unroll
-    for (int n = 0; n < NMAX; n++) if (n < N) hs[(size_t)ch * N + n] = h[n];
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) hs[(size_t)ch * N + n] = h[n];
 }
 
 cudaError_t scan1Prefill(const Scan1& p, int T, float* h, cudaStream_t s) {
   const int blocks = (p.E + SCAN_PT - 1) / SCAN_PT;
-  if (p.N <= 16) scan1PrefillKernel<16, 8><<<blocks, SCAN_PT, 0, s>>>(p, T, h);
-  else if (p.N <= 64) scan1PrefillKernel<64, 2><<<blocks, SCAN_PT, 0, s>>>(p, T, h);
-  else return cudaErrorInvalidValue;
+  if (p.N <= 16)
+    scan1PrefillKernel<16, 8><<<blocks, SCAN_PT, 0, s>>>(p, T, h);
+  else if (p.N <= 64)
+    scan1PrefillKernel<64, 2><<<blocks, SCAN_PT, 0, s>>>(p, T, h);
+  else
+    return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
 

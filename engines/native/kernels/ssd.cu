@@ -21,8 +21,8 @@ __device__ __forceinline__ float ssdDt(const Ssd& p, size_t row, int h) {
 constexpr int SSD_SW = 4, SSD_SR = 4;
 constexpr int SSD_ROWS = SSD_SW * SSD_SR;  // channels per block
 
-__global__ void __launch_bounds__(SSD_SW * 32) ssdStepKernel(Ssd p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots,
-                                                             float* __restrict__ ssOut) {
+__global__ void __launch_bounds__(SSD_SW * 32)
+    ssdStepKernel(Ssd p, float* __restrict__ states, long long slotStride, const int* __restrict__ slots, float* __restrict__ ssOut) {
   const int H = p.H, P = p.P, N = p.N, G = p.G, nj = N / 32;
   const int bph = (P + SSD_ROWS - 1) / SSD_ROWS;
   const int h = blockIdx.x / bph, m = blockIdx.y;
@@ -137,7 +137,8 @@ __global__ void ssdPrefillKernel(Ssd p, int T, float* __restrict__ S) {
     for (int i = 0; i < SSD_TA; i++) cur[i] = next[i];
   }
 #pragma unroll
-  for (int j = 0; j < SSD_NJ; j++) if (j < nj) Sp[lane + 32 * j] = s[j];
+  for (int j = 0; j < SSD_NJ; j++)
+    if (j < nj) Sp[lane + 32 * j] = s[j];
 }
 
 static bool ssdShapeOk(const Ssd& p) { return p.N % 32 == 0 && p.N <= 32 * SSD_NJ && p.G > 0 && p.H % p.G == 0; }

@@ -25,9 +25,9 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-#define CK(call)                                                                                      \
-  do {                                                                                                \
-    cudaError_t e_ = (call);                                                                          \
+#define CK(call)                                                                                          \
+  do {                                                                                                    \
+    cudaError_t e_ = (call);                                                                              \
     if (e_ != cudaSuccess) throw Error(std::string(#call).substr(0, 40) + ": " + cudaGetErrorString(e_)); \
   } while (0)
 
@@ -49,7 +49,8 @@ struct Config {
 };
 
 struct Layer {
-  const float *norm = nullptr, *convW = nullptr, *convB = nullptr, *A = nullptr, *D = nullptr, *dtB = nullptr, *dtBias = nullptr, *gatedNorm = nullptr;
+  const float *norm = nullptr, *convW = nullptr, *convB = nullptr, *A = nullptr, *D = nullptr, *dtB = nullptr, *dtBias = nullptr,
+              *gatedNorm = nullptr;
   const __half* dtW = nullptr;
   LinearW inProj{}, xProj{}, outProj{};
   float sIn = 0, sXproj = 0, sOut = 0, sB = 0, sC = 0;
@@ -72,11 +73,11 @@ struct Engine {
   const __half *embedding = nullptr, *lmHead = nullptr;
   const float* normF = nullptr;
   std::vector<Layer> layers;
-  float* states = nullptr;  // (nSlots + 1) slots; the last one absorbs padded batch rows
-  float* gemvWs = nullptr;  // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
-  float* ssPart = nullptr;  // batch 1: partial sums of squares of hidden, from the last out_proj
+  float* states = nullptr;   // (nSlots + 1) slots; the last one absorbs padded batch rows
+  float* gemvWs = nullptr;   // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
+  float* ssPart = nullptr;   // batch 1: partial sums of squares of hidden, from the last out_proj
   float* ssPartY = nullptr;  // batch 1, Mamba-2: partial sums of squares of the gated y, from the SSD step
-  int ssParts = 0;          // how many ssPart holds for the current hidden (0: none, while capturing)
+  int ssParts = 0;           // how many ssPart holds for the current hidden (0: none, while capturing)
   unsigned* gemvCount = nullptr;
   cudaStream_t st = nullptr;
   // activations, sized for max(maxBatch, chunk) rows
@@ -155,11 +156,13 @@ struct Tensors {
     if (!t) throw Error(path + ": tensor " + name + " is missing");
     const Json* dt = t->get("dtype");
     const Json* off = t->get("data_offsets");
-    if (!dt || dt->str != dtype) throw Error(path + ": tensor " + name + ": expected dtype " + dtype + ", found " + (dt ? dt->str : "none"));
+    if (!dt || dt->str != dtype)
+      throw Error(path + ": tensor " + name + ": expected dtype " + dtype + ", found " + (dt ? dt->str : "none"));
     if (!off || off->arr.size() != 2) throw Error(path + ": tensor " + name + ": no data_offsets");
     const size_t a = (size_t)off->arr[0].num, b = (size_t)off->arr[1].num;
     const size_t esz = !strcmp(dtype, "F32") ? 4 : !strcmp(dtype, "F16") ? 2 : 1;
-    if (b - a != count * esz) throw Error(path + ": tensor " + name + ": " + std::to_string(b - a) + " bytes, expected " + std::to_string(count * esz));
+    if (b - a != count * esz)
+      throw Error(path + ": tensor " + name + ": " + std::to_string(b - a) + " bytes, expected " + std::to_string(count * esz));
     std::vector<char> host(b - a);
     f.seekg(base + a);
     f.read(host.data(), b - a);
@@ -193,7 +196,9 @@ static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N,
       W.type = W_I4;
       W.group = (int)shape->arr[2].num * 2;
       const int blocks = (int)shape->arr[1].num;
-      if (W.group % 32 != 0 || (long long)blocks * W.group != K) throw Error(t.path + ": tensor " + q + ": 4-bit groups of " + std::to_string(W.group) + " over " + std::to_string(K) + " inputs are not supported");
+      if (W.group % 32 != 0 || (long long)blocks * W.group != K)
+        throw Error(t.path + ": tensor " + q + ": 4-bit groups of " + std::to_string(W.group) + " over " + std::to_string(K) +
+                    " inputs are not supported");
       W.w = t.load(q, "U8", (size_t)N * K / 2);
       W.scale = t.f32(q + "_scale", (size_t)N * blocks);
       if (i4Packable(W)) {  // tensor-core tile order; the row-major copy is freed
@@ -234,7 +239,8 @@ static void loadEngine(Engine& e, const std::string& dir) {
   c.mamba2 = arch && arch->str == "mamba2";
   c.vocab = (int)num(*cfg, "vocabSize", 0), c.D = (int)num(*cfg, "dModel", 0), c.nLayer = (int)num(*cfg, "nLayer", 0);
   c.E = (int)num(*cfg, "dInner", 0), c.N = (int)num(*cfg, "dState", 0), c.K = (int)num(*cfg, "dConv", 4), c.R = (int)num(*cfg, "dtRank", 0);
-  c.H = (int)num(*cfg, "nHeads", 0), c.P = (int)num(*cfg, "headDim", 0), c.G = (int)num(*cfg, "nGroups", 0), c.gs = (int)num(*cfg, "gatedNormGroup", 0);
+  c.H = (int)num(*cfg, "nHeads", 0), c.P = (int)num(*cfg, "headDim", 0), c.G = (int)num(*cfg, "nGroups", 0),
+  c.gs = (int)num(*cfg, "gatedNormGroup", 0);
   c.eps = (float)num(*cfg, "normEps", 1e-5);
   const Json* nbg = cfg->get("normBeforeGate");
   c.normBeforeGate = nbg && nbg->b;
@@ -247,7 +253,8 @@ static void loadEngine(Engine& e, const std::string& dir) {
   if (c.vocab <= 0 || c.D <= 0 || c.nLayer <= 0 || c.E <= 0 || c.N <= 0) throw Error(dir + "/manifest.json: config lacks model dimensions");
   if (c.D % 32 || c.E % 32) throw Error("dModel and dInner must be multiples of 32 for the cuda backend");
   if (c.K < 2 || c.K > 8) throw Error("conv width " + std::to_string(c.K) + " is not supported (2..8)");
-  if (c.mamba2 && (c.N % 32 || c.N > 256)) throw Error("Mamba-2 state size " + std::to_string(c.N) + " is not supported (a multiple of 32, at most 256)");
+  if (c.mamba2 && (c.N % 32 || c.N > 256))
+    throw Error("Mamba-2 state size " + std::to_string(c.N) + " is not supported (a multiple of 32, at most 256)");
   if (!c.mamba2 && c.N > 64) throw Error("Mamba-1 state size " + std::to_string(c.N) + " is not supported (at most 64)");
   if ((long long)c.E * 4 > 200 * 1024) throw Error("dInner too large for the row kernels");
 
@@ -256,7 +263,8 @@ static void loadEngine(Engine& e, const std::string& dir) {
   e.actInt8 = e.recipe == "w8a8" || e.recipe == "w8a8-naive";
   e.qdqAct = e.recipe == "w4a8";
   e.rotate = e.recipe == "w8a8" || e.recipe == "w4a8";
-  if (e.recipe != "fp16" && !e.actInt8 && e.recipe != "w4a8" && e.recipe != "w4a16") throw Error("recipe " + e.recipe + " is not supported by the cuda backend");
+  if (e.recipe != "fp16" && !e.actInt8 && e.recipe != "w4a8" && e.recipe != "w4a16")
+    throw Error("recipe " + e.recipe + " is not supported by the cuda backend");
   const Json* scales = quant->get("scales");
   auto scale = [&](const std::string& k) -> float {
     const Json* v = scales ? scales->get(k) : nullptr;
@@ -303,9 +311,12 @@ static void loadEngine(Engine& e, const std::string& dir) {
         const Json* v = scales ? scales->get(q + (which ? "C" : "B")) : nullptr;
         for (int i = 0; i < GN; i++) {
           float s = 0.f;
-          if (v && v->isNum()) s = (float)v->num;
-          else if (v && v->type == Json::Arr && (int)v->arr.size() == c.G) s = (float)v->arr[i / c.N].num;
-          else if (v) throw Error("manifest.json: scales of " + q + (which ? "C" : "B") + " are not one per group");
+          if (v && v->isNum())
+            s = (float)v->num;
+          else if (v && v->type == Json::Arr && (int)v->arr.size() == c.G)
+            s = (float)v->arr[i / c.N].num;
+          else if (v)
+            throw Error("manifest.json: scales of " + q + (which ? "C" : "B") + " are not one per group");
           convQ[c.E + which * GN + i] = s;
         }
       }
@@ -373,7 +384,9 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // at batch 1, measured on an H200: 2.55 ms per step fused, 1.59 ms not).
   const bool partialNorm = decode && M == 1 && e.ssParts > 0 && takesPartialNorm(L.inProj);
   const bool fuseNorm = decode && M == 1 && (L.inProj.type == W_F16 || partialNorm);
-  if (!fuseNorm) CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr, e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
+  if (!fuseNorm)
+    CK(addRmsnormQuant(e.hidden, l && !decode ? e.out : nullptr, M, c.D, L.norm, c.eps, e.normed, e.actInt8 ? e.normedQ : nullptr,
+                       e.actInt8 || e.qdqAct ? L.sIn : 0.f, s));
   const void* xin = e.actInt8 ? (const void*)e.normedQ : e.normed;
 
   // 2. in_proj, and the causal conv over its conv channels
@@ -394,9 +407,10 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // norm kernel would run between the two, or by the rotation (w8a8, w4a8), in E / hb blocks where
   // the norm kernel is one block. Only a norm over the whole row (one group) with the gate before
   // it fits: the norm is then one scale per row.
-  const bool gatedNormFolds = c.mamba2 && decode && M == 1 &&
-                              (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
-  const bool gatedNormInOutProj = gatedNormFolds && hb == 0 && outScale == 0.f && !e.actInt8 && (!L.gatedNorm || takesPartialNorm(L.outProj));
+  const bool gatedNormFolds =
+      c.mamba2 && decode && M == 1 && (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
+  const bool gatedNormInOutProj =
+      gatedNormFolds && hb == 0 && outScale == 0.f && !e.actInt8 && (!L.gatedNorm || takesPartialNorm(L.outProj));
   const bool gatedNormInRotation = gatedNormFolds && hb >= 128 && hb <= 4096 && c.E % hb == 0;
   // how many partial sums of squares of the gated y the SSD step writes (0: none)
   const int yParts = (gatedNormInOutProj || gatedNormInRotation) && L.gatedNorm ? ssdStepParts(c.H, c.P) : 0;
@@ -406,9 +420,12 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(lin(L.xProj, xq ? (const void*)xq : e.xc, c.E, L.sXproj, e.dbl, W2));
     // 4. dt_proj + selective scan + gate (+ quantize unless rotated next)
     Scan1 p{c.E, c.N, c.R, e.dbl, W2, nullptr, L.dtW, L.dtB, L.A, L.D, e.xc, e.proj + c.E, NP, L.sB, L.sC, nullptr, nullptr, 0.f};
-    if (e.rotate) p.y = e.y;
-    else if (e.actInt8) p.yq = e.actQ, p.outScale = outScale;
-    else p.y = e.act, p.outScale = outScale;
+    if (e.rotate)
+      p.y = e.y;
+    else if (e.actInt8)
+      p.yq = e.actQ, p.outScale = outScale;
+    else
+      p.y = e.act, p.outScale = outScale;
     if (decode) {
       CK(scan1Step(p, M, ssmBase, ss, e.dSlots, s));
     } else {
@@ -433,8 +450,10 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
         CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
       }
     } else {
-      if (decode) CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
-      else CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
+      if (decode)
+        CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s));
+      else
+        CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
       // 4. gate, gated RMSNorm, Hadamard rotation, quantization
       RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale};
       CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
@@ -458,7 +477,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
 static void head(Engine& e, int r0, int n, bool decode) {
   const Config& c = e.c;
   // decode: out_proj already added into hidden
-  CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, decode ? nullptr : e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr, 0.f, e.st));
+  CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, decode ? nullptr : e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr,
+                     0.f, e.st));
   LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr, 0};
   CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
 }
@@ -541,7 +561,8 @@ static int guard(F&& f) {
 
 static void checkSlot(me_engine* h, int slot) {
   if (!h) throw Error("no engine");
-  if (slot < 0 || slot >= h->e.nSlots) throw Error("state slot " + std::to_string(slot) + " out of range [0, " + std::to_string(h->e.nSlots) + ")");
+  if (slot < 0 || slot >= h->e.nSlots)
+    throw Error("state slot " + std::to_string(slot) + " out of range [0, " + std::to_string(h->e.nSlots) + ")");
 }
 
 // median of `iters` CUDA-event timings of work() on stream st, after `warmup` untimed runs; before()
@@ -684,7 +705,6 @@ int me_step(me_engine* h, const int32_t* slots, const int32_t* tokens, int b, fl
   });
 }
 
-
 int me_bench_step(me_engine* h, int b, int iters, float* ms) {
   return guard([&] {
     if (!h) throw Error("no engine");
@@ -696,8 +716,9 @@ int me_bench_step(me_engine* h, int b, int iters, float* ms) {
     CK(cudaMemcpyAsync(e.dTokens, e.hTokens, bucket * 4, cudaMemcpyHostToDevice, e.st));
     CK(cudaMemcpyAsync(e.dSlots, e.hSlots, bucket * 4, cudaMemcpyHostToDevice, e.st));
     CK(cudaMemcpyAsync(e.dArg, e.hTokens, bucket * 4, cudaMemcpyHostToDevice, e.st));
-    *ms = medianMs(e.st, 3, iters, [&] { CK(cudaMemcpyAsync(e.dTokens, e.dArg, bucket * 4, cudaMemcpyDeviceToDevice, e.st)); },  // greedy
-                   [&] { CK(cudaGraphLaunch(g, e.st)); });
+    *ms = medianMs(
+        e.st, 3, iters, [&] { CK(cudaMemcpyAsync(e.dTokens, e.dArg, bucket * 4, cudaMemcpyDeviceToDevice, e.st)); },  // greedy
+        [&] { CK(cudaGraphLaunch(g, e.st)); });
   });
 }
 
@@ -708,8 +729,9 @@ int me_bench_prefill(me_engine* h, int n, int iters, float* ms) {
     if (n < 1 || iters < 1) throw Error("bench: bad length or iterations");
     std::vector<int32_t> tok(n);
     for (int i = 0; i < n; i++) tok[i] = (3 + 104729 * i) % e.c.vocab;
-    *ms = medianMs(e.st, 1, iters, [&] { CK(cudaMemsetAsync(e.states, 0, e.slotStride() * 4, e.st)); },
-                   [&] { prefill(e, 0, tok.data(), n, 0, nullptr); });
+    *ms = medianMs(
+        e.st, 1, iters, [&] { CK(cudaMemsetAsync(e.states, 0, e.slotStride() * 4, e.st)); },
+        [&] { prefill(e, 0, tok.data(), n, 0, nullptr); });
   });
 }
 

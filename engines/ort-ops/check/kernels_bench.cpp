@@ -41,8 +41,8 @@ double time(F&& f) {
 std::string out;
 void row(const char* kernel, const char* shape, int64_t rows, double us) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%s\n    {\"kernel\": \"%s\", \"shape\": \"%s\", \"rows\": %lld, \"us\": %.3f}", out.empty() ? "" : ",", kernel, shape,
-                static_cast<long long>(rows), us);
+  std::snprintf(buf, sizeof buf, "%s\n    {\"kernel\": \"%s\", \"shape\": \"%s\", \"rows\": %lld, \"us\": %.3f}", out.empty() ? "" : ",",
+                kernel, shape, static_cast<long long>(rows), us);
   out += buf;
 }
 
@@ -55,20 +55,22 @@ void mamba1(const char* shape, int64_t N, int64_t E, int64_t K) {
     const auto Bm = values(B * N, -1.f, 1.f, 7), Cm = values(B * N, -1.f, 1.f, 8);
     std::vector<float> y(B * E), scratch(2 * E);
     row("SelectiveStep", shape, B, time([&] {
-          me::selectiveStep(0, B, N, E, h.data(), dt.data(), x.data(), Bm.data(), Cm.data(), z.data(), A.data(), D.data(), y.data(), h.data(),
-                            scratch.data());
+          me::selectiveStep(0, B, N, E, h.data(), dt.data(), x.data(), Bm.data(), Cm.data(), z.data(), A.data(), D.data(), y.data(),
+                            h.data(), scratch.data());
         }));
     auto state = values(B * (K - 1) * E, -1.f, 1.f, 9);
     const auto wT = values(K * E, -0.5f, 0.5f, 10), bias = values(E, -0.1f, 0.1f, 11);
-    row("ConvStep", shape, B, time([&] { me::convStep(0, B, K, E, x.data(), state.data(), wT.data(), bias.data(), y.data(), state.data()); }));
+    row("ConvStep", shape, B,
+        time([&] { me::convStep(0, B, K, E, x.data(), state.data(), wT.data(), bias.data(), y.data(), state.data()); }));
   }
   const int64_t T = 512;
-  const auto h0 = values(N * E, -1.f, 1.f, 12), dt = values(T * E, -4.f, 1.f, 13), x = values(T * E, -1.f, 1.f, 14), z = values(T * E, -2.f, 2.f, 15);
+  const auto h0 = values(N * E, -1.f, 1.f, 12), dt = values(T * E, -4.f, 1.f, 13), x = values(T * E, -1.f, 1.f, 14),
+             z = values(T * E, -2.f, 2.f, 15);
   const auto Bm = values(T * N, -1.f, 1.f, 16), Cm = values(T * N, -1.f, 1.f, 17);
   std::vector<float> y(T * E), h(N * E), scratch(2 * E);
   row("SelectiveScan", shape, T, time([&] {
-        me::selectiveScan(T, N, E, 0, E, h0.data(), dt.data(), x.data(), Bm.data(), Cm.data(), z.data(), A.data(), D.data(), y.data(), h.data(),
-                          scratch.data());
+        me::selectiveScan(T, N, E, 0, E, h0.data(), dt.data(), x.data(), Bm.data(), Cm.data(), z.data(), A.data(), D.data(), y.data(),
+                          h.data(), scratch.data());
       }));
 }
 
@@ -77,11 +79,12 @@ void mamba2(const char* shape, int64_t H, int64_t P, int64_t N) {
   const auto dtBias = values(H, -2.f, 0.f, 1), A = values(H, -4.f, -0.5f, 2), D = values(H, -1.f, 1.f, 3);
   for (int64_t B : {1, 8}) {
     auto S = values(B * H * P * N, -1.f, 1.f, 4);
-    const auto dt = values(B * H, -2.f, 1.f, 5), x = values(B * H * P, -1.f, 1.f, 6), Bm = values(B * N, -1.f, 1.f, 7), Cm = values(B * N, -1.f, 1.f, 8);
+    const auto dt = values(B * H, -2.f, 1.f, 5), x = values(B * H * P, -1.f, 1.f, 6), Bm = values(B * N, -1.f, 1.f, 7),
+               Cm = values(B * N, -1.f, 1.f, 8);
     std::vector<float> y(B * H * P);
     row("SsdStep", shape, B, time([&] {
-          me::ssdStep(0, B, H, P, N, 1, S.data(), dt.data(), x.data(), Bm.data(), Cm.data(), dtBias.data(), A.data(), D.data(), 0.f, 3.4e38f, y.data(),
-                      S.data());
+          me::ssdStep(0, B, H, P, N, 1, S.data(), dt.data(), x.data(), Bm.data(), Cm.data(), dtBias.data(), A.data(), D.data(), 0.f,
+                      3.4e38f, y.data(), S.data());
         }));
   }
   const int64_t T = 512;
@@ -89,8 +92,8 @@ void mamba2(const char* shape, int64_t H, int64_t P, int64_t N) {
   const auto Bm = values(T * N, -1.f, 1.f, 12), Cm = values(T * N, -1.f, 1.f, 13);
   std::vector<float> y(T * H * P), S(H * P * N);
   row("SsdScan", shape, T, time([&] {
-        me::ssdScan(T, H, 0, H, P, N, 1, S0.data(), dt.data(), x.data(), Bm.data(), Cm.data(), dtBias.data(), A.data(), D.data(), 0.f, 3.4e38f,
-                    y.data(), S.data());
+        me::ssdScan(T, H, 0, H, P, N, 1, S0.data(), dt.data(), x.data(), Bm.data(), Cm.data(), dtBias.data(), A.data(), D.data(), 0.f,
+                    3.4e38f, y.data(), S.data());
       }));
 }
 

@@ -41,10 +41,14 @@ Isa isa() {
 
 const char* isaName(Isa i) {
   switch (i) {
-    case Isa::avx512: return "avx512";
-    case Isa::avx2: return "avx2";
-    case Isa::neon: return "neon";
-    default: return "portable";
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::neon:
+      return "neon";
+    default:
+      return "portable";
   }
 }
 
@@ -78,7 +82,7 @@ inline float expf_(float v) {
 // log(v) for normal v > 0: v = m · 2^e with m in [√½, √2), log m by Cephes' logf polynomial.
 inline float logf_(float v) {
   const int32_t bits = floatToBits(v);
-  int32_t e = ((bits >> 23) & 0xff) - 126;                  // v = m · 2^e, m in [0.5, 1)
+  int32_t e = ((bits >> 23) & 0xff) - 126;  // v = m · 2^e, m in [0.5, 1)
   float m = bitsToFloat((bits & 0x007fffff) | 0x3f000000);
   const bool low = m < 0.70710678118654752f;
   e = low ? e - 1 : e;
@@ -110,8 +114,8 @@ inline float softplus(float v) {
 
 inline float silu(float v) { return v / (1.f + expf_(-v)); }
 
-ME_BODY void convStepBody(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias,
-                          float* __restrict y, float* __restrict stateOut) {
+ME_BODY void convStepBody(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT,
+                          const float* bias, float* __restrict y, float* __restrict stateOut) {
   for (int64_t b = r0; b < r1; b++) {
     const float* st = state + b * (K - 1) * C;  // st and so may be the same rows (a step in place)
     const float* __restrict xb = x + b * C;
@@ -138,8 +142,9 @@ ME_BODY void convStepBody(int64_t r0, int64_t r1, int64_t K, int64_t C, const fl
 // hin and hout may be the same array (a scan updates in place); dtRaw, x, z, y are the token's rows,
 // Bm, Cm its N values. Inlined into each clone, so it is built for each instruction set.
 __attribute__((always_inline)) inline void selectiveToken(int64_t N, int64_t E, int64_t e0, int64_t e1, const float* hin, float* hout,
-                                                          const float* dtRaw, const float* x, const float* Bm, const float* Cm, const float* z,
-                                                          const float* A, const float* D, float* __restrict y, float* __restrict scratch) {
+                                                          const float* dtRaw, const float* x, const float* Bm, const float* Cm,
+                                                          const float* z, const float* A, const float* D, float* __restrict y,
+                                                          float* __restrict scratch) {
   const int64_t W = e1 - e0;
   float* __restrict dt = scratch;
   float* __restrict dx = scratch + W;
@@ -171,8 +176,8 @@ ME_BODY void selectiveStepBody(int64_t r0, int64_t r1, int64_t N, int64_t E, con
                                const float* Bm, const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut,
                                float* scratch) {
   for (int64_t b = r0; b < r1; b++)
-    selectiveToken(N, E, 0, E, h + b * N * E, hOut + b * N * E, dtRaw + b * E, x + b * E, Bm + b * N, Cm + b * N, z + b * E, A, D, y + b * E,
-                   scratch);
+    selectiveToken(N, E, 0, E, h + b * N * E, hOut + b * N * E, dtRaw + b * E, x + b * E, Bm + b * N, Cm + b * N, z + b * E, A, D,
+                   y + b * E, scratch);
 }
 
 ME_BODY void selectiveScanBody(int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x,
@@ -230,9 +235,9 @@ __attribute__((always_inline)) inline void ssdHead(int64_t P, int64_t N, float d
   }
 }
 
-ME_BODY void ssdStepBody(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
-                         const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
-                         float* SOut) {
+ME_BODY void ssdStepBody(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw,
+                         const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
+                         float dtMax, float* y, float* SOut) {
   const int64_t perGroup = H / G;
   for (int64_t b = r0; b < r1; b++)
     for (int64_t hd = 0; hd < H; hd++) {
@@ -263,13 +268,16 @@ ME_BODY void ssdScanBody(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P
 // AVX-512 version: the SSD kernels move their state at the same speed in 16 lanes (AMD Zen 5) or
 // mostly slower (Intel Xeon, 0.74–1.05 ×; scripts/ort-kernels-bench.mjs), so AVX-512 machines run AVX2 there.
 #ifdef ME_X86
-#define ME_DISPATCH(name, params, args, wide)   \
-  void name params {                            \
-    switch (isa()) {                            \
-      case Isa::avx512: return name##wide args; \
-      case Isa::avx2: return name##Avx2 args;   \
-      default: return name##Body args;          \
-    }                                           \
+#define ME_DISPATCH(name, params, args, wide) \
+  void name params {                          \
+    switch (isa()) {                          \
+      case Isa::avx512:                       \
+        return name##wide args;               \
+      case Isa::avx2:                         \
+        return name##Avx2 args;               \
+      default:                                \
+        return name##Body args;               \
+    }                                         \
   }
 #define ME_VERSIONS_AVX2(name, params, args)                                            \
   __attribute__((target("arch=x86-64-v3"))) void name##Avx2 params { name##Body args; } \
@@ -289,22 +297,22 @@ ME_VERSIONS(convStep,
              float* stateOut),
             (r0, r1, K, C, x, state, wT, bias, y, stateOut))
 ME_VERSIONS(selectiveStep,
-            (int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x, const float* Bm, const float* Cm,
-             const float* z, const float* A, const float* D, float* y, float* hOut, float* scratch),
+            (int64_t r0, int64_t r1, int64_t N, int64_t E, const float* h, const float* dtRaw, const float* x, const float* Bm,
+             const float* Cm, const float* z, const float* A, const float* D, float* y, float* hOut, float* scratch),
             (r0, r1, N, E, h, dtRaw, x, Bm, Cm, z, A, D, y, hOut, scratch))
 ME_VERSIONS(selectiveScan,
             (int64_t T, int64_t N, int64_t E, int64_t e0, int64_t e1, const float* h0, const float* dtRaw, const float* x, const float* Bm,
              const float* Cm, const float* z, const float* A, const float* D, float* y, float* h, float* scratch),
             (T, N, E, e0, e1, h0, dtRaw, x, Bm, Cm, z, A, D, y, h, scratch))
 ME_VERSIONS_AVX2(ssdStep,
-            (int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
-             const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
-             float* SOut),
-            (r0, r1, H, P, N, G, S, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, SOut))
+                 (int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G, const float* S, const float* dtRaw, const float* x,
+                  const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax, float* y,
+                  float* SOut),
+                 (r0, r1, H, P, N, G, S, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, SOut))
 ME_VERSIONS_AVX2(ssdScan,
-            (int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
-             const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
-             float* y, float* S),
-            (T, H, h0, h1, P, N, G, S0, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, S))
+                 (int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
+                  const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
+                  float dtMax, float* y, float* S),
+                 (T, H, h0, h1, P, N, G, S0, dtRaw, x, Bm, Cm, dtBias, A, D, dtMin, dtMax, y, S))
 
 }  // namespace me

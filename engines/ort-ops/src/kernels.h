@@ -16,8 +16,8 @@ const char* isaName(Isa i);
 // Causal depthwise conv, one step: window = [state (K-1 rows), x]; y = silu(Σ_k window_k · w_k + bias);
 // the new state is the window's last K-1 rows. x (B, C), state and state_out (B, K-1, C) time-major,
 // wT (K, C), bias (C) or null; y (B, C). state and stateOut may be the same array (a step in place).
-void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias, float* y,
-              float* stateOut);
+void convStep(int64_t r0, int64_t r1, int64_t K, int64_t C, const float* x, const float* state, const float* wT, const float* bias,
+              float* y, float* stateOut);
 
 // Mamba-1 selective state update, one step, state-major h (B, N, E):
 //   dt = softplus(dtRaw) (PyTorch's threshold 20); h' = exp(dt·A) h + (dt·x) ⊗ B;
@@ -44,8 +44,8 @@ void ssdStep(int64_t r0, int64_t r1, int64_t H, int64_t P, int64_t N, int64_t G,
 // The same over T tokens of one sequence (prefill), heads [h0, h1) only: S starts as S0 (H, P, N)
 // and ends as the state after the last token; dtRaw (T, H); x, y (T, H·P); Bm, Cm (T, G·N).
 void ssdScan(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P, int64_t N, int64_t G, const float* S0, const float* dtRaw,
-             const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin, float dtMax,
-             float* y, float* S);
+             const float* x, const float* Bm, const float* Cm, const float* dtBias, const float* A, const float* D, float dtMin,
+             float dtMax, float* y, float* S);
 
 }  // namespace me
 
@@ -57,7 +57,7 @@ namespace me {
 // inputs' weights for 16 outputs. Rows past N (the last group's padding) are zero.
 struct Q4Packed {
   int64_t n = 0, groups = 0, blocks = 0, half = 0;
-  std::vector<uint8_t> w;  // [groups][blocks][half][16]
+  std::vector<uint8_t> w;   // [groups][blocks][half][16]
   std::vector<float> s, o;  // [groups][blocks][16]: the scale, and −8 × it
   const uint8_t* bytes(int64_t g, int64_t b, int64_t i) const { return w.data() + ((g * blocks + b) * half + i) * 16; }
   const float* scale(int64_t g, int64_t b) const { return s.data() + (g * blocks + b) * 16; }

@@ -31,8 +31,8 @@
 #define V_STORE(p, v) _mm512_store_ps(p, v)
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define V_ADD(a, b) _mm512_add_ps(a, b)
-#define V_NIBBLES(p, lo, hi)                                                                        \
-  do {                                                                                              \
+#define V_NIBBLES(p, lo, hi)                                                                       \
+  do {                                                                                             \
     const __m512i q_ = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); \
     lo = _mm512_cvtepi32_ps(_mm512_and_si512(q_, _mm512_set1_epi32(15)));                          \
     hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q_, 4));                                             \
@@ -55,11 +55,11 @@
 #define V_STORE(p, v) _mm256_store_ps(p, v)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_ADD(a, b) _mm256_add_ps(a, b)
-#define V_NIBBLES(p, lo, hi)                                                                          \
-  do {                                                                                                \
+#define V_NIBBLES(p, lo, hi)                                                                       \
+  do {                                                                                             \
     const __m256i q_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); \
-    lo = _mm256_cvtepi32_ps(_mm256_and_si256(q_, _mm256_set1_epi32(15)));                            \
-    hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q_, 4));                                               \
+    lo = _mm256_cvtepi32_ps(_mm256_and_si256(q_, _mm256_set1_epi32(15)));                          \
+    hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(q_, 4));                                             \
   } while (0)
 #include "matmul_q4_simd.inc"
 #pragma GCC pop_options

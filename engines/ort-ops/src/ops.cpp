@@ -19,7 +19,9 @@ const char* const kDomain = "ai.mamba_edge";  // engines/onnx/export.ts: OPS_DOM
 const OrtApi* gApi = nullptr;                 // the table for kCustomOpVersion
 const OrtApi* gParallelApi = nullptr;         // the table with KernelContext_ParallelFor, if the runtime has it
 
-OrtStatus* error(const std::string& msg) { return ort::fn<ort::CreateStatusFn>(gApi, ort::CreateStatus)(ORT_INVALID_ARGUMENT, msg.c_str()); }
+OrtStatus* error(const std::string& msg) {
+  return ort::fn<ort::CreateStatusFn>(gApi, ort::CreateStatus)(ORT_INVALID_ARGUMENT, msg.c_str());
+}
 
 std::string shapeText(const std::vector<int64_t>& d) {
   std::string s = "[";
@@ -76,7 +78,8 @@ OrtStatusPtr readInput(OrtKernelContext* ctx, size_t i, Tensor& t) {
 
 OrtStatusPtr makeOutput(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& dims, float** out) {
   OrtValue* v = nullptr;
-  if (OrtStatusPtr s = ort::fn<ort::KernelContextGetOutputFn>(gApi, ort::KernelContext_GetOutput)(ctx, i, dims.data(), dims.size(), &v)) return s;
+  if (OrtStatusPtr s = ort::fn<ort::KernelContextGetOutputFn>(gApi, ort::KernelContext_GetOutput)(ctx, i, dims.data(), dims.size(), &v))
+    return s;
   void* p = nullptr;
   if (OrtStatusPtr s = ort::fn<ort::GetTensorMutableDataFn>(gApi, ort::GetTensorMutableData)(v, &p)) return s;
   *out = static_cast<float*>(p);
@@ -123,8 +126,8 @@ OrtStatusPtr rank(const Kernel& k, const std::vector<Tensor>& in, size_t i, size
                shapeText(in[i].dims) + ", expected rank " + std::to_string(r));
 }
 
-#define ME_TRY(expr)                        \
-  do {                                      \
+#define ME_TRY(expr)                         \
+  do {                                       \
     if (OrtStatusPtr s_ = (expr)) return s_; \
   } while (0)
 
@@ -147,8 +150,9 @@ OrtStatusPtr ssdShapes(const Kernel& k, const std::vector<Tensor>& in, int64_t R
   const int64_t GN = in[3].dims[1];
   G = GN / N;
   if (G < 1 || G * N != GN || H % G != 0)
-    return error(std::string(kDomain) + "." + k.op->name + ": input 3 (B) has " + std::to_string(GN) + " columns, expected a multiple of d_state " +
-                 std::to_string(N) + " by a number of groups dividing the " + std::to_string(H) + " heads");
+    return error(std::string(kDomain) + "." + k.op->name + ": input 3 (B) has " + std::to_string(GN) +
+                 " columns, expected a multiple of d_state " + std::to_string(N) + " by a number of groups dividing the " +
+                 std::to_string(H) + " heads");
   ME_TRY(expect(k, in, 0, {stateRows, H, P, N}));
   ME_TRY(expect(k, in, 1, {R, H}));
   ME_TRY(expect(k, in, 2, {R, H * P}));
@@ -171,7 +175,8 @@ OrtStatusPtr convStep(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor
   float *y, *stateOut;
   ME_TRY(makeOutput(ctx, 0, {B, C}, &y));
   ME_TRY(makeOutput(ctx, 1, {B, K - 1, C}, &stateOut));
-  return forRows(ctx, B, [&](int64_t r0, int64_t r1) { me::convStep(r0, r1, K, C, in[0].data, in[1].data, in[2].data, in[3].data, y, stateOut); });
+  return forRows(ctx, B,
+                 [&](int64_t r0, int64_t r1) { me::convStep(r0, r1, K, C, in[0].data, in[1].data, in[2].data, in[3].data, y, stateOut); });
 }
 
 // inputs: h (B, N, E), dtRaw (B, E), x (B, E), B (B, N), C (B, N), z (B, E), A (N, E), D (E); outputs: y (B, E), h (B, N, E)
@@ -236,8 +241,8 @@ OrtStatusPtr ssdScan(const Kernel& k, OrtKernelContext* ctx, std::vector<Tensor>
   ME_TRY(makeOutput(ctx, 0, {T, H * P}, &y));
   ME_TRY(makeOutput(ctx, 1, {1, H, P, N}, &S));
   return forPieces(ctx, H, 1, [&](int64_t h0, int64_t h1) {
-    me::ssdScan(T, H, h0, h1, P, N, G, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data, k.dtMin,
-                k.dtMax, y, S);
+    me::ssdScan(T, H, h0, h1, P, N, G, in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, in[6].data, in[7].data,
+                k.dtMin, k.dtMax, y, S);
   });
 }
 
@@ -316,8 +321,14 @@ Op makeOp(const char* name, const char* const* inputs, size_t nIn, size_t nOut, 
       auto get = ort::fn<ort::KernelInfoGetAttributeFloatFn>(gApi, ort::KernelInfoGetAttribute_float);
       auto release = ort::fn<ort::ReleaseStatusFn>(gApi, ort::ReleaseStatus);
       float v;
-      if (OrtStatusPtr s = get(info, "dt_min", &v)) release(s); else k->dtMin = v;
-      if (OrtStatusPtr s = get(info, "dt_max", &v)) release(s); else k->dtMax = v;
+      if (OrtStatusPtr s = get(info, "dt_min", &v))
+        release(s);
+      else
+        k->dtMin = v;
+      if (OrtStatusPtr s = get(info, "dt_max", &v))
+        release(s);
+      else
+        k->dtMax = v;
     }
     *out = k;
     return nullptr;

@@ -19,8 +19,8 @@ typedef OrtStatus* OrtStatusPtr;
 
 enum OrtErrorCode { ORT_OK = 0, ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2 };
 enum { ORT_FLOAT = 1, ORT_UINT8 = 2 };  // ONNXTensorElementDataType
-enum { ORT_IO_REQUIRED = 0 };    // OrtCustomOpInputOutputCharacteristic
-enum { ORT_MEM_DEFAULT = 0 };    // OrtMemType
+enum { ORT_IO_REQUIRED = 0 };           // OrtCustomOpInputOutputCharacteristic
+enum { ORT_MEM_DEFAULT = 0 };           // OrtMemType
 
 typedef void* OrtApi;  // the function table: read through the typed accessors below
 

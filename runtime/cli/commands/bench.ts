@@ -26,11 +26,13 @@ export function benchCommand(y: Argv) {
       const promptLen = args["prompt-len"];
       const gen = args["gen-tokens"];
       const batches = (args.batch as unknown[]).map(Number);
-      if (!Number.isInteger(promptLen) || promptLen < 1) throw new UserError(`--prompt-len: expected a positive integer, found ${promptLen}`);
+      if (!Number.isInteger(promptLen) || promptLen < 1)
+        throw new UserError(`--prompt-len: expected a positive integer, found ${promptLen}`);
       if (!Number.isInteger(gen) || gen < 1) throw new UserError(`--gen-tokens: expected a positive integer, found ${gen}`);
       const rounds = args.rounds;
       if (!Number.isInteger(rounds) || rounds < 1) throw new UserError(`--rounds: expected a positive integer, found ${rounds}`);
-      if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UserError(`--batch: expected positive integers, found ${args.batch}`);
+      if (batches.some((b) => !Number.isInteger(b) || b < 1))
+        throw new UserError(`--batch: expected positive integers, found ${args.batch}`);
 
       const t0 = performance.now();
       const o = await openTarget(args);
@@ -79,7 +81,12 @@ export function benchCommand(y: Argv) {
       for (const { B, perStep } of runs) {
         perStep.sort((x, y) => x - y);
         const ms = perStep[perStep.length >> 1];
-        decode[`batch${B}`] = { tokensPerSecond: (B * 1000) / ms, msPerStep: ms, msPerStepMin: perStep[0], msPerStepMax: perStep[perStep.length - 1] };
+        decode[`batch${B}`] = {
+          tokensPerSecond: (B * 1000) / ms,
+          msPerStep: ms,
+          msPerStepMin: perStep[0],
+          msPerStepMax: perStep[perStep.length - 1],
+        };
       }
       const result = {
         tool: "mamba-edge bench",
@@ -98,7 +105,12 @@ export function benchCommand(y: Argv) {
         decode: Object.fromEntries(
           Object.entries(decode).map(([k, v]) => [
             k,
-            { tokensPerSecond: +v.tokensPerSecond.toFixed(2), msPerStep: +v.msPerStep.toPrecision(4), msPerStepMin: +v.msPerStepMin.toPrecision(4), msPerStepMax: +v.msPerStepMax.toPrecision(4) },
+            {
+              tokensPerSecond: +v.tokensPerSecond.toFixed(2),
+              msPerStep: +v.msPerStep.toPrecision(4),
+              msPerStepMin: +v.msPerStepMin.toPrecision(4),
+              msPerStepMax: +v.msPerStepMax.toPrecision(4),
+            },
           ]),
         ),
         weightMB: +(o.weightBytes / 1e6).toFixed(1),
@@ -108,7 +120,9 @@ export function benchCommand(y: Argv) {
       else {
         process.stdout.write(
           `${result.model} [${result.backend}]: prefill ${result.prefillTokensPerSecond} tokens/s (${promptLen} tokens, TTFT ${result.ttftMs} ms); ` +
-            Object.entries(result.decode).map(([k, v]) => `decode ${k} ${v.tokensPerSecond} tokens/s`).join("; ") +
+            Object.entries(result.decode)
+              .map(([k, v]) => `decode ${k} ${v.tokensPerSecond} tokens/s`)
+              .join("; ") +
             `; weights ${result.weightMB} MB in memory; peak RSS ${result.peakRssMB} MB\n`,
         );
       }

@@ -12,7 +12,10 @@ export function buildCommand(y: Argv) {
     (a) =>
       a
         .positional("model", { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout)" })
-        .option("random", { choices: Object.keys(SHAPES), describe: "instead of a checkpoint: random weights of this published shape (for benchmarks)" })
+        .option("random", {
+          choices: Object.keys(SHAPES),
+          describe: "instead of a checkpoint: random weights of this published shape (for benchmarks)",
+        })
         .option("record", { type: "boolean", default: false, describe: "also write a build record (time, size) to bench/results/" })
         .option("quant", {
           choices: ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const,
@@ -20,10 +23,17 @@ export function buildCommand(y: Argv) {
           describe: "recipe: fp16 (baseline), w8a8 (Quamba), w4a8 / w4a16 (Quamba2), w8a8-naive (min-max, no Hadamard: an ablation)",
         })
         .option("calib", { type: "string", describe: "calibration text file (every recipe but fp16)" })
-        .option("calib-tokens", { type: "string", describe: "instead of --calib: a file of token ids (for checkpoints without tokenizer.json)" })
+        .option("calib-tokens", {
+          type: "string",
+          describe: "instead of --calib: a file of token ids (for checkpoints without tokenizer.json)",
+        })
         .option("calib-samples", { type: "number", default: 128, describe: "calibration windows" })
         .option("calib-len", { type: "number", default: 512, describe: "tokens per calibration window" })
-        .option("percentile", { type: "number", default: 0.9995, describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)" })
+        .option("percentile", {
+          type: "number",
+          default: 0.9995,
+          describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)",
+        })
         .option("rtn", { type: "boolean", default: false, describe: "4-bit weights by round-to-nearest instead of GPTQ (an ablation)" })
         .option("out", { type: "string", demandOption: true, describe: "output directory, NAME.mamba" })
         .option("force", { type: "boolean", default: false, describe: "replace an existing package" }),
@@ -32,8 +42,10 @@ export function buildCommand(y: Argv) {
         if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name}: expected a positive integer, found ${v}`);
         return v;
       };
-      if (!(args.percentile > 0.5 && args.percentile <= 1)) throw new UserError(`--percentile: expected a number in (0.5, 1], found ${args.percentile}`);
-      if ((args.model === undefined) === (args.random === undefined)) throw new UserError("build: give a checkpoint directory or --random SHAPE");
+      if (!(args.percentile > 0.5 && args.percentile <= 1))
+        throw new UserError(`--percentile: expected a number in (0.5, 1], found ${args.percentile}`);
+      if ((args.model === undefined) === (args.random === undefined))
+        throw new UserError("build: give a checkpoint directory or --random SHAPE");
       // the builder is only loaded by this command
       const { build } = await import("../../../engines/builder/build.js");
       let bar: Progress | null = null;

@@ -27,7 +27,10 @@ interface ChatClient {
 }
 
 /** In-process: the daemon's scheduler on an engine opened here. */
-async function localClient(args: { engine?: string; model?: string; backend?: "ref" | "ort" | "cuda" }, session: string | undefined): Promise<ChatClient> {
+async function localClient(
+  args: { engine?: string; model?: string; backend?: "ref" | "ort" | "cuda" },
+  session: string | undefined,
+): Promise<ChatClient> {
   const o = await openTarget(args);
   // A named session is kept where the daemon keeps them; an unnamed one lives for this chat only.
   const scratch = session === undefined ? mkdtempSync(join(tmpdir(), "mamba-edge-chat-")) : null;
@@ -94,7 +97,9 @@ async function mqttClient(url: string, node: string, prefix: string): Promise<Ch
   handlers.delete("status");
   if (!status || status.state !== "online") {
     await client.endAsync();
-    throw new UserError(`no daemon online at ${t.generate} on ${url} (status: ${status ? String(status.state) : "none"}); is --node right?`);
+    throw new UserError(
+      `no daemon online at ${t.generate} on ${url} (status: ${status ? String(status.state) : "none"}); is --node right?`,
+    );
   }
   const publish = (topic: string, m: object) => client.publishAsync(topic, JSON.stringify(m), { qos: 1 });
   return {
@@ -132,24 +137,40 @@ export function chatCommand(y: Argv) {
     (a) =>
       a
         .options(targetOptions)
-        .option("mqtt", { type: "string", describe: "talk to the daemon behind this broker (mqtt://host:1883) instead of loading a model here" })
+        .option("mqtt", {
+          type: "string",
+          describe: "talk to the daemon behind this broker (mqtt://host:1883) instead of loading a model here",
+        })
         .option("node", { type: "string", describe: "the daemon's node id (default: this host name)" })
         .option("topic-prefix", { type: "string", default: "mamba-edge", describe: "the daemon's topic prefix" })
-        .option("session", { type: "string", describe: "session id: continue (and keep) a named conversation; default: a new one for this chat" })
+        .option("session", {
+          type: "string",
+          describe: "session id: continue (and keep) a named conversation; default: a new one for this chat",
+        })
         .option("max-tokens", { type: "number", default: 128, describe: "tokens per reply at most" })
         .option("temperature", { type: "number", default: 0.8, describe: "0 = greedy" })
         .option("seed", { type: "number", describe: "random seed of the first reply (then +1 per turn)" })
         .option("stop", { type: "string", array: true, describe: "stop a reply at this text (repeatable)" }),
     async (args) => {
-      if (args.mqtt !== undefined && (args.engine !== undefined || args.model !== undefined)) throw new UserError("give --mqtt (a running daemon) or --engine/--model (in-process), not both");
+      if (args.mqtt !== undefined && (args.engine !== undefined || args.model !== undefined))
+        throw new UserError("give --mqtt (a running daemon) or --engine/--model (in-process), not both");
       const named = args.session;
-      const base = { max_tokens: args["max-tokens"], temperature: args.temperature, seed: args.seed, session: named, ...(args.stop ? { stop: args.stop } : {}) };
+      const base = {
+        max_tokens: args["max-tokens"],
+        temperature: args.temperature,
+        seed: args.seed,
+        session: named,
+        ...(args.stop ? { stop: args.stop } : {}),
+      };
       const check = requestSchema.safeParse(base);
       if (!check.success) throw new UserError(`--${describeIssue(check.error, base).replace(/_/g, "-")}`);
       const client =
         args.mqtt !== undefined
           ? await mqttClient(args.mqtt, args.node ?? hostname(), args["topic-prefix"])
-          : await localClient({ engine: args.engine, model: args.model, backend: args.backend as "ref" | "ort" | "cuda" | undefined }, named);
+          : await localClient(
+              { engine: args.engine, model: args.model, backend: args.backend as "ref" | "ort" | "cuda" | undefined },
+              named,
+            );
       const session = named ?? `chat-${randomBytes(6).toString("hex")}`;
       const tty = process.stdin.isTTY === true;
       let seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
@@ -187,9 +208,8 @@ export function chatCommand(y: Argv) {
             process.stderr.write(`unknown command ${line.split(/\s/)[0]}: try /help\n`);
           } else if (line) {
             current = `${session}-${turn++}`;
-            const r = await client.send(
-              { ...base, id: current, prompt: (fresh ? "" : "\n") + line, session, stream: true, seed },
-              (d) => process.stdout.write(d),
+            const r = await client.send({ ...base, id: current, prompt: (fresh ? "" : "\n") + line, session, stream: true, seed }, (d) =>
+              process.stdout.write(d),
             );
             current = null;
             fresh = false;

@@ -40,7 +40,16 @@ export function evalCommand(y: Argv) {
       const bar = progress("eval", ids.length - 1);
       const r = await evaluate(o.backend, ids, bytes, 256, (done) => bar.update(done));
       bar.stop();
-      const out = { tool: "mamba-edge eval", model: o.label, backend: o.backend.info.name, recipe: o.recipe, text: args.text, ...r, tokensPerSecond: r.tokens / r.seconds, ...provenance() };
+      const out = {
+        tool: "mamba-edge eval",
+        model: o.label,
+        backend: o.backend.info.name,
+        recipe: o.recipe,
+        text: args.text,
+        ...r,
+        tokensPerSecond: r.tokens / r.seconds,
+        ...provenance(),
+      };
       if (args.json) process.stdout.write(JSON.stringify(out, null, 2) + "\n");
       else {
         process.stdout.write(

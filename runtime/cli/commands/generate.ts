@@ -23,7 +23,8 @@ export function generateCommand(y: Argv) {
     async (args) => {
       const sampling = samplingFrom(args);
       const maxTokens = args["max-tokens"];
-      if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-tokens: expected a positive integer, found ${maxTokens}`);
+      if (!Number.isInteger(maxTokens) || maxTokens < 1)
+        throw new UserError(`--max-tokens: expected a positive integer, found ${maxTokens}`);
       const o = await openTarget(args);
       const tokenizer = openTokenizer(o);
       const eos = o.config.eosTokenId;
@@ -38,7 +39,11 @@ export function generateCommand(y: Argv) {
         return;
       }
       // Interactive: one prompt per line; on a terminal with a "> " prompt and line editing.
-      const rl = createInterface({ input: process.stdin, output: process.stdin.isTTY ? process.stdout : undefined, terminal: process.stdin.isTTY });
+      const rl = createInterface({
+        input: process.stdin,
+        output: process.stdin.isTTY ? process.stdout : undefined,
+        terminal: process.stdin.isTTY,
+      });
       if (process.stdin.isTTY) process.stderr.write(`${o.label}: type a prompt and press Enter; Ctrl-D to quit\n`);
       rl.setPrompt("> ");
       if (process.stdin.isTTY) rl.prompt();
@@ -57,7 +62,8 @@ export function generateCommand(y: Argv) {
 export function samplingFrom(args: Record<string, unknown>): SamplingParams {
   const num = (name: string, lo: number, hi: number) => {
     const v = args[name] as number;
-    if (typeof v !== "number" || Number.isNaN(v) || v < lo || v > hi) throw new UserError(`--${name}: expected a number in [${lo}, ${hi}], found ${v}`);
+    if (typeof v !== "number" || Number.isNaN(v) || v < lo || v > hi)
+      throw new UserError(`--${name}: expected a number in [${lo}, ${hi}], found ${v}`);
     return v;
   };
   const seed = args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : num("seed", 0, 2 ** 32 - 1);

@@ -28,7 +28,9 @@ export function inspectCommand(y: Argv) {
         `tokenizer:   ${m.tokenizer ?? "none"}`,
         `targets:     ${m.targets.join(", ")}`,
         `files (sha256 verified):`,
-        ...Object.entries(m.files).map(([n, f]) => `  ${n.padEnd(22)} ${(f.bytes / 1e6).toFixed(2).padStart(8)} MB  ${f.sha256.slice(0, 16)}`),
+        ...Object.entries(m.files).map(
+          ([n, f]) => `  ${n.padEnd(22)} ${(f.bytes / 1e6).toFixed(2).padStart(8)} MB  ${f.sha256.slice(0, 16)}`,
+        ),
       ];
       process.stdout.write(lines.join("\n") + "\n");
     },

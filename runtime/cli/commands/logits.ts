@@ -10,7 +10,11 @@ export function logitsCommand(y: Argv) {
       a
         .options(targetOptions)
         .option("tokens", { type: "string", demandOption: true, describe: "comma-separated token ids, e.g. 3,17,5" })
-        .option("mode", { choices: ["prefill", "step"] as const, default: "prefill" as const, describe: "prefill: the whole sequence at once; step: one token at a time through the state" }),
+        .option("mode", {
+          choices: ["prefill", "step"] as const,
+          default: "prefill" as const,
+          describe: "prefill: the whole sequence at once; step: one token at a time through the state",
+        }),
     async (args) => {
       const o = await openTarget(args);
       const tokens = parseTokens(args.tokens, o.config.vocabSize);

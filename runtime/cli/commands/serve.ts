@@ -9,7 +9,11 @@ import { targetOptions } from "../open.js";
 
 /** Flags that map one to one onto config fields (kebab-case here, camelCase in the file). */
 const flags = {
-  mqtt: { type: "string", describe: "embedded (a broker inside the daemon, 127.0.0.1:1883), off, or a broker URL mqtt://host:1883 / mqtts://…; default: embedded, or off with --stdio" },
+  mqtt: {
+    type: "string",
+    describe:
+      "embedded (a broker inside the daemon, 127.0.0.1:1883), off, or a broker URL mqtt://host:1883 / mqtts://…; default: embedded, or off with --stdio",
+  },
   stdio: { type: "boolean", describe: "serve JSON lines on stdin/stdout" },
   node: { type: "string", describe: "this daemon's name in topics (default: the host name)" },
   "topic-prefix": { type: "string", describe: "first level of every topic (default mamba-edge)" },
@@ -22,14 +26,20 @@ const flags = {
   key: { type: "string", describe: "PEM client key for mqtts://" },
   "broker-host": { type: "string", describe: "where the embedded broker listens (default 127.0.0.1)" },
   "broker-port": { type: "number", describe: "port of the embedded broker (default 1883)" },
-  "state-dir": { type: "string", describe: "where session states are kept (default $STATE_DIRECTORY/sessions or ~/.local/state/mamba-edge/sessions)" },
+  "state-dir": {
+    type: "string",
+    describe: "where session states are kept (default $STATE_DIRECTORY/sessions or ~/.local/state/mamba-edge/sessions)",
+  },
   "max-active": { type: "number", describe: "sequences decoded together (default 16)" },
   "max-queue": { type: "number", describe: "requests waiting beyond that before `overloaded` (default 64)" },
   "max-prompt-tokens": { type: "number", describe: "longest prompt accepted (default 4096)" },
   "max-tokens": { type: "number", describe: "largest max_tokens a request may ask for (default 1024)" },
   "default-max-tokens": { type: "number", describe: "max_tokens when a request gives none (default 128)" },
   "status-interval-ms": { type: "number", describe: "how often the retained status is refreshed (default 5000)" },
-  "shutdown-deadline-ms": { type: "number", describe: "on SIGTERM, how long running requests may finish before being cancelled (default 10000)" },
+  "shutdown-deadline-ms": {
+    type: "number",
+    describe: "on SIGTERM, how long running requests may finish before being cancelled (default 10000)",
+  },
   "metrics-port": { type: "number", describe: "serve Prometheus /metrics on this local port" },
   "log-level": { type: "string", describe: "fatal, error, warn, info (default), debug, trace or silent" },
 } as const;
@@ -40,7 +50,11 @@ export function serveCommand(y: Argv) {
   return y.command(
     "serve",
     "serve generation requests over MQTT and/or stdio (JSON lines) until SIGTERM / SIGINT",
-    (a) => a.options(targetOptions).options(flags).option("config", { type: "string", describe: "JSON file of settings (see README); env MAMBA_EDGE_* and flags override it" }),
+    (a) =>
+      a
+        .options(targetOptions)
+        .options(flags)
+        .option("config", { type: "string", describe: "JSON file of settings (see README); env MAMBA_EDGE_* and flags override it" }),
     async (args) => {
       const given: Record<string, unknown> = {};
       for (const k of [...Object.keys(flags), ...Object.keys(targetOptions)]) if (args[k] !== undefined) given[camel(k)] = args[k];
