@@ -1,6 +1,7 @@
 // Picks the next token from logits: a chain of small steps (repetition penalty, temperature, top-k,
 // top-p, min-p), then a draw from a seeded generator, so the same seed and request give the same
 // text. Temperature 0 is greedy.
+import { seededRandom } from "../engines/model/rng.js";
 
 export interface SamplingParams {
   temperature: number; // 0 = greedy
@@ -11,19 +12,14 @@ export interface SamplingParams {
   seed: number;
 }
 
-export const defaultSampling: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0, repeatPenalty: 1, seed: 0 };
-
-/** splitmix32: a tiny seeded generator with good statistical quality; uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
-  };
-}
+/** The sampling a request gets for what it does not say: the CLI and every transport use these. */
+export const defaultSampling: Readonly<Omit<SamplingParams, "seed">> = {
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  minP: 0,
+  repeatPenalty: 1.1,
+};
 
 export function argmax(logits: ArrayLike<number>): number {
   let best = 0;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Sampler, argmax, seededRandom, type SamplingParams } from "../runtime/sampling.js";
+import { seededRandom } from "../engines/model/rng.js";
+import { Sampler, argmax, type SamplingParams } from "../runtime/sampling.js";
 
 const base: SamplingParams = { temperature: 1, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, seed: 7 };
 const logits = Float32Array.from([0.1, 2.0, -1.0, 1.5, 0.3, 1.9, -3.0, 0.0]);

@@ -6,8 +6,7 @@ import { join } from "node:path";
 import type { InferenceSession } from "onnxruntime-node";
 import { UserError } from "../errors.js";
 import type { MambaModel } from "../model/model.js";
-import { SequenceState, stateShape } from "../model/state.js";
-import { graphFeeds, type Ort } from "../../runtime/backends/ort.js";
+import { graphSsmShape, stateShape } from "../model/state.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { DT, Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
@@ -96,7 +95,7 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
   let session: InferenceSession | null = null;
   try {
     session = await ort.InferenceSession.create(join(workDir, "calib.onnx"), { graphOptimizationLevel: "all" });
-    const zero = new SequenceState(stateShape(c));
+    const zeroStates = zeroStateFeeds(ort, c);
     const fetch = [...observed.keys()].flatMap((n) =>
       [`absmax/${n}`, keepsValues(n) ? `values/${n}` : null, opts.hessians && !isSsmInput(n) ? `xtx/${n}` : null].filter(
         (x): x is string => !!x,
@@ -117,7 +116,10 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
       samples.set(name, []);
     }
     for (let i = 0; i < windows.length; i++) {
-      const out = await session.run(graphFeeds(ort as unknown as Ort, c, windows[i], [zero]), fetch); // each window from a zero state
+      const out = await session.run(
+        { tokens: new ort.Tensor("int64", BigInt64Array.from(windows[i], BigInt), [windows[i].length]), ...zeroStates },
+        fetch,
+      ); // each window from a zero state
       for (const [name, width] of observed) {
         const s = stats.get(name)!;
         s.absmax = Math.max(s.absmax, (out[`absmax/${name}`].data as Float32Array)[0]);
@@ -150,4 +152,18 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     rmSync(join(workDir, "calib.onnx"), { force: true });
     rmSync(join(workDir, "calib.bin"), { force: true });
   }
+}
+
+/** Zero conv and SSM states of one sequence, as the graphs take them (conv_l, ssm_l). */
+function zeroStateFeeds(ort: typeof import("onnxruntime-node"), c: MambaModel["config"]): Record<string, InstanceType<typeof ort.Tensor>> {
+  const shape = stateShape(c);
+  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
+  const convDims = [1, shape.convWidth, shape.convPerLayer / shape.convWidth];
+  const ssmDims = [1, ...graphSsmShape(c)];
+  const size = (d: number[]) => d.reduce((a, b) => a * b, 1);
+  for (let l = 0; l < shape.nLayer; l++) {
+    feeds[`conv_${l}`] = new ort.Tensor("float32", new Float32Array(size(convDims)), convDims);
+    feeds[`ssm_${l}`] = new ort.Tensor("float32", new Float32Array(size(ssmDims)), ssmDims);
+  }
+  return feeds;
 }

@@ -1,6 +1,6 @@
 // The helper thread of parallel.ts: computes its share of a linear layer, then raises the flag.
 import { parentPort, workerData } from "node:worker_threads";
-import { linearRange, type LinearJob } from "./ops.js";
+import { linearRange, type LinearJob } from "./linear-range.js";
 
 parentPort!.on("message", (m: { job: LinearJob; o0: number; o1: number; flag: Int32Array }) => {
   linearRange(m.job, m.o0, m.o1);

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { linearRange, type LinearJob } from "./ops.js";
+import { linearRange, type LinearJob } from "./linear-range.js";
 
 /** A float32 array in shared memory (readable by the helper thread without a copy). */
 export function shared(n: number): Float32Array {

@@ -4,7 +4,7 @@ import { UserError } from "../errors.js";
 import { parseConfig } from "./config.js";
 import { shared } from "./parallel.js";
 import { MambaModel } from "./model.js";
-import { seededRandom } from "../../runtime/sampling.js";
+import { seededRandom } from "./rng.js";
 import type { Mamba1Layer, Mamba2Layer, Weights } from "./weights.js";
 
 /** Hugging Face configs of the public checkpoints (state-spaces/mamba-*-hf, mamba2-*). */

@@ -1,103 +1,19 @@
-// Resolves what the CLI runs on: an engine package (--engine, backend ort), a checkpoint directory
-// (--model, the TypeScript reference), the bundled demo model by default, or a random model of a
-// published shape (--random, for benchmarks).
-import { existsSync, readFileSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
-import type { Backend } from "../backends/backend.js";
-import { RefBackend } from "../backends/ref.js";
-import { UserError } from "../../engines/errors.js";
+// What a CLI command runs on: the backend opener of runtime/backends, plus the default engine, which
+// the CLI builds from the bundled demo model on first use (the one place the runtime calls the builder).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { FORMAT_VERSION, type Manifest } from "../../engines/package/manifest.js";
-import type { ModelConfig } from "../../engines/model/config.js";
-import { MambaModel } from "../../engines/model/model.js";
-import { setReferenceThreads } from "../../engines/model/parallel.js";
-import { randomModel } from "../../engines/model/random.js";
-import { Tokenizer } from "../../engines/model/tokenizer.js";
-import { packageRoot } from "../paths.js";
+import { checkTarget, openBackend, shortPath, type Opened, type Target } from "../backends/open.js";
+import { defaultEngineDir, defaultModelDir, packageRoot } from "../paths.js";
 
-/** The bundled demo model. */
-export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");
-/** The engine the CLI runs when given no model: built from the demo model on first use. */
-export const defaultEngineDir = join(packageRoot, "models", "engines", "mamba2-brown-w8a8.mamba");
+export { openTokenizer, type Opened, type Target } from "../backends/open.js";
 
-export interface Opened {
-  backend: Backend;
-  config: ModelConfig;
-  /** what was opened, as the user would type it from here */
-  label: string;
-  /** directory holding tokenizer.json, if any */
-  tokenizerDir: string | null;
-  /** bytes of weights the backend holds (reference: float32 in memory; engine: package on disk) */
-  weightBytes: number;
-  /** the engine's quantization recipe, or "fp32" for the reference */
-  recipe: string;
-}
-
-export type BackendName = "ref" | "ort" | "cuda";
-
-export interface Target {
-  model?: string;
-  engine?: string;
-  random?: string;
-  /** which backend runs an engine: ort (default, CPU) or cuda */
-  backend?: BackendName;
-  /** CPU threads: backend ort's intra-op threads (default: one per core); the reference: 1 or 2 */
-  threads?: number;
-}
-
-function shortPath(dir: string): string {
-  const rel = relative(process.cwd(), resolve(dir));
-  return rel && !rel.startsWith("..") ? rel : dir;
-}
-
+/** Opens the target; with no model named (and not the reference), the default engine, built once. */
 export async function openTarget(t: Target): Promise<Opened> {
-  const given = [t.model, t.engine, t.random].filter((x) => x !== undefined).length;
-  if (given > 1) throw new UserError("give one of --model, --engine, --random");
-  // (before the default engine may be built: a bad count is refused at once)
-  const threads = t.threads;
-  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1))
-    throw new UserError(`--threads: expected a positive integer, found ${threads}`);
-  // the CPU backends' thread count; backend cuda would silently ignore it
-  if (threads !== undefined && t.backend === "cuda")
-    throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
-  // with nothing named: the demo model for the reference, else the default engine
-  if (given === 0) t = t.backend === "ref" ? { ...t, model: defaultModelDir } : { ...t, engine: await ensureDefaultEngine() };
-  if (t.backend === "cuda") return openCuda(t);
-  if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
-  if (t.engine !== undefined) {
-    if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
-    const { OrtBackend } = await import("../backends/ort.js"); // loads onnxruntime-node only here
-    return engineOpened(t.engine, await OrtBackend.open(t.engine, { threads }));
-  }
-  if (threads !== undefined) setReferenceThreads(threads);
-  const model = t.random ? randomModel(t.random) : loadModel(t.model ?? defaultModelDir);
-  const w = model.weights;
-  const tensors = [w.embedding, w.normF, ...(w.lmHead === w.embedding ? [] : [w.lmHead]), ...w.layers.flatMap((l) => Object.values(l))];
-  return {
-    backend: new RefBackend(model),
-    config: model.config,
-    label: t.random ? `${t.random} (random weights)` : shortPath(t.model ?? defaultModelDir),
-    tokenizerDir: t.random ? null : (t.model ?? defaultModelDir),
-    weightBytes: tensors.filter((x): x is Float32Array => x instanceof Float32Array).reduce((s, x) => s + x.byteLength, 0),
-    recipe: "fp32",
-  };
-}
-
-async function openCuda(t: Target): Promise<Opened> {
-  if (t.engine === undefined) throw new UserError("--backend cuda runs an engine package: give --engine NAME.mamba");
-  const { CudaBackend } = await import("../backends/cuda.js"); // loads koffi and the native library only here
-  return engineOpened(t.engine, await CudaBackend.open(t.engine));
-}
-
-function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): Opened {
-  const m = backend.manifest;
-  return {
-    backend,
-    config: m.config,
-    label: shortPath(dir),
-    tokenizerDir: m.tokenizer ? dir : null,
-    weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
-    recipe: m.quant.recipe,
-  };
+  checkTarget(t); // before the default engine may be built
+  const named = t.model !== undefined || t.engine !== undefined || t.random !== undefined;
+  if (!named && t.backend !== "ref") return openBackend({ ...t, engine: await ensureDefaultEngine() });
+  return openBackend(t);
 }
 
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
@@ -152,16 +68,6 @@ function readManifest(dir: string): Partial<Manifest> | null {
   } catch {
     return null;
   }
-}
-
-function loadModel(dir: string): MambaModel {
-  if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
-  return MambaModel.load(dir);
-}
-
-export function openTokenizer(o: Opened): Tokenizer {
-  if (!o.tokenizerDir) throw new UserError(`${o.label} has no tokenizer: give a --model or --engine with a tokenizer.json`);
-  return Tokenizer.load(o.tokenizerDir);
 }
 
 /** The --model / --engine options every command that runs a model takes. */

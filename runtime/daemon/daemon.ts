@@ -3,7 +3,7 @@
 // way the request came; they know nothing of models.
 import type { Server } from "node:http";
 import { UserError } from "../../engines/errors.js";
-import { openTarget, openTokenizer, type Opened } from "../cli/open.js";
+import { openTokenizer, type Opened } from "../backends/open.js";
 import { WireError, errorReply, parseMessage, peek, type Op, type Reply, type RequestId } from "../scheduler/protocol.js";
 import { Scheduler, type Sink } from "../scheduler/scheduler.js";
 import { SessionStore } from "../scheduler/sessions.js";
@@ -73,9 +73,8 @@ export class Daemon {
     );
   }
 
-  /** Opens the engine (or model) and the state directory; transports are added by the caller. */
-  static async open(config: DaemonConfig, log: Logger): Promise<Daemon> {
-    const opened = await openTarget({ engine: config.engine, model: config.model, backend: config.backend, threads: config.threads });
+  /** A daemon over an opened engine (or model) and the state directory; transports are added by the caller. */
+  static async open(config: DaemonConfig, log: Logger, opened: Opened): Promise<Daemon> {
     const d = new Daemon(config, opened, log);
     const sessions = await d.sessions.list().catch((e: Error) => {
       throw new UserError(`${config.stateDir}: cannot use as the state directory (${e.message})`);

@@ -4,7 +4,7 @@
 // Cancellation takes effect at the next tick, that is, at token granularity.
 import type { Backend } from "../backends/backend.js";
 import type { SequenceState } from "../../engines/model/state.js";
-import { Sampler, type SamplingParams } from "../sampling.js";
+import { Sampler, type SamplingParams, defaultSampling } from "../sampling.js";
 import { TextStream, type Tokenizer } from "../../engines/model/tokenizer.js";
 import {
   WireError,
@@ -144,11 +144,11 @@ export class Scheduler {
       if (this.queue.length >= this.limits.maxQueue)
         throw new WireError("overloaded", `queue full (${this.limits.maxQueue} waiting, ${this.active.length} running)`);
       const sampling: SamplingParams = {
-        temperature: req.temperature ?? 0.8,
-        topK: req.top_k ?? 40,
-        topP: req.top_p ?? 0.95,
-        minP: req.min_p ?? 0,
-        repeatPenalty: req.repeat_penalty ?? 1.1,
+        temperature: req.temperature ?? defaultSampling.temperature,
+        topK: req.top_k ?? defaultSampling.topK,
+        topP: req.top_p ?? defaultSampling.topP,
+        minP: req.min_p ?? defaultSampling.minP,
+        repeatPenalty: req.repeat_penalty ?? defaultSampling.repeatPenalty,
         seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
       };
       const stops = req.stop === undefined ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;

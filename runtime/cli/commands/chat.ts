@@ -13,6 +13,7 @@ import { configSchema } from "../../daemon/config.js";
 import { describeIssue, requestSchema, type ErrorReply, type FinalReply, type Request } from "../../scheduler/protocol.js";
 import { Scheduler, defaultLimits } from "../../scheduler/scheduler.js";
 import { SessionStore } from "../../scheduler/sessions.js";
+import { defaultSampling } from "../../sampling.js";
 import { topics } from "../../transports/mqtt.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 
@@ -148,7 +149,7 @@ export function chatCommand(y: Argv) {
           describe: "session id: continue (and keep) a named conversation; default: a new one for this chat",
         })
         .option("max-tokens", { type: "number", default: 128, describe: "tokens per reply at most" })
-        .option("temperature", { type: "number", default: 0.8, describe: "0 = greedy" })
+        .option("temperature", { type: "number", default: defaultSampling.temperature, describe: "0 = greedy" })
         .option("seed", { type: "number", describe: "random seed of the first reply (then +1 per turn)" })
         .option("stop", { type: "string", array: true, describe: "stop a reply at this text (repeatable)" }),
     async (args) => {

@@ -2,7 +2,7 @@ import { createInterface } from "node:readline";
 import type { Argv } from "yargs";
 import { generate, type GenerateResult } from "../../generate.js";
 import { UserError } from "../../../engines/errors.js";
-import type { SamplingParams } from "../../sampling.js";
+import { defaultSampling, type SamplingParams } from "../../sampling.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 
 export function generateCommand(y: Argv) {
@@ -14,11 +14,23 @@ export function generateCommand(y: Argv) {
         .options(targetOptions)
         .option("prompt", { type: "string", describe: "text to continue; without it, prompts are read line by line from stdin" })
         .option("max-tokens", { type: "number", default: 64, describe: "tokens to generate at most" })
-        .option("temperature", { type: "number", default: 0.8, describe: "0 = greedy" })
-        .option("top-k", { type: "number", default: 40, describe: "sample from the k most likely tokens (0 = all)" })
-        .option("top-p", { type: "number", default: 0.95, describe: "nucleus: smallest set of tokens with this much probability" })
-        .option("min-p", { type: "number", default: 0, describe: "drop tokens less likely than min-p × the most likely one" })
-        .option("repeat-penalty", { type: "number", default: 1.1, describe: "penalize tokens already in the text (1 = off)" })
+        .option("temperature", { type: "number", default: defaultSampling.temperature, describe: "0 = greedy" })
+        .option("top-k", { type: "number", default: defaultSampling.topK, describe: "sample from the k most likely tokens (0 = all)" })
+        .option("top-p", {
+          type: "number",
+          default: defaultSampling.topP,
+          describe: "nucleus: smallest set of tokens with this much probability",
+        })
+        .option("min-p", {
+          type: "number",
+          default: defaultSampling.minP,
+          describe: "drop tokens less likely than min-p × the most likely one",
+        })
+        .option("repeat-penalty", {
+          type: "number",
+          default: defaultSampling.repeatPenalty,
+          describe: "penalize tokens already in the text (1 = off)",
+        })
         .option("seed", { type: "number", describe: "random seed (same seed, model and prompt give the same text); default: random" }),
     async (args) => {
       const sampling = samplingFrom(args);

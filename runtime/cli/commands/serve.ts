@@ -5,7 +5,7 @@ import { makeLogger } from "../../daemon/log.js";
 import { startBroker, type EmbeddedBroker } from "../../transports/broker.js";
 import { MqttTransport } from "../../transports/mqtt.js";
 import { StdioTransport } from "../../transports/stdio.js";
-import { targetOptions } from "../open.js";
+import { openTarget, targetOptions } from "../open.js";
 
 /** Flags that map one to one onto config fields (kebab-case here, camelCase in the file). */
 const flags = {
@@ -60,7 +60,11 @@ export function serveCommand(y: Argv) {
       for (const k of [...Object.keys(flags), ...Object.keys(targetOptions)]) if (args[k] !== undefined) given[camel(k)] = args[k];
       const config = loadConfig({ file: args.config, flags: given });
       const log = makeLogger(config.logLevel);
-      const daemon = await Daemon.open(config, log);
+      const opened = await openTarget({ engine: config.engine, model: config.model, backend: config.backend, threads: config.threads });
+      const daemon = await Daemon.open(config, log, opened).catch(async (e) => {
+        await opened.backend.close();
+        throw e;
+      });
 
       let broker: EmbeddedBroker | null = null;
       const stopped = new Promise<string>((resolve) => {
