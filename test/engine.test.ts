@@ -50,7 +50,7 @@ describe("fp16 engines on onnxruntime", () => {
       [50, 51, 52, 53, 54, 55, 56, 57, 58],
     ];
     const states = [];
-    const alone = [];
+    const alone: Float32Array[] = [];
     for (const p of prompts) {
       const s = be.newState();
       await be.prefill(Int32Array.from(p), s);
