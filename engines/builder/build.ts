@@ -12,7 +12,7 @@ import { buildGraph, OPS_DOMAIN, OPS_DOMAIN_VERSION, type Emitter } from "./onnx
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
 import { fp16Emitter } from "./recipes/fp16.js";
-import { quantEmitter, rotates } from "./recipes/quantized.js";
+import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
 import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
 import { foldNorm, rotateInputs } from "./quantize.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
@@ -76,6 +76,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const file = new WeightFile();
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
+    let plan: QuantPlan | null = null;
     if (quantized) {
       const ids = opts.calibText
         ? await Tokenizer.load(opts.modelDir).encode(text!)
@@ -101,8 +102,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           : { weightScales: "per output channel" }),
         float16: ["embedding", "lm_head", "dt_proj"],
       });
-      em = quantEmitter(
-        file,
+      plan = quantPlan(
         {
           recipe: opts.recipe as Exclude<Recipe, "fp16">,
           calib,
@@ -116,6 +116,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         canonical,
         scales,
       );
+      em = quantEmitter(file, plan);
     }
 
     // onnxruntime graphs sharing cpu/weights.bin

@@ -28,21 +28,120 @@ export const rotates = (r: Recipe) => r === "w8a8" || r === "w4a8";
 const int8Weights = (r: Recipe) => r === "w8a8" || r === "w8a8-naive";
 const int8Acts = (r: Recipe) => r !== "w4a16";
 
-export function quantEmitter(
-  file: WeightFile,
-  o: QuantOptions,
-  canonical: Map<string, OutTensor>,
-  scales: Record<string, unknown>,
-): Emitter {
-  const half = fp16Emitter(file);
+/** A linear layer's quantized weights, made once per layer and shared by every graph that emits it. */
+export type QuantWeights =
+  | { kind: "int8"; q: Int8Array; scale: Float32Array } // q (out, in), scale per output channel
+  | { kind: "int4"; q: Int8Array; scale: Float32Array; group: number }; // q (out, in) in [-8, 7], scale (out, ceil(in / group))
+
+/**
+ * The recipe's decisions, independent of how a graph expresses them: which layers are quantized and
+ * how (their weights quantized once), each activation's static scale, each SSM input's scale (one, or
+ * one per channel). Records the package's canonical tensors and scale summary as it goes.
+ */
+export interface QuantPlan {
+  readonly o: QuantOptions;
+  /** null: the layer stays in float16 (lm_head, dt_proj) */
+  weights(name: string, W: Float32Array, outDim: number, inDim: number): QuantWeights | null;
+  /** whether out_proj's input of this layer is rotated (Hadamard) before quantization */
+  rotated(name: string): boolean;
+  /** the static per-tensor scale of the linear layer's int8 input, or null without int8 activations */
+  inputScale(name: string): number | null;
+  /** the scale an SSM input (`l<i>.x`, `.B`, `.C`) is quantized with, or null where it is not */
+  ssmScale(name: string, width: number): number | Float32Array | null;
+}
+
+export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, scales: Record<string, unknown>): QuantPlan {
   const stat = (name: string) => {
     const s = o.calib.stats.get(name);
     if (!s) throw new Error(`no calibration statistics for ${name}`);
     return s;
   };
-  // the scale each SSM input / linear input is quantized with (set by ssmInput for x)
+  // the scale each SSM input / linear input is quantized with (set by ssmScale for x)
   const actScale = new Map<string, number>();
-  const prepared = new Map<string, { kind: "int8" | "int4"; data: Uint8Array | Int8Array; scale: Float32Array }>();
+  const ssm = new Map<string, number | Float32Array | null>();
+  const prepared = new Map<string, QuantWeights>();
+
+  const inputScale = (name: string) => {
+    // x_proj reads the (already quantized) SSM input x: same scale, no second rounding
+    const m = name.match(/^(l\d+)\.x_proj$/);
+    if (m && actScale.has(`${m[1]}.x`)) return actScale.get(`${m[1]}.x`)!;
+    // out_proj's input carries Mamba's largest outliers: even after the Hadamard rotation a few
+    // values set the absolute max, so its scale is a percentile too (not in the naive ablation)
+    const st = stat(name);
+    if (name.endsWith(".out_proj") && o.recipe !== "w8a8-naive" && st.percentile !== undefined) return Math.max(st.percentile, 1e-8) / 127;
+    return Math.max(st.absmax, 1e-8) / 127;
+  };
+
+  const ssmScale = (name: string, width: number): number | Float32Array | null => {
+    if (!int8Acts(o.recipe)) return null;
+    const s = stat(name);
+    const isX = name.endsWith(".x");
+    if (o.recipe === "w4a8" && o.arch === "mamba2" && isX) {
+      const { scale, perm } = sortAndCluster(s.channelAbsmax!, o.nHeads, o.headDim, 4, 4);
+      scales[name] = { clusters: "4 head groups × 4 channel clusters", permutation: perm };
+      canonical.set(`${name}.scale`, { dtype: "F32", shape: [width], data: scale });
+      return scale;
+    }
+    if (o.recipe === "w4a8" && o.arch === "mamba2" && !isX && o.nGroups > 1) {
+      // per-state-group scales for B and C
+      const N = width / o.nGroups;
+      const scale = new Float32Array(width);
+      for (let gi = 0; gi < o.nGroups; gi++) {
+        const m = Math.max(...s.channelAbsmax!.subarray(gi * N, (gi + 1) * N));
+        scale.fill(Math.max(m, 1e-8) / 127, gi * N, (gi + 1) * N);
+      }
+      scales[name] = Array.from(new Set(scale));
+      return scale;
+    }
+    const clip = isX && o.recipe !== "w8a8-naive" ? s.percentile! : s.absmax;
+    const sc = Math.max(clip, 1e-8) / 127;
+    actScale.set(name, sc);
+    scales[name] = sc;
+    return sc;
+  };
+
+  return {
+    o,
+    rotated: (name) => name.endsWith(".out_proj") && rotates(o.recipe),
+    weights(name, W, outDim, inDim) {
+      if (name === "lm_head" || name.endsWith(".dt_proj")) return null;
+      let p = prepared.get(name);
+      if (!p) {
+        if (int8Weights(o.recipe)) {
+          const q = quantizeInt8(W, outDim, inDim);
+          p = { kind: "int8", q: q.q, scale: q.scale };
+          canonical.set(`${name}.weight`, { dtype: "I8", shape: [outDim, inDim], data: q.q });
+        } else {
+          const xtx = stat(name).xtx;
+          const q = o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, o.group, xtx) : quantizeInt4Rtn(W, outDim, inDim, o.group);
+          p = { kind: "int4", q: q.q, scale: q.scale, group: q.group };
+          canonical.set(`${name}.weight`, {
+            dtype: "U8",
+            shape: [outDim, Math.ceil(inDim / o.group), o.group / 2],
+            data: packNBits(q, outDim, inDim),
+          });
+        }
+        canonical.set(`${name}.weight_scale`, { dtype: "F32", shape: [p.scale.length], data: p.scale });
+        if (int8Acts(o.recipe)) scales[name] = inputScale(name);
+        prepared.set(name, p);
+      }
+      return p;
+    },
+    inputScale: (name) => (int8Acts(o.recipe) ? inputScale(name) : null),
+    ssmScale(name, width) {
+      // once per input: every graph quantizes it alike
+      if (!ssm.has(name)) ssm.set(name, ssmScale(name, width));
+      return ssm.get(name)!;
+    },
+  };
+}
+
+/** The recipe's onnxruntime emitter over the shared plan. */
+export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
+  const o = plan.o;
+  const half = fp16Emitter(file);
+  // the layouts onnxruntime's operators take, made once per layer
+  const laid = new Map<string, { data: Uint8Array | Int8Array; scale: Float32Array }>();
 
   const qdq = (g: Graph, x: string, scale: number | Float32Array) => {
     if (typeof scale !== "number") {
@@ -59,63 +158,43 @@ export function quantEmitter(
     return g.o("DequantizeLinear", [g.o("QuantizeLinear", [x, s, zp]), s, zp]);
   };
 
-  const inputScale = (name: string) => {
-    // x_proj reads the (already quantized) SSM input x: same scale, no second rounding
-    const m = name.match(/^(l\d+)\.x_proj$/);
-    if (m && actScale.has(`${m[1]}.x`)) return actScale.get(`${m[1]}.x`)!;
-    // out_proj's input carries Mamba's largest outliers: even after the Hadamard rotation a few
-    // values set the absolute max, so its scale is a percentile too (not in the naive ablation)
-    const st = stat(name);
-    if (name.endsWith(".out_proj") && o.recipe !== "w8a8-naive" && st.percentile !== undefined) return Math.max(st.percentile, 1e-8) / 127;
-    return Math.max(st.absmax, 1e-8) / 127;
-  };
-
   return {
     gather: half.gather,
     linear(g, xIn, name, W, bias, outDim, inDim, form) {
-      if (name === "lm_head" || name.endsWith(".dt_proj")) return half.linear(g, xIn, name, W, bias, outDim, inDim);
-      const x = name.endsWith(".out_proj") && rotates(o.recipe) ? emitRotation(g, file, xIn, inDim) : xIn;
-      let p = prepared.get(name);
+      const w = plan.weights(name, W, outDim, inDim);
+      if (!w) return half.linear(g, xIn, name, W, bias, outDim, inDim);
+      const x = plan.rotated(name) ? emitRotation(g, file, xIn, inDim) : xIn;
+      let p = laid.get(name);
       if (!p) {
-        if (int8Weights(o.recipe)) {
-          const q = quantizeInt8(W, outDim, inDim);
+        if (w.kind === "int8") {
           // MatMulInteger wants (in, out)
           const t = new Int8Array(inDim * outDim);
-          for (let r = 0; r < outDim; r++) for (let i = 0; i < inDim; i++) t[i * outDim + r] = q.q[r * inDim + i];
-          p = { kind: "int8", data: t, scale: q.scale };
-          canonical.set(`${name}.weight`, { dtype: "I8", shape: [outDim, inDim], data: q.q });
-        } else {
-          const xtx = stat(name).xtx;
-          const q = o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, o.group, xtx) : quantizeInt4Rtn(W, outDim, inDim, o.group);
-          const packed = packNBits(q, outDim, inDim);
-          p = { kind: "int4", data: packed, scale: q.scale };
-          canonical.set(`${name}.weight`, { dtype: "U8", shape: [outDim, Math.ceil(inDim / o.group), o.group / 2], data: packed });
-        }
-        canonical.set(`${name}.weight_scale`, { dtype: "F32", shape: [p.scale.length], data: p.scale });
-        if (int8Acts(o.recipe)) scales[name] = inputScale(name);
-        prepared.set(name, p);
+          for (let r = 0; r < outDim; r++) for (let i = 0; i < inDim; i++) t[i * outDim + r] = w.q[r * inDim + i];
+          p = { data: t, scale: w.scale };
+        } else p = { data: packNBits(w, outDim, inDim), scale: w.scale };
+        laid.set(name, p);
       }
       const b = bias ? g.external(`${name}.b`, file.add(`${name}.b`, bias), [outDim], DT.FLOAT) : null;
+      const sx = plan.inputScale(name);
       let y: string;
-      if (p.kind === "int8") {
-        const sx = inputScale(name);
+      if (w.kind === "int8") {
         const zp = g.uint8([128], []);
-        const xq = g.o("QuantizeLinear", [x, g.floats([sx], []), zp]);
+        const xq = g.o("QuantizeLinear", [x, g.floats([sx!], []), zp]);
         const wq = g.external(`${name}.wq`, file.add(`${name}.wq`, p.data), [inDim, outDim], DT.INT8);
         const acc = g.o("Cast", [g.o("MatMulInteger", [xq, wq, zp])], { to: DT.FLOAT });
         y = g.o("Mul", [
           acc,
           g.floats(
-            p.scale.map((s) => s * sx),
+            p.scale.map((s) => s * sx!),
             [outDim],
           ),
         ]);
       } else {
-        const xa = int8Acts(o.recipe) ? qdq(g, x, inputScale(name)) : x;
+        const xa = sx !== null ? qdq(g, x, sx) : x;
         const blocks = Math.ceil(inDim / o.group);
         const wq = g.external(`${name}.wq4`, file.add(`${name}.wq4`, p.data), [outDim, blocks, o.group / 2], DT.UINT8);
         const sc = g.external(`${name}.ws`, file.add(`${name}.ws`, p.scale), [outDim * blocks], DT.FLOAT);
-        if (form?.fusedStep && !int8Acts(o.recipe)) {
+        if (form?.fusedStep && sx === null) {
           // the fused step's few rows: our MatMulQ4 (same weights and arithmetic as MatMulNBits in
           // float), whose cost grows with the rows far less than MatMulNBits' (engines/ort-ops)
           y = g.op("MatMulQ4", [xa, wq, sc], {}, 1, OPS_DOMAIN)[0];
@@ -124,7 +203,7 @@ export function quantEmitter(
           y = g.o(
             "MatMulNBits",
             [xa, wq, sc],
-            { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: int8Acts(o.recipe) ? 4 : 0 },
+            { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: sx !== null ? 4 : 0 },
             "com.microsoft",
           );
         }
@@ -132,31 +211,8 @@ export function quantEmitter(
       return b ? g.o("Add", [y, b]) : y;
     },
     ssmInput(g, name, value, width) {
-      if (!int8Acts(o.recipe)) return value;
-      const s = stat(name);
-      const isX = name.endsWith(".x");
-      if (o.recipe === "w4a8" && o.arch === "mamba2" && isX) {
-        const { scale, perm } = sortAndCluster(s.channelAbsmax!, o.nHeads, o.headDim, 4, 4);
-        scales[name] = { clusters: "4 head groups × 4 channel clusters", permutation: perm };
-        canonical.set(`${name}.scale`, { dtype: "F32", shape: [width], data: scale });
-        return qdq(g, value, scale);
-      }
-      if (o.recipe === "w4a8" && o.arch === "mamba2" && !isX && o.nGroups > 1) {
-        // per-state-group scales for B and C
-        const N = width / o.nGroups;
-        const scale = new Float32Array(width);
-        for (let gi = 0; gi < o.nGroups; gi++) {
-          const m = Math.max(...s.channelAbsmax!.subarray(gi * N, (gi + 1) * N));
-          scale.fill(Math.max(m, 1e-8) / 127, gi * N, (gi + 1) * N);
-        }
-        scales[name] = Array.from(new Set(scale));
-        return qdq(g, value, scale);
-      }
-      const clip = isX && o.recipe !== "w8a8-naive" ? s.percentile! : s.absmax;
-      const sc = Math.max(clip, 1e-8) / 127;
-      actScale.set(name, sc);
-      scales[name] = sc;
-      return qdq(g, value, sc);
+      const s = plan.ssmScale(name, width);
+      return s === null ? value : qdq(g, value, s);
     },
   };
 }
