@@ -27,11 +27,11 @@ function scheduler(limits: Partial<Limits> = {}, sessions: SessionStore | null =
   return new Scheduler(backend, tokenizer, sessions, { ...defaultLimits, ...limits }, {}, eos());
 }
 
-function run(s: Scheduler, req: Request): Promise<Outcome> {
+function run(s: Scheduler, req: Request, seqs: number[] = []): Promise<Outcome> {
   const deltas: string[] = [];
   return new Promise((resolve) => {
     void s.submit(req, {
-      chunk: (c) => deltas.push(c.delta),
+      chunk: (c) => (deltas.push(c.delta), seqs.push(c.seq)),
       final: (r) => resolve({ ...r, deltas }),
       error: (r) => resolve({ ...r, deltas }),
     });
@@ -76,6 +76,7 @@ describe("scheduler", () => {
     expect(final(a).text).toBe(final(b).text);
     const c = final(await run(s, { ...req, seed: 8 }));
     expect(c.usage.completion_tokens).toBe(12);
+    expect(c.text).not.toBe(final(a).text);
   });
 
   it("decodes a batch to the same greedy text as one request alone", async () => {
@@ -87,8 +88,11 @@ describe("scheduler", () => {
   });
 
   it("streams chunks that add up to the final text, with seq in order", async () => {
-    const o = final(await run(s, { prompt: "It was", max_tokens: 10, temperature: 0, stream: true }));
+    const seqs: number[] = [];
+    const o = final(await run(s, { prompt: "It was", max_tokens: 10, temperature: 0, stream: true }, seqs));
     expect(o.deltas.join("")).toBe(o.text);
+    expect(o.deltas.length).toBeGreaterThan(1);
+    expect(seqs).toEqual(o.deltas.map((_, i) => i));
     expect(o.done).toBe(true);
   });
 
@@ -160,14 +164,28 @@ describe("sessions", () => {
   });
 
   it("runs the turns of one session in order", async () => {
+    const turn = (prompt: string) => ({ prompt, session: "s", max_tokens: 4, temperature: 0 });
+    // the two turns one after the other, in each order: what the second says depends on the first
+    const inTurn = async (first: string, second: string) => {
+      const t = scheduler({}, new SessionStore(tempDir(), 1 << 30));
+      const a = final(await run(t, turn(first)));
+      const b = final(await run(t, turn(second)));
+      await t.shutdown(0);
+      return [a.text, b.text];
+    };
+    const xy = await inTurn("One", " two");
+    const yx = await inTurn(" two", "One");
+    expect(yx[1]).not.toBe(xy[1]);
+
     const store = new SessionStore(tempDir(), 1 << 30);
     const t = scheduler({ maxActive: 4 }, store);
+    const finished: string[] = [];
     const [x, y] = await Promise.all([
-      run(t, { id: "x", prompt: "One", session: "s", max_tokens: 4, temperature: 0 }),
-      run(t, { id: "y", prompt: " two", session: "s", max_tokens: 4, temperature: 0 }),
+      run(t, { id: "x", ...turn("One") }).then((o) => (finished.push("x"), o)),
+      run(t, { id: "y", ...turn(" two") }).then((o) => (finished.push("y"), o)),
     ]);
-    final(x);
-    final(y);
+    expect(finished).toEqual(["x", "y"]);
+    expect([final(x).text, final(y).text]).toEqual(xy);
     expect((await store.get("s"))!.turns).toBe(2);
     await t.shutdown(0);
   });
