@@ -51,12 +51,18 @@ describe("stdio transport", () => {
   });
 
   it("on SIGTERM lets a running request finish and exits 0", async () => {
-    const d = await serve(base(tempDir()));
-    d.send({ id: "r", prompt: "The", max_tokens: 40, temperature: 0 });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await d.stop("SIGTERM")).toBe(0);
-    expect(d.replies.find((r) => r.id === "r")).toMatchObject({ finish_reason: "length" });
-    expect(d.logs.map((l) => l.msg)).toContain("shutting down");
+    const d = await serve([...base(tempDir()), "--shutdown-deadline-ms", "60000"]);
+    d.send({ id: "r", prompt: "The", max_tokens: 200, temperature: 0, stream: true });
+    await d.next((r) => r.id === "r" && "delta" in r); // it is decoding
+    expect(d.replies.some((r) => r.id === "r" && r.done === true)).toBe(false);
+    d.proc.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+    const done = d.replies.find((r) => r.id === "r" && r.done === true);
+    expect(done).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 200 } });
+    const deltas = d.replies.filter((r) => r.id === "r" && "delta" in r).map((r) => r.delta);
+    expect(deltas.join("")).toBe(done!.text);
+    // the daemon saw the request still running when the signal arrived
+    expect(d.logs.find((l) => l.msg === "shutting down")).toMatchObject({ reason: "SIGTERM", active: 1 });
   });
 });
 
