@@ -10,6 +10,7 @@ import { graphSsmShape, stateShape } from "../model/state.js";
 import { buildGraph, type Emitter } from "./onnx/export.js";
 import { DT, Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
+import { AbsHistogram } from "./percentile.js";
 import { emitRotation } from "./recipes/rotate.js";
 
 export interface CalibOptions {
@@ -103,17 +104,14 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
     );
 
     const stats = new Map<string, ActStats>();
-    const samples = new Map<string, number[]>(); // |x| samples for percentiles
-    const totalTokens = windows.reduce((a, w) => a + w.length, 0);
-    // a fixed stride over the values keeps ~256k of them per tensor: deterministic and bounded
-    const stride = (width: number) => Math.max(1, Math.floor((totalTokens * width) / 262144));
+    const histograms = new Map<string, AbsHistogram>(); // every |x| of the tensor, for its percentile
     for (const [name, width] of observed) {
       stats.set(name, {
         absmax: 0,
         ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}),
         ...(opts.hessians && !isSsmInput(name) ? { xtx: new Float64Array(width * width) } : {}),
       });
-      samples.set(name, []);
+      if (keepsValues(name)) histograms.set(name, new AbsHistogram());
     }
     for (let i = 0; i < windows.length; i++) {
       const out = await session.run(
@@ -125,13 +123,11 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
         s.absmax = Math.max(s.absmax, (out[`absmax/${name}`].data as Float32Array)[0]);
         if (s.channelAbsmax) {
           const v = out[`values/${name}`].data as Float32Array;
-          const keep = samples.get(name)!;
-          const every = stride(width);
+          histograms.get(name)!.add(v);
           for (let k = 0; k < v.length; k++) {
             const a = Math.abs(v[k]);
             const ch = k % width;
             if (a > s.channelAbsmax[ch]) s.channelAbsmax[ch] = a;
-            if (k % every === 0) keep.push(a);
           }
         }
         if (s.xtx) {
@@ -141,11 +137,7 @@ export async function calibrate(model: MambaModel, windows: number[][], workDir:
       }
       opts.onProgress?.(i + 1, windows.length);
     }
-    for (const [name, keep] of samples) {
-      if (keep.length === 0) continue;
-      const sorted = Float32Array.from(keep).sort();
-      stats.get(name)!.percentile = sorted[Math.min(sorted.length - 1, Math.floor(opts.percentile * (sorted.length - 1)))];
-    }
+    for (const [name, h] of histograms) if (h.count > 0) stats.get(name)!.percentile = h.quantile(opts.percentile);
     return { stats, samples: windows.length, length: Math.max(...windows.map((w) => w.length)) };
   } finally {
     await session?.release();
