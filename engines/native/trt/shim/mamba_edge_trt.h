@@ -26,8 +26,8 @@ int me_trt_gpu(char* name, int cap, int* sm);
  * prefill (prefill == 1) runs batch 1 and lets the token count range over (sizes[i-1], sizes[i]].
  * timing_cache is read when it exists and written back; workspace_mb caps TensorRT's scratch.
  */
-int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill,
-                 const int* sizes, int n_sizes, int workspace_mb);
+int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill, const int* sizes,
+                 int n_sizes, int workspace_mb);
 
 /**
  * Opens a step plan (and a prefill plan, or NULL: prefill then runs token by token through the
@@ -36,8 +36,7 @@ int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, co
  * states stay on the GPU. One execution context per batch bucket (an optimization profile of the
  * step plan), all sharing one scratch allocation.
  */
-void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states,
-                  int slots);
+void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states, int slots);
 void me_trt_close(void* h);
 
 /** JSON: {"tensorrt","device","buckets":[…],"graphs":bool,"step":[tensors],"prefill":[tensors]} */

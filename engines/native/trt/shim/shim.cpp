@@ -66,8 +66,7 @@ bool loadNvinfer() {
     void* h = dlopen("libnvinfer.so.10", RTLD_NOW | RTLD_GLOBAL);
     if (!h) {
       const char* e = dlerror();
-      libs.error = oneLine(std::string("TensorRT is not installed: cannot load libnvinfer.so.10 (") +
-                           (e ? e : "not found") + ")");
+      libs.error = oneLine(std::string("TensorRT is not installed: cannot load libnvinfer.so.10 (") + (e ? e : "not found") + ")");
     } else {
       libs.createRuntime = reinterpret_cast<CreateFn>(dlsym(h, "createInferRuntime_INTERNAL"));
       libs.createBuilder = reinterpret_cast<CreateFn>(dlsym(h, "createInferBuilder_INTERNAL"));
@@ -75,8 +74,8 @@ bool loadNvinfer() {
       if (!libs.createRuntime || !libs.createBuilder || !libs.version) {
         libs.error = "libnvinfer.so.10 lacks createInferRuntime_INTERNAL / createInferBuilder_INTERNAL / getInferLibVersion";
       } else if (int v = libs.version(); v < kMinVersion || v >= 110000) {
-        libs.error = "TensorRT " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
-                     std::to_string(v % 100) + " found; this build needs TensorRT 10.3 or a later 10.x";
+        libs.error = "TensorRT " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) +
+                     " found; this build needs TensorRT 10.3 or a later 10.x";
       }
     }
   }
@@ -148,9 +147,7 @@ bool cudaOk(cudaError_t e, const char* what) {
   return false;
 }
 
-std::string versionString(int v) {
-  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
-}
+std::string versionString(int v) { return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100); }
 
 bool readFile(const char* path, std::vector<char>& out) {
   std::ifstream f(path, std::ios::binary);
@@ -239,8 +236,7 @@ bool profileDims(const char* name, Dims d, bool integer, bool prefill, int lo, i
     if (d.d[i] >= 0) continue;
     if (!prefill) {
       if (i != 0)
-        return fail(std::string("input ") + name + " " + dimsString(d) +
-                    ": a step graph may be dynamic only in dimension 0 (the batch)"),
+        return fail(std::string("input ") + name + " " + dimsString(d) + ": a step graph may be dynamic only in dimension 0 (the batch)"),
                false;
       mn.d[i] = opt.d[i] = mx.d[i] = hi;
     } else if (integer && i == last) {
@@ -277,12 +273,11 @@ extern "C" int me_trt_gpu(char* name, int cap, int* sm) {
   return 0;
 }
 
-extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache,
-                            int prefill, const int* sizes, int n_sizes, int workspace_mb) {
+extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill,
+                            const int* sizes, int n_sizes, int workspace_mb) {
   if (!onnx || !plan_out || !sizes || n_sizes < 1) return fail("me_trt_build: missing argument");
   for (int i = 0; i < n_sizes; i++)
-    if (sizes[i] < 1 || (i && sizes[i] <= sizes[i - 1]))
-      return fail("me_trt_build: sizes must be positive and increasing");
+    if (sizes[i] < 1 || (i && sizes[i] <= sizes[i - 1])) return fail("me_trt_build: sizes must be positive and increasing");
   if (!loadParser()) return -1;
   logger.take();
   struct Echo {
@@ -297,8 +292,7 @@ extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* p
   const auto flags = 1U << static_cast<uint32_t>(NetworkDefinitionCreationFlag::kSTRONGLY_TYPED);
   Own<INetworkDefinition> network(builder->createNetworkV2(flags));
   if (!network) return fail(trtError("cannot create a network"));
-  Own<me_onnx::Parser> parser(
-      static_cast<me_onnx::Parser*>(libs.createParser(network.get(), &logger, me_onnx::kParserVersion)));
+  Own<me_onnx::Parser> parser(static_cast<me_onnx::Parser*>(libs.createParser(network.get(), &logger, me_onnx::kParserVersion)));
   if (!parser) return fail(trtError("cannot create the ONNX parser"));
   if (!parser->parseFromFile(onnx, static_cast<int>(ILogger::Severity::kWARNING))) {
     std::string msg = std::string(onnx) + ": TensorRT's ONNX parser failed";
@@ -321,15 +315,13 @@ extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* p
     for (int i = 0; i < network->getNbInputs(); i++) {
       ITensor* t = network->getInput(i);
       Dims mn, opt, mx;
-      if (!profileDims(t->getName(), t->getDimensions(), isInteger(t->getType()), prefill != 0, lo, sizes[p], mn, opt, mx))
-        return -1;
+      if (!profileDims(t->getName(), t->getDimensions(), isInteger(t->getType()), prefill != 0, lo, sizes[p], mn, opt, mx)) return -1;
       if (!profile->setDimensions(t->getName(), OptProfileSelector::kMIN, mn) ||
           !profile->setDimensions(t->getName(), OptProfileSelector::kOPT, opt) ||
           !profile->setDimensions(t->getName(), OptProfileSelector::kMAX, mx))
         return fail(trtError(std::string("profile ") + std::to_string(p) + " of input " + t->getName()));
     }
-    if (config->addOptimizationProfile(profile) < 0)
-      return fail(trtError("optimization profile " + std::to_string(p) + " is invalid"));
+    if (config->addOptimizationProfile(profile) < 0) return fail(trtError("optimization profile " + std::to_string(p) + " is invalid"));
   }
 
   std::vector<char> cacheBlob;
@@ -368,15 +360,15 @@ struct StatePair {
 struct Bucket {
   IExecutionContext* ctx = nullptr;
   int profile = 0;
-  int batch = 0;  // step: rows; prefill: 1
-  int maxTokens = 0;  // prefill: the profile's largest chunk
+  int batch = 0;           // step: rows; prefill: 1
+  int maxTokens = 0;       // prefill: the profile's largest chunk
   bool ownProfile = true;  // no other bucket shares the profile, so its shapes never change
   std::map<std::string, void*> device;
   std::map<std::string, size_t> bytes;
   MeTrtRows* inRows = nullptr;  // device tables of the gather / scatter
   MeTrtRows* outRows = nullptr;
-  void* hostTokens = nullptr;  // pinned
-  int32_t* hostIds = nullptr;  // pinned
+  void* hostTokens = nullptr;   // pinned
+  int32_t* hostIds = nullptr;   // pinned
   float* hostLogits = nullptr;  // pinned
   int32_t* deviceIds = nullptr;
   cudaGraphExec_t graph = nullptr;
@@ -434,8 +426,7 @@ bool openPlan(Handle& h, Plan& p, const char* path) {
   if (!p.engine) return fail(trtError(std::string(path) + ": TensorRT cannot deserialize this plan")), false;
   for (int i = 0; i < p.engine->getNbIOTensors(); i++) {
     const char* n = p.engine->getIOTensorName(i);
-    p.io.push_back({n, p.engine->getTensorIOMode(n) == TensorIOMode::kINPUT, p.engine->getTensorDataType(n),
-                    p.engine->getTensorShape(n)});
+    p.io.push_back({n, p.engine->getTensorIOMode(n) == TensorIOMode::kINPUT, p.engine->getTensorDataType(n), p.engine->getTensorShape(n)});
   }
   return true;
 }
@@ -448,8 +439,7 @@ bool classify(Handle& h, Plan& p, const char* path, bool prefill) {
     for (const StatePair& s : h.states) state = state || t.name == s.in || t.name == s.out;
     if (state) {
       if (t.type != DataType::kFLOAT)
-        return fail(std::string(path) + ": state tensor " + t.name + " is " + typeName(t.type) + ", expected float32"),
-               false;
+        return fail(std::string(path) + ": state tensor " + t.name + " is " + typeName(t.type) + ", expected float32"), false;
       continue;
     }
     if (t.input) {
@@ -473,15 +463,13 @@ bool classify(Handle& h, Plan& p, const char* path, bool prefill) {
   const int v = static_cast<int>(lg->dims.d[lg->dims.nbDims - 1]);
   if (v <= 0) return fail(std::string(path) + ": logits " + dimsString(lg->dims) + " has no static vocabulary"), false;
   if (h.vocab && v != h.vocab)
-    return fail(std::string(path) + ": vocabulary " + std::to_string(v) + ", the step plan's is " + std::to_string(h.vocab)),
-           false;
+    return fail(std::string(path) + ": vocabulary " + std::to_string(v) + ", the step plan's is " + std::to_string(h.vocab)), false;
   h.vocab = v;
   for (StatePair& s : h.states) {
     const Tensor* in = findTensor(p, s.in);
     const Tensor* out = findTensor(p, s.out);
     if (!in || !in->input || !out || out->input)
-      return fail(std::string(path) + ": state pair " + s.in + " → " + s.out + " is not an input and an output of the plan"),
-             false;
+      return fail(std::string(path) + ": state pair " + s.in + " → " + s.out + " is not an input and an output of the plan"), false;
     Dims row = in->dims;
     int64_t floats = 1;
     for (int i = 1; i < row.nbDims; i++) floats *= row.d[i];
@@ -581,11 +569,10 @@ void putTokens(const Plan& p, Bucket& b, const int32_t* tokens, int n, int padTo
 bool record(Handle& h, Plan& p, Bucket& b, int tokens, const std::string& logits, size_t logitBytes) {
   const size_t tokenBytes = static_cast<size_t>(b.batch) * static_cast<size_t>(tokens) * elementSize(p.tokenType);
   if (!cudaOk(cudaMemcpyAsync(b.device[p.tokens], b.hostTokens, tokenBytes, cudaMemcpyHostToDevice, h.stream), "tokens") ||
-      !cudaOk(cudaMemcpyAsync(b.deviceIds, b.hostIds, sizeof(int32_t) * static_cast<size_t>(b.batch), cudaMemcpyHostToDevice,
-                              h.stream),
+      !cudaOk(cudaMemcpyAsync(b.deviceIds, b.hostIds, sizeof(int32_t) * static_cast<size_t>(b.batch), cudaMemcpyHostToDevice, h.stream),
               "slot ids") ||
-      !cudaOk(meTrtMoveRows(b.inRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.batch, 1,
-                            h.maxRowFloats, h.stream),
+      !cudaOk(meTrtMoveRows(b.inRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.batch, 1, h.maxRowFloats,
+                            h.stream),
               "state gather"))
     return false;
   if (!b.ctx->enqueueV3(h.stream)) return fail(trtError("enqueueV3 failed")), false;
@@ -631,8 +618,8 @@ std::string tensorsJson(const Plan& p) {
   o << "[";
   for (size_t i = 0; i < p.io.size(); i++) {
     const Tensor& t = p.io[i];
-    o << (i ? "," : "") << "{\"name\":\"" << t.name << "\",\"input\":" << (t.input ? "true" : "false") << ",\"type\":\""
-      << typeName(t.type) << "\",\"dims\":" << dimsString(t.dims) << "}";
+    o << (i ? "," : "") << "{\"name\":\"" << t.name << "\",\"input\":" << (t.input ? "true" : "false") << ",\"type\":\"" << typeName(t.type)
+      << "\",\"dims\":" << dimsString(t.dims) << "}";
   }
   return o.str() + "]";
 }
@@ -766,8 +753,7 @@ bool slotOk(Handle& h, int slot) {
 
 }  // namespace
 
-extern "C" void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states,
-                             int slots) {
+extern "C" void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states, int slots) {
   if (!step_plan) return fail("me_trt_open: no step plan"), nullptr;
   if (!loadNvinfer()) return nullptr;
   logger.take();
@@ -852,7 +838,8 @@ extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, i
         !cudaOk(cudaStreamSynchronize(h.stream), "prefill"))
       return -1;
     if (all) {
-      if (rows != t) return fail("prefill: the plan's " + pl.logits + " has " + std::to_string(rows) + " rows for " + std::to_string(t) + " tokens");
+      if (rows != t)
+        return fail("prefill: the plan's " + pl.logits + " has " + std::to_string(rows) + " rows for " + std::to_string(t) + " tokens");
       std::memcpy(logits + static_cast<size_t>(done) * V, b.hostLogits, sizeof(float) * V * static_cast<size_t>(t));
     } else if (done + t == n) {
       std::memcpy(logits, b.hostLogits + static_cast<size_t>(rows - 1) * V, sizeof(float) * V);

@@ -7,8 +7,8 @@
 
 namespace {
 
-__global__ void moveRows(const MeTrtRows* __restrict__ rows, float* slots, int64_t slotFloats,
-                         const int32_t* __restrict__ ids, int toBucket) {
+__global__ void moveRows(const MeTrtRows* __restrict__ rows, float* slots, int64_t slotFloats, const int32_t* __restrict__ ids,
+                         int toBucket) {
   const MeTrtRows r = rows[blockIdx.y];
   const int b = blockIdx.z;
   const int64_t slot = ids[b];
@@ -23,8 +23,8 @@ __global__ void moveRows(const MeTrtRows* __restrict__ rows, float* slots, int64
 
 }  // namespace
 
-cudaError_t meTrtMoveRows(const MeTrtRows* rows, int tensors, float* slots, int64_t slotFloats, const int32_t* ids,
-                          int batch, int toBucket, int64_t maxRowFloats, cudaStream_t stream) {
+cudaError_t meTrtMoveRows(const MeTrtRows* rows, int tensors, float* slots, int64_t slotFloats, const int32_t* ids, int batch, int toBucket,
+                          int64_t maxRowFloats, cudaStream_t stream) {
   if (tensors == 0 || batch == 0) return cudaSuccess;
   const int threads = 256;
   int64_t blocks = (maxRowFloats + threads - 1) / threads;

@@ -11,5 +11,5 @@ struct MeTrtRows {
 };
 
 /** rows (device, `tensors` entries) ⇄ slots[ids[b]] for b < batch: to the bucket when toBucket, else back. */
-cudaError_t meTrtMoveRows(const MeTrtRows* rows, int tensors, float* slots, int64_t slotFloats, const int32_t* ids,
-                          int batch, int toBucket, int64_t maxRowFloats, cudaStream_t stream);
+cudaError_t meTrtMoveRows(const MeTrtRows* rows, int tensors, float* slots, int64_t slotFloats, const int32_t* ids, int batch, int toBucket,
+                          int64_t maxRowFloats, cudaStream_t stream);
