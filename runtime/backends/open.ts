@@ -1,12 +1,13 @@
-// Opens what runs a model: an engine package (backend ort or cuda), a checkpoint directory (the
+// Opens what runs a model: an engine package (backend ort, cuda or trt), a checkpoint directory (the
 // TypeScript reference), or a random model of a published shape (for benchmarks). Building an
 // engine is not done here: the CLI resolves a default engine before it calls openBackend.
-import { existsSync } from "node:fs";
-import { relative, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
 import type { Backend } from "./backend.js";
 import { RefBackend } from "./ref.js";
 import { UserError } from "../../engines/errors.js";
 import type { Manifest } from "../../engines/package/manifest.js";
+import { matchingPlan, type PlannedManifest } from "../../engines/package/plans.js";
 import type { ModelConfig } from "../../engines/model/config.js";
 import { MambaModel } from "../../engines/model/model.js";
 import { setReferenceThreads } from "../../engines/model/parallel.js";
@@ -25,15 +26,17 @@ export interface Opened {
   weightBytes: number;
   /** the engine's quantization recipe, or "fp32" for the reference */
   recipe: string;
+  /** with --backend auto: why this backend was picked */
+  why?: string;
 }
 
-export type BackendName = "ref" | "ort" | "cuda";
+export type BackendName = "ref" | "ort" | "cuda" | "trt" | "auto";
 
 export interface Target {
   model?: string;
   engine?: string;
   random?: string;
-  /** which backend runs an engine: ort (default, CPU) or cuda */
+  /** which backend runs an engine: ort (default, CPU), cuda, trt, or auto (trt, else cuda, else ort) */
   backend?: BackendName;
   /** CPU threads: backend ort's intra-op threads (default: one per core); the reference: 1 or 2 */
   threads?: number;
@@ -53,8 +56,8 @@ export function checkTarget(t: Target): void {
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 1))
     throw new UserError(`--threads: expected a positive integer, found ${threads}`);
   // the CPU backends' thread count; backend cuda would silently ignore it
-  if (threads !== undefined && t.backend === "cuda")
-    throw new UserError("--threads applies to the CPU backends (ort and the reference), not to backend cuda");
+  if (threads !== undefined && (t.backend === "cuda" || t.backend === "trt"))
+    throw new UserError(`--threads applies to the CPU backends (ort and the reference), not to backend ${t.backend}`);
 }
 
 export async function openBackend(t: Target): Promise<Opened> {
@@ -66,7 +69,18 @@ export async function openBackend(t: Target): Promise<Opened> {
     if (t.backend !== "ref") throw new UserError("no model to run: give --engine NAME.mamba or --model DIR");
     t = { ...t, model: defaultModelDir };
   }
+  if (t.backend === "auto") {
+    // auto chooses among the engine backends; a checkpoint or random model runs on the reference
+    if (t.engine === undefined) return openBackend({ ...t, backend: undefined });
+    const pick = await pickBackend(t.engine);
+    return { ...(await openBackend({ ...t, backend: pick.name, threads: pick.name === "ort" ? threads : undefined })), why: pick.why };
+  }
   if (t.backend === "cuda") return openCuda(t);
+  if (t.backend === "trt") {
+    if (t.engine === undefined) throw new UserError("--backend trt runs an engine package: give --engine NAME.mamba");
+    const { TrtBackend } = await import("./trt.js"); // loads koffi and the shim only here
+    return engineOpened(t.engine, await TrtBackend.open(t.engine));
+  }
   if (t.backend === "ort" && t.engine === undefined) throw new UserError("--backend ort runs an engine package: give --engine NAME.mamba");
   if (t.engine !== undefined) {
     if (t.backend === "ref") throw new UserError("--backend ref runs a checkpoint: give --model DIR instead of --engine");
@@ -91,6 +105,53 @@ async function openCuda(t: Target): Promise<Opened> {
   if (t.engine === undefined) throw new UserError("--backend cuda runs an engine package: give --engine NAME.mamba");
   const { CudaBackend } = await import("./cuda.js"); // loads koffi and the native library only here
   return engineOpened(t.engine, await CudaBackend.open(t.engine));
+}
+
+/**
+ * --backend auto: trt when the package has a plan for this GPU and TensorRT version and both are
+ * here, else cuda when its native library loads and sees a GPU, else ort; with the reason.
+ */
+export async function pickBackend(engine: string): Promise<{ name: "trt" | "cuda" | "ort"; why: string }> {
+  const noTrt = await trtUnusable(engine);
+  if (noTrt === null) return { name: "trt", why: "the engine has a TensorRT plan for this GPU and TensorRT version" };
+  const noCuda = await cudaUnusable();
+  if (noCuda === null) return { name: "cuda", why: `not trt (${noTrt}); the cuda library loads and sees a GPU` };
+  return { name: "ort", why: `not trt (${noTrt}); not cuda (${noCuda})` };
+}
+
+/** Why backend trt cannot run this engine here, or null when it can. */
+async function trtUnusable(engine: string): Promise<string | null> {
+  let m: Manifest;
+  try {
+    m = JSON.parse(readFileSync(join(engine, "manifest.json"), "utf8")) as Manifest;
+  } catch {
+    return "no readable manifest.json"; // the backend that opens it says what is wrong
+  }
+  if (trtPlansOf(m).length === 0) return "the engine has no TensorRT plan: `mamba-edge compile` makes one on the device";
+  const { loadTrtShim, probeMachine } = await import("./trt.js");
+  try {
+    const machine = probeMachine(await loadTrtShim());
+    return matchingPlan(m, engine, machine.gpu, machine.tensorrt) ? null : "no plan for this machine";
+  } catch (e) {
+    if (e instanceof UserError) return e.message.replace(/^backend trt: /, "");
+    throw e;
+  }
+}
+
+/** Why backend cuda cannot run here, or null when its library loads and sees a GPU. */
+async function cudaUnusable(): Promise<string | null> {
+  const { loadNativeLibrary } = await import("./cuda.js");
+  try {
+    return (await loadNativeLibrary()).me_device_count() > 0 ? null : "no CUDA GPU is visible";
+  } catch (e) {
+    if (e instanceof UserError) return e.message.replace(/^backend cuda: /, "");
+    throw e;
+  }
+}
+
+function trtPlansOf(m: Manifest): unknown[] {
+  const p = (m as PlannedManifest).trtPlans;
+  return Array.isArray(p) ? p : [];
 }
 
 function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): Opened {

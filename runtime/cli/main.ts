@@ -10,6 +10,7 @@ import { generateCommand } from "./commands/generate.js";
 import { logitsCommand } from "./commands/logits.js";
 import { serveCommand } from "./commands/serve.js";
 import { chatCommand } from "./commands/chat.js";
+import { compileCommand } from "./commands/compile.js";
 
 /** Runs the CLI; resolves to the exit code (library code never calls process.exit). */
 export async function main(argv: string[] = hideBin(process.argv)): Promise<number> {
@@ -27,7 +28,17 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
       // Bad flags: one line instead of the whole usage text; stops before the command runs.
       throw err ?? new UserError(`${msg} (see --help)`);
     });
-  for (const add of [generateCommand, logitsCommand, evalCommand, benchCommand, buildCommand, inspectCommand, serveCommand, chatCommand])
+  for (const add of [
+    generateCommand,
+    logitsCommand,
+    evalCommand,
+    benchCommand,
+    buildCommand,
+    compileCommand,
+    inspectCommand,
+    serveCommand,
+    chatCommand,
+  ])
     y = add(y) as typeof y;
   try {
     await y.parseAsync();

@@ -8,12 +8,20 @@ import { defaultEngineDir, defaultModelDir, packageRoot } from "../paths.js";
 
 export { openTokenizer, type Opened, type Target } from "../backends/open.js";
 
-/** Opens the target; with no model named (and not the reference), the default engine, built once. */
-export async function openTarget(t: Target): Promise<Opened> {
+/**
+ * Opens the target; with no model named (and not the reference), the default engine, built once.
+ * What --backend auto picked, and why, goes to stderr unless `announce` says otherwise.
+ */
+export async function openTarget(t: Target, announce: (backend: string, why: string) => void = stderrPick): Promise<Opened> {
   checkTarget(t); // before the default engine may be built
   const named = t.model !== undefined || t.engine !== undefined || t.random !== undefined;
-  if (!named && t.backend !== "ref") return openBackend({ ...t, engine: await ensureDefaultEngine() });
-  return openBackend(t);
+  const o = !named && t.backend !== "ref" ? await openBackend({ ...t, engine: await ensureDefaultEngine() }) : await openBackend(t);
+  if (o.why !== undefined) announce(o.backend.info.name, o.why);
+  return o;
+}
+
+function stderrPick(backend: string, why: string): void {
+  process.stderr.write(`backend auto: ${backend} (${why})\n`);
 }
 
 /** Builds the default engine (w8a8 of the Mamba-2 demo model) once, with progress on stderr. */
@@ -75,9 +83,9 @@ export const targetOptions = {
   model: { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout), run by the TypeScript reference" },
   backend: {
     type: "string",
-    choices: ["ref", "ort", "cuda"],
+    choices: ["ref", "ort", "cuda", "trt", "auto"],
     describe:
-      "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine) or cuda (native kernels on an NVIDIA GPU, --engine)",
+      "what runs the model: ref (TypeScript, --model), ort (onnxruntime on the CPU, --engine), cuda (native kernels on an NVIDIA GPU, --engine), trt (the engine's TensorRT plan for this GPU, from `mamba-edge compile`) or auto (trt if such a plan exists, else cuda if a GPU is usable, else ort; the default of serve)",
   },
   engine: {
     type: "string",

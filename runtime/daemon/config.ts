@@ -15,7 +15,8 @@ export const configSchema = z.strictObject({
   engine: z.string().min(1).optional(),
   /** checkpoint directory to serve with the TypeScript reference */
   model: z.string().min(1).optional(),
-  backend: z.enum(["ref", "ort", "cuda"]).optional(),
+  /** default: auto (trt with a plan for this GPU, else cuda with a GPU, else ort) */
+  backend: z.enum(["ref", "ort", "cuda", "trt", "auto"]).optional(),
   /** CPU threads: backend ort's (default: one per core), the reference's (1 or 2); not for cuda */
   threads: positive.optional(),
   /** "embedded" (a broker inside the daemon), "off", or a broker URL: mqtt://host:1883, mqtts://… */

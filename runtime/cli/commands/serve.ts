@@ -60,7 +60,11 @@ export function serveCommand(y: Argv) {
       for (const k of [...Object.keys(flags), ...Object.keys(targetOptions)]) if (args[k] !== undefined) given[camel(k)] = args[k];
       const config = loadConfig({ file: args.config, flags: given });
       const log = makeLogger(config.logLevel);
-      const opened = await openTarget({ engine: config.engine, model: config.model, backend: config.backend, threads: config.threads });
+      // the daemon's default backend is auto; its pick and the reason go to the log
+      const opened = await openTarget(
+        { engine: config.engine, model: config.model, backend: config.backend ?? "auto", threads: config.threads },
+        (backend, why) => log.info({ backend, why }, `backend auto picked ${backend}`),
+      );
       const daemon = await Daemon.open(config, log, opened).catch(async (e) => {
         await opened.backend.close();
         throw e;

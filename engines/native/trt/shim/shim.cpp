@@ -360,9 +360,9 @@ struct StatePair {
 struct Bucket {
   IExecutionContext* ctx = nullptr;
   int profile = 0;
-  int batch = 0;           // step: rows; prefill: 1
-  int maxTokens = 0;       // prefill: the profile's largest chunk
-  bool ownProfile = true;  // no other bucket shares the profile, so its shapes never change
+  int batch = 0;                     // step: rows; prefill: 1
+  int minTokens = 1, maxTokens = 1;  // prefill: the profile's range of chunk lengths
+  bool ownProfile = true;            // no other bucket shares the profile, so its shapes never change
   std::map<std::string, void*> device;
   std::map<std::string, size_t> bytes;
   MeTrtRows* inRows = nullptr;  // device tables of the gather / scatter
@@ -393,8 +393,8 @@ struct Handle {
   float* slotMem = nullptr;  // (slots + 1) × slotFloats: the last slot takes padding rows
   void* scratch = nullptr;
   int vocab = 0;
-  std::vector<Bucket> buckets;  // step, by batch
-  Bucket prefillBucket;
+  std::vector<Bucket> buckets;         // step, by batch
+  std::vector<Bucket> prefillBuckets;  // by profile, sharing the buffers of the largest
   cudaStream_t stream = nullptr;
   bool useGraphs = true;
   std::string describe;
@@ -709,25 +709,45 @@ bool openHandle(Handle& h, const char* stepPlan, const char* prefillPlan, const 
   if (h.buckets.empty()) return fail(std::string(stepPlan) + ": no optimization profile"), false;
 
   if (h.hasPrefill) {
-    // prefill: one context on the profile with the largest chunk (the shim cuts prompts into it)
+    // prefill: a context per profile; all share the buffers made for the longest chunk
     ICudaEngine& pe = *h.prefill.engine;
     const char* ptok = h.prefill.tokens.c_str();
-    const Tensor* t = findTensor(h.prefill, h.prefill.tokens);
-    int best = 0, bestT = 0;
+    size_t longest = 0;
     for (int p = 0; p < pe.getNbOptimizationProfiles(); p++) {
+      const Dims mn = pe.getProfileShape(ptok, p, OptProfileSelector::kMIN);
       const Dims mx = pe.getProfileShape(ptok, p, OptProfileSelector::kMAX);
-      const int tmax = static_cast<int>(mx.d[mx.nbDims - 1]);
-      if (tmax > bestT) bestT = tmax, best = p;
+      Own<IExecutionContext> ctx(pe.createExecutionContext(ExecutionContextAllocationStrategy::kUSER_MANAGED));
+      if (!ctx) return fail(trtError("cannot create an execution context")), false;
+      Bucket b;
+      b.ctx = ctx.get();
+      b.batch = 1;
+      b.profile = p;
+      b.minTokens = std::max(1, static_cast<int>(mn.d[mn.nbDims - 1]));
+      b.maxTokens = std::max(1, static_cast<int>(mx.d[mx.nbDims - 1]));
+      h.prefill.contexts.push_back(std::move(ctx));
+      h.prefillBuckets.push_back(b);
+      if (b.maxTokens > h.prefillBuckets[longest].maxTokens) longest = h.prefillBuckets.size() - 1;
     }
-    if (t->dims.d[t->dims.nbDims - 1] >= 0) bestT = static_cast<int>(t->dims.d[t->dims.nbDims - 1]);
-    Own<IExecutionContext> ctx(pe.createExecutionContext(ExecutionContextAllocationStrategy::kUSER_MANAGED));
-    if (!ctx) return fail(trtError("cannot create an execution context")), false;
-    h.prefillBucket.ctx = ctx.get();
-    h.prefillBucket.batch = 1;
-    h.prefillBucket.profile = best;
-    h.prefillBucket.maxTokens = std::max(bestT, 1);
-    h.prefill.contexts.push_back(std::move(ctx));
-    if (!makeBucket(h, h.prefill, h.prefillBucket, true)) return false;
+    if (h.prefillBuckets.empty()) return fail(std::string(prefillPlan) + ": no optimization profile"), false;
+    Bucket& big = h.prefillBuckets[longest];
+    if (!makeBucket(h, h.prefill, big, true)) return false;
+    for (Bucket& b : h.prefillBuckets) {
+      if (&b == &big) continue;
+      const int lo = b.minTokens, hi = b.maxTokens;
+      const int profile = b.profile;
+      IExecutionContext* ctx = b.ctx;
+      b = big;
+      b.ctx = ctx;
+      b.profile = profile;
+      b.minTokens = lo;
+      b.maxTokens = hi;
+      b.ctx->setDeviceMemoryV2(h.scratch, pe.getDeviceMemorySizeV2());
+      if (!b.ctx->setOptimizationProfileAsync(b.profile, h.stream))
+        return fail(trtError("cannot select optimization profile " + std::to_string(b.profile))), false;
+      for (const auto& [name, ptr] : b.device)
+        if (!b.ctx->setTensorAddress(name.c_str(), ptr)) return fail(trtError("cannot bind " + name)), false;
+    }
+    std::sort(h.prefillBuckets.begin(), h.prefillBuckets.end(), [](const Bucket& x, const Bucket& y) { return x.maxTokens < y.maxTokens; });
   }
   h.useGraphs = std::getenv("MAMBA_EDGE_TRT_NO_GRAPHS") == nullptr;
 
@@ -737,8 +757,10 @@ bool openHandle(Handle& h, const char* stepPlan, const char* prefillPlan, const 
   std::ostringstream o;
   o << "{\"tensorrt\":\"" << versionString(libs.version()) << "\",\"device\":\"" << gpu << " (sm_" << sm << ")\",\"buckets\":[";
   for (size_t i = 0; i < h.buckets.size(); i++) o << (i ? "," : "") << h.buckets[i].batch;
-  o << "],\"prefillChunk\":" << (h.hasPrefill ? h.prefillBucket.maxTokens : 0) << ",\"step\":" << tensorsJson(h.step)
-    << ",\"prefill\":" << (h.hasPrefill ? tensorsJson(h.prefill) : "[]") << "}";
+  o << "],\"prefillChunks\":[";
+  for (size_t i = 0; i < h.prefillBuckets.size(); i++) o << (i ? "," : "") << h.prefillBuckets[i].maxTokens;
+  o << "]"
+    << ",\"step\":" << tensorsJson(h.step) << ",\"prefill\":" << (h.hasPrefill ? tensorsJson(h.prefill) : "[]") << "}";
   h.describe = o.str();
   return true;
 }
@@ -825,12 +847,17 @@ extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, i
     }
     return 0;
   }
-  Bucket& b = h.prefillBucket;
   Plan& pl = h.prefill;
   const std::string& lastName = !all && !pl.lastLogits.empty() ? pl.lastLogits : pl.logits;
-  b.hostIds[0] = slot;
+  const int chunk = h.prefillBuckets.back().maxTokens;
   for (int done = 0; done < n;) {
-    const int t = std::min(n - done, b.maxTokens);
+    const int t = std::min(n - done, chunk);
+    // the profile of the shortest chunks that takes t tokens
+    auto it = std::find_if(h.prefillBuckets.begin(), h.prefillBuckets.end(),
+                           [t](const Bucket& x) { return x.minTokens <= t && t <= x.maxTokens; });
+    if (it == h.prefillBuckets.end()) return fail("prefill: no optimization profile of the plan takes " + std::to_string(t) + " tokens");
+    Bucket& b = *it;
+    b.hostIds[0] = slot;
     if (!setShapes(pl, b, true, t)) return -1;
     putTokens(pl, b, tokens + done, t, t);
     const int64_t rows = volume(b.ctx->getTensorShape(lastName.c_str())) / static_cast<int64_t>(V);

@@ -1,0 +1,176 @@
+// Backend trt where TensorRT is absent: the shim (engines/native/trt/shim) builds and loads here
+// through koffi and says in one line that libnvinfer.so.10 is missing; `compile` and `--backend
+// trt` fail with that line and exit 1; `--backend auto` runs ort and says why; the manifest's plan
+// records survive the package loader, and a plan for another GPU or TensorRT version is refused.
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { UserError } from "../engines/errors.js";
+import { loadManifest, sha256File } from "../engines/package/manifest.js";
+import { matchingPlan, planStem, recordPlan, type TrtPlan } from "../engines/package/plans.js";
+import { loadTrtShim, trtLibraryPath } from "../runtime/backends/trt.js";
+import { batchBuckets } from "../runtime/cli/commands/compile.js";
+import { cli } from "./helpers/cli.js";
+import { fixtureRoot } from "./helpers/fixtures.js";
+import { skipWhen } from "./helpers/skip.js";
+
+const built = existsSync(trtLibraryPath());
+const notBuilt =
+  "the TensorRT shim is not built (cmake -S engines/native -B engines/native/build -DMAMBA_EDGE_TRT=ON -DTENSORRT_INCLUDE_DIR=…)";
+// .ci/run builds the shim: there its absence is a failure, not a skip
+const shimRequired = process.env.CI === "true" ? "CI=true requires the TensorRT shim (.ci/run builds it)" : false;
+const trtHere = built && (await loadTrtShim()).me_trt_version() > 0;
+const noShim = skipWhen(!built, notBuilt, shimRequired);
+const skipNoTrt = noShim || skipWhen(trtHere, "TensorRT is installed on this machine: the checks of its absence do not apply");
+const MISSING = /TensorRT is not installed: cannot load libnvinfer\.so\.10 \(.*libnvinfer\.so\.10.*\)$/;
+
+const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-trt-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+const engine = join(scratch, "tied.mamba");
+beforeAll(() => {
+  const r = cli(["build", join(fixtureRoot, "mamba1-tied"), "--quant", "fp16", "--out", engine]);
+  expect(r.code, r.stderr).toBe(0);
+});
+
+/** stderr of a failed CLI run: exactly one line */
+function oneLine(r: { code: number | null; stderr: string }): string {
+  expect(r.code).toBe(1);
+  const lines = r.stderr.trimEnd().split("\n");
+  expect(lines, r.stderr).toHaveLength(1);
+  return lines[0];
+}
+
+describe("trt shim without TensorRT", () => {
+  it("a missing shim is a one-line error with the build command", async () => {
+    const err = await loadTrtShim(join(scratch, "nowhere", "libmamba_edge_trt.so")).catch((e) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect(err.message).toMatch(/TensorRT shim is not built .*-DMAMBA_EDGE_TRT=ON/);
+  });
+
+  it.skipIf(skipNoTrt)("loads through koffi and reports the missing libnvinfer.so.10 in one line", async () => {
+    const lib = await loadTrtShim();
+    expect(lib.me_trt_version()).toBe(0);
+    const e = lib.me_trt_last_error();
+    expect(e).toMatch(MISSING);
+    expect(e).not.toContain("\n");
+  });
+
+  it.skipIf(skipNoTrt)("its runtime and builder entry points fail with that line instead of aborting", async () => {
+    const lib = await loadTrtShim();
+    expect(lib.me_trt_open(join(scratch, "x.plan"), null, null, "conv_0 conv_0_out", 4)).toBeNull();
+    expect(lib.me_trt_last_error()).toMatch(MISSING);
+    const sizes = Int32Array.of(1, 2);
+    expect(lib.me_trt_build(join(scratch, "x.onnx"), null, join(scratch, "x.plan"), null, 0, sizes, 2, 256)).toBe(-1);
+    expect(lib.me_trt_last_error()).toMatch(MISSING);
+    expect(existsSync(join(scratch, "x.plan"))).toBe(false);
+  });
+});
+
+describe("the CLI without TensorRT", () => {
+  it.skipIf(skipNoTrt)("compile names the missing libnvinfer.so.10 in one line, exit 1", () => {
+    const line = oneLine(cli(["compile", engine]));
+    expect(line).toMatch(/^mamba-edge: compile: /);
+    expect(line).toMatch(MISSING);
+  });
+
+  it.skipIf(skipNoTrt)("--backend trt names the missing libnvinfer.so.10 in one line, exit 1", () => {
+    const line = oneLine(cli(["logits", "--engine", engine, "--backend", "trt", "--tokens", "1,2"]));
+    expect(line).toMatch(/^mamba-edge: backend trt: /);
+    expect(line).toMatch(MISSING);
+  });
+
+  it("compile refuses bad profile flags before anything else, in one line", () => {
+    expect(oneLine(cli(["compile", engine, "--chunks", "64,16"]))).toMatch(/--chunks: expected increasing positive integers/);
+    expect(oneLine(cli(["compile", engine, "--max-batch", "0"]))).toMatch(/--max-batch: expected an integer in \[1, 256\]/);
+  });
+
+  it("--threads is refused with backend trt", () => {
+    expect(oneLine(cli(["logits", "--engine", engine, "--backend", "trt", "--threads", "2", "--tokens", "1"]))).toMatch(
+      /--threads applies to the CPU backends .* not to backend trt/,
+    );
+  });
+
+  it.skipIf(skipNoTrt)("--backend auto runs ort here and says why not trt and not cuda", () => {
+    const auto = cli(["logits", "--engine", engine, "--backend", "auto", "--tokens", "1,2,3"]);
+    expect(auto.code, auto.stderr).toBe(0);
+    expect(auto.stderr).toMatch(/^backend auto: ort \(not trt \(the engine has no TensorRT plan.*\); not cuda \(.+\)\)$/m);
+    const ort = cli(["logits", "--engine", engine, "--backend", "ort", "--tokens", "1,2,3"]);
+    expect(ort.code, ort.stderr).toBe(0);
+    expect(JSON.parse(auto.stdout)).toEqual(JSON.parse(ort.stdout));
+  });
+
+  it.skipIf(skipNoTrt)("--backend auto with a plan but no TensorRT says what is missing", () => {
+    const dir = withPlan("planned-auto.mamba");
+    const r = cli(["logits", "--engine", dir, "--backend", "auto", "--tokens", "1"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^backend auto: ort \(not trt \(TensorRT is not installed: cannot load libnvinfer\.so\.10/m);
+  });
+});
+
+/** A copy of the engine with a (dummy) plan for Orin, TensorRT 10.3.0, recorded as compile does. */
+function withPlan(name: string): string {
+  const dir = join(scratch, name);
+  cpSync(engine, dir, { recursive: true });
+  mkdirSync(join(dir, "trt"), { recursive: true });
+  const f = "trt/orin-trt10.3.0.plan";
+  writeFileSync(join(dir, f), "plan");
+  recordPlan(dir, loadManifest(dir), plan("Orin", "10.3.0", dir), { [f]: { sha256: sha256File(join(dir, f)), bytes: 4 } });
+  return dir;
+}
+
+function plan(gpu: string, tensorrt: string, dir: string): TrtPlan {
+  const stem = planStem(gpu, tensorrt);
+  return {
+    gpu,
+    sm: 87,
+    tensorrt,
+    step: `${stem}.plan`,
+    prefill: null,
+    sha256: { step: sha256File(join(dir, `${stem}.plan`)), prefill: null },
+    batches: batchBuckets(16),
+    chunks: [16, 64, 256],
+    created: new Date().toISOString(),
+  };
+}
+
+describe("TensorRT plans in the manifest", () => {
+  it("names plans by GPU and TensorRT version, and buckets batches by powers of two", () => {
+    expect(planStem("Orin", "10.3.0")).toBe("trt/orin-trt10.3.0");
+    expect(planStem("NVIDIA H100 80GB HBM3", "10.3.0")).toBe("trt/nvidia-h100-80gb-hbm3-trt10.3.0");
+    expect(batchBuckets(16)).toEqual([1, 2, 4, 8, 16]);
+    expect(batchBuckets(12)).toEqual([1, 2, 4, 8, 12]);
+    expect(batchBuckets(1)).toEqual([1]);
+  });
+
+  it("a recorded plan passes the package loader, which verifies its sha256 like any file", () => {
+    const dir = withPlan("planned.mamba");
+    const name = "trt/orin-trt10.3.0.plan";
+    const m = loadManifest(dir);
+    expect(matchingPlan(m, dir, "Orin", "10.3.0")?.step).toBe(name);
+    writeFileSync(join(dir, name), "PLAN");
+    expect(() => loadManifest(dir)).toThrow(/orin-trt10\.3\.0\.plan: sha256 .* does not match manifest\.json/);
+  });
+
+  it("refuses, in one line, a package whose plans are for another GPU or TensorRT version", () => {
+    const dir = withPlan("other.mamba");
+    const m = loadManifest(dir);
+    for (const [gpu, v] of [
+      ["NVIDIA H100 80GB HBM3", "10.3.0"],
+      ["Orin", "10.7.0"],
+    ]) {
+      let err: unknown = null;
+      try {
+        matchingPlan(m, dir, gpu, v);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UserError);
+      const msg = (err as Error).message;
+      expect(msg).not.toContain("\n");
+      expect(msg).toContain("compiled for Orin with TensorRT 10.3.0");
+      expect(msg).toContain(`this machine has ${gpu} with TensorRT ${v}`);
+    }
+    expect(matchingPlan(loadManifest(engine), engine, "Orin", "10.3.0")).toBeNull();
+  });
+});
