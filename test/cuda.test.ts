@@ -11,11 +11,12 @@ import { UserError } from "../engines/errors.js";
 import { MambaModel } from "../engines/model/model.js";
 import { cli } from "./helpers/cli.js";
 import { fixtureRoot, relErr } from "./helpers/fixtures.js";
+import { gpuRequired, skipWhen } from "./helpers/skip.js";
 
 const built = existsSync(cudaLibraryPath());
 const gpus = built ? (await loadNativeLibrary()).me_device_count() : 0;
-const why = !built ? "the native library is not built" : "no CUDA GPU on this machine";
-if (!built || gpus === 0) console.log(`cuda tests that need a GPU are skipped: ${why}`);
+const notBuilt = "the native library is not built (cmake -S engines/native -B engines/native/build)";
+const why = !built ? notBuilt : "no CUDA GPU on this machine";
 
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-cuda-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -34,13 +35,16 @@ describe("cuda backend without a GPU", () => {
     expect(err.message).toMatch(/native library is not built .*cmake -S engines\/native/);
   });
 
-  it.skipIf(!built)("loads the built library through koffi and counts devices without failing", async () => {
-    const lib = await loadNativeLibrary();
-    expect(Number.isInteger(lib.me_device_count())).toBe(true);
-    expect(lib.me_last_error()).toBe("");
-  });
+  it.skipIf(skipWhen(!built, notBuilt, gpuRequired))(
+    "loads the built library through koffi and counts devices without failing",
+    async () => {
+      const lib = await loadNativeLibrary();
+      expect(Number.isInteger(lib.me_device_count())).toBe(true);
+      expect(lib.me_last_error()).toBe("");
+    },
+  );
 
-  it.skipIf(!built)("a missing package is a one-line error from the library", async () => {
+  it.skipIf(skipWhen(!built, notBuilt, gpuRequired))("a missing package is a one-line error from the library", async () => {
     const lib = await loadNativeLibrary();
     if (lib.me_device_count() === 0) {
       expect(lib.me_create(join(scratch, "none.mamba"), 4, 8)).toBeNull();
@@ -56,12 +60,15 @@ describe("cuda backend without a GPU", () => {
     await expect(CudaBackend.open(engine, { maxBatch: 8, slots: 4 })).rejects.toThrow(/state slots must be an integer ≥ max batch/);
   });
 
-  it.skipIf(gpus > 0)("the CLI says in one line why cuda cannot run here, exit code 1", () => {
-    const r = cli(["logits", "--backend", "cuda", "--engine", engine, "--tokens", "1,2,3"]);
-    expect(r.code).toBe(1);
-    expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toMatch(built ? /no CUDA GPU is visible/ : /native library is not built/);
-  });
+  it.skipIf(skipWhen(gpus > 0, "the CLI's no-GPU error: a GPU is visible here"))(
+    "the CLI says in one line why cuda cannot run here, exit code 1",
+    () => {
+      const r = cli(["logits", "--backend", "cuda", "--engine", engine, "--tokens", "1,2,3"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toMatch(built ? /no CUDA GPU is visible/ : /native library is not built/);
+    },
+  );
 
   it("--backend cuda needs an engine package", () => {
     const r = cli(["logits", "--backend", "cuda", "--model", join(fixtureRoot, "mamba1-untied-dtrank"), "--tokens", "1,2"]);
@@ -70,7 +77,7 @@ describe("cuda backend without a GPU", () => {
   });
 });
 
-describe.skipIf(gpus === 0)(`cuda backend on a GPU (skipped here: ${why})`, () => {
+describe.skipIf(skipWhen(gpus === 0, `cuda backend on a GPU: ${why}`, gpuRequired))("cuda backend on a GPU", () => {
   it("prefill and batched step logits within 2e-3 of the reference, states movable to the reference", async () => {
     const be = await CudaBackend.open(engine, { maxBatch: 4, slots: 4 });
     const model = MambaModel.load(modelDir);

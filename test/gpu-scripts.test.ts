@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { cudaLibraryPath } from "../runtime/backends/cuda.js";
+import { gpuRequired, skipWhen } from "./helpers/skip.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const read = (f: string) => readFileSync(join(root, f), "utf8");
@@ -42,7 +43,7 @@ function topLevelArgs(text: string, open: number): string[] {
 /** parameter counts of the library's extern "C" functions, from their definitions */
 function cSignatures(): Map<string, number> {
   const sig = new Map<string, number>();
-  for (const f of ["engines/native/src/kernels_capi.cu", "engines/native/src/engine.cu"]) {
+  for (const f of ["engines/native/kernels/capi.cu", "engines/native/runner/engine.cu"]) {
     const text = read(f);
     for (const m of text.matchAll(/^[A-Za-z_][\w ]*\*?\s*(me_\w+)\(/gm)) {
       const params = topLevelArgs(text, m.index! + m[0].length - 1);
@@ -126,7 +127,13 @@ describe("the GPU check scripts against the native library's C API", () => {
     expect(wrong).toEqual([]);
   });
 
-  it.skipIf(!existsSync(cudaLibraryPath()))("the built library exports every function the scripts name", async () => {
+  it.skipIf(
+    skipWhen(
+      !existsSync(cudaLibraryPath()),
+      "the native library is not built (cmake -S engines/native -B engines/native/build)",
+      gpuRequired,
+    ),
+  )("the built library exports every function the scripts name", async () => {
     const names = new Set<string>();
     for (const f of gpuScripts()) for (const m of read(f).matchAll(/\b(me_[a-z0-9_]+)/g)) names.add(m[1]);
     const koffi = (await import("koffi")).default;

@@ -12,9 +12,11 @@ import { CapiSession } from "../runtime/backends/ort-capi.js";
 import { OrtBackend, ortOpsLibraryPath } from "../runtime/backends/ort.js";
 import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, relErr } from "./helpers/fixtures.js";
+import { opsRequired, skipWhen } from "./helpers/skip.js";
 import { expectSameTrace, stepTrace } from "./helpers/trace.js";
 
 const lib = ortOpsLibraryPath();
+const noOps = skipWhen(!lib, "the fused operators (engines/ort-ops) are not built or are switched off (npm run build:ops)", opsRequired);
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-ort-ops-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
@@ -51,7 +53,7 @@ async function oneNode(
   return { s, feeds };
 }
 
-describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
+describe.skipIf(noOps)("fused operators against float64 arithmetic", () => {
   // The step ops update R sequences one token each; the scan ops one sequence over R tokens (one state).
   // A step in place (the state tensor given as both input and output) is how backend ort runs the fused step.
   for (const [op, inPlace] of [
@@ -267,7 +269,7 @@ describe.skipIf(!lib)("fused operators against float64 arithmetic", () => {
   });
 });
 
-describe.skipIf(!lib)("engines' fused graphs against their plain graphs", () => {
+describe.skipIf(noOps)("engines' fused graphs against their plain graphs", () => {
   const engines = ["mamba1-untied-dtrank", "mamba2-groups", "state-spaces-mamba2"];
   beforeAll(() => {
     for (const name of engines) {

@@ -4,7 +4,8 @@ transformers' MambaForCausalLM / Mamba2ForCausalLM,
 all in one run on one GPU. The benchmark engines are written here on the GPU (random weights,
 round-to-nearest quantization, the tensor layout and manifest fields of `mamba-edge build`):
 building 1.4b / 2.8b engines with the JavaScript builder would take hours on a small CPU and the
-packages are too large to carry. Usage: bench.py LIB OUT.json [shape...]"""
+packages are too large to carry. Exits 1 when any run failed (the others still run and are written).
+Usage: bench.py LIB OUT.json [shape...]"""
 import ctypes, json, math, os, shutil, sys, time
 import torch
 from safetensors.torch import save_file
@@ -221,10 +222,16 @@ def main():
             tr["shape"] = name
             results["transformers"].append(tr)
             print(f"{name:11} transformers fp16 decode b1 {tr['decodeMsB1']:.2f} ms  prefill512 {tr['prefill512Ms']:.1f} ms", flush=True)
+        except ImportError as ex:  # the comparison is optional; the skip says why
+            print(f"{name} transformers: skipped ({ex})", flush=True)
+            results["transformers"].append({"shape": name, "skipped": str(ex)})
         except Exception as ex:
             print(f"{name} transformers: FAILED {ex}", flush=True)
             results["transformers"].append({"shape": name, "error": str(ex)})
     json.dump(results, open(sys.argv[2], "w"), indent=1)
+    failed = [r for r in results["engines"] + results["transformers"] if "error" in r]
+    print(f"benchmark: {len(failed)} of {len(results['engines']) + len(results['transformers'])} runs failed", flush=True)
+    sys.exit(1 if failed or not results["engines"] else 0)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 // End-to-end logits of backend cuda against the TypeScript reference (fp32, the original checkpoint)
 // and the same engine on backend ort (the builder's own quantized CPU engine), for each engine given:
 // a prefill of every position, batched decode steps, decode steps of one sequence alone, and a state
-// moved from cuda to the reference mid-sequence. Usage: node e2e_check.mjs OUT.json MODEL_DIR=ENGINE_DIR...
+// moved from cuda to the reference mid-sequence. An engine that cannot be opened or run is a failing
+// row; the others still run. Exits 1 unless every engine given is within tolerance.
+// Usage: node e2e_check.mjs OUT.json MODEL_DIR=ENGINE_DIR...
 import { writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { CudaBackend } from "../../dist/runtime/backends/cuda.js";
 import { OrtBackend } from "../../dist/runtime/backends/ort.js";
 import { MambaModel } from "../../dist/engines/model/model.js";
@@ -33,6 +36,21 @@ const [outPath, ...pairs] = process.argv.slice(2);
 const rows = [];
 for (const pair of pairs) {
   const [modelDir, engineDir] = pair.split("=");
+  try {
+    rows.push(await check(modelDir, engineDir));
+  } catch (e) {
+    // the recipe from the engine's name (MODEL-RECIPE.mamba), as its manifest may be what failed
+    const recipe = basename(engineDir, ".mamba").slice(basename(modelDir).length + 1) || "?";
+    rows.push({ model: basename(modelDir), recipe, engine: engineDir, error: String(e?.message ?? e).split("\n")[0], ok: false });
+    console.log(`${basename(modelDir).padEnd(14)} ${recipe.padEnd(11)} FAIL ${rows.at(-1).error}`);
+  }
+}
+writeFileSync(outPath, JSON.stringify(rows, null, 1));
+const good = rows.filter((r) => r.ok).length;
+console.log(`end-to-end: ${good}/${rows.length} engines within tolerance`);
+process.exitCode = rows.length > 0 && good === rows.length ? 0 : 1;
+
+async function check(modelDir, engineDir) {
   const model = MambaModel.load(modelDir);
   const ref = {
     prefill: async (t, s, a) => model.prefill(t, s, a),
@@ -40,7 +58,19 @@ for (const pair of pairs) {
     newState: () => model.newState(),
   };
   const ort = await OrtBackend.open(engineDir);
-  const cuda = await CudaBackend.open(engineDir, { maxBatch: 8, slots: 8 });
+  try {
+    const cuda = await CudaBackend.open(engineDir, { maxBatch: 8, slots: 8 });
+    try {
+      return await compare(modelDir, model, ref, ort, cuda);
+    } finally {
+      await cuda.close();
+    }
+  } finally {
+    await ort.close();
+  }
+}
+
+async function compare(modelDir, model, ref, ort, cuda) {
   const recipe = cuda.manifest.quant.recipe;
   const V = cuda.info.vocabSize;
   const prompts = [90, 47, 130].map((n) => Int32Array.from({ length: n }, () => Math.floor(rand() * V)));
@@ -106,12 +136,8 @@ for (const pair of pairs) {
     row.stateRoundTrip === 0 &&
     row.stateClone === 0 &&
     (recipe !== "fp16" || row.stateMovedToRef <= 2e-3);
-  rows.push(row);
   console.log(
     `${row.model.padEnd(14)} ${recipe.padEnd(11)} cuda-ref ${row.cudaVsRef.toExponential(2)}  ort-ref ${row.ortVsRef.toExponential(2)}  cuda-ort ${row.cudaVsOrt.toExponential(2)}  moved-state ${row.stateMovedToRef.toExponential(2)}  round-trip ${row.stateRoundTrip}  clone ${row.stateClone}  tolerance ${row.tolerance.toExponential(2)}  ${row.ok ? "ok" : "FAIL"}`,
   );
-  await cuda.close();
-  await ort.close();
+  return row;
 }
-writeFileSync(outPath, JSON.stringify(rows, null, 1));
-console.log(`end-to-end: ${rows.filter((r) => r.ok).length}/${rows.length} engines within tolerance`);

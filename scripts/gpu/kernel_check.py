@@ -1,13 +1,18 @@
 """Checks each kernel of the native library against PyTorch in float64 on the GPU: fresh random
 inputs every run, outputs poisoned (NaN, or two different int8 fills) before each call, error
-||out - ref|| / ||ref||. Prints a table; writes JSON to argv[2]. Usage: kernel_check.py LIB OUT.json"""
-import ctypes, json, math, sys
+||out - ref|| / ||ref||. Prints a table; writes JSON to argv[2]; exits 1 unless every case is within
+its tolerance (checks.py). Usage: kernel_check.py LIB OUT.json"""
+import ctypes, math, os, sys
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checks
+
+rows = []
+checks.on_crash(rows, sys.argv[2], "kernel check")
 lib = ctypes.CDLL(sys.argv[1])
 dev = "cuda"
-torch.manual_seed(int.from_bytes(__import__("os").urandom(4), "little"))
-rows = []
+torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
 
 
 def ptr(t):
@@ -42,7 +47,7 @@ def rel(out, ref):
 
 
 def record(kernel, case, err, tol):
-    rows.append({"kernel": kernel, "case": case, "relError": err, "tolerance": tol, "ok": bool(err <= tol)})
+    rows.append(checks.case(kernel, case, err, tol))
 
 
 def qdq(v, s):
@@ -443,6 +448,6 @@ w = max(len(r["kernel"]) for r in rows)
 wc = max(len(r["case"]) for r in rows)
 print(f"{'kernel':<{w}}  {'case':<{wc}}  rel error    tolerance  ok")
 for r in rows:
-    print(f"{r['kernel']:<{w}}  {r['case']:<{wc}}  {r['relError']:<13.3e}  {r['tolerance']:<9.0e}  {'yes' if r['ok'] else 'NO'}")
-json.dump(rows, open(sys.argv[2], "w"), indent=1)
-print(f"kernels: {sum(r['ok'] for r in rows)}/{len(rows)} within tolerance")
+    err = "inf" if r["relError"] is None else f"{r['relError']:.3e}"
+    print(f"{r['kernel']:<{w}}  {r['case']:<{wc}}  {err:<13}  {r['tolerance']:<9.0e}  {'yes' if checks.passed(r) else 'NO'}")
+checks.finish(rows, sys.argv[2], "kernels")
