@@ -19,11 +19,15 @@ const calibTokens = join(scratch, "calib-tokens.txt");
 writeFileSync(calibTokens, Array.from({ length: 4096 }, (_, i) => (i * 7919 + 11) % 97).join(" "));
 
 const recipes = ["w8a8", "w8a8-naive", "w4a16", "w4a8"] as const;
-// max|logits − reference| / max|reference| on tiny random models: int8 stays close; 4-bit on
-// 48-to-128-wide random matrices is coarse, but a wrong scale or packing gives errors ≫ 1
-const bound = { w8a8: 0.2, "w8a8-naive": 0.2, w4a16: 0.6, w4a8: 0.7 };
+// max|logits − reference| / max|reference| on tiny random models, about a quarter above what each
+// recipe gives (the same in every instruction set of the fused operators and without them): 4-bit
+// on 48-to-128-wide random matrices is coarse, a wrong scale or packing gives errors ≫ 1
+const bounds: Record<string, Record<(typeof recipes)[number], number>> = {
+  "mamba1-untied-dtrank": { w8a8: 0.09, "w8a8-naive": 0.15, w4a16: 0.28, w4a8: 0.34 },
+  "mamba2-groups": { w8a8: 0.13, "w8a8-naive": 0.07, w4a16: 0.42, w4a8: 0.48 },
+};
 
-for (const name of ["mamba1-untied-dtrank", "mamba2-groups"]) {
+for (const [name, bound] of Object.entries(bounds)) {
   describe(`recipes on ${name}`, () => {
     const model = MambaModel.load(join(fixtureRoot, name));
     const { ids } = reference(name);
@@ -89,11 +93,11 @@ describe("recipes on the demo model", () => {
     return out;
   };
 
-  it("w8a8 and w4a16 keep held-out perplexity within 3% and 6% of fp16", () => {
+  it("w8a8 and w4a16 keep held-out perplexity within 1% and 3.5% of fp16", () => {
     const fp16 = ppl(build("fp16"));
-    expect(fp16).toBeLessThan(150);
-    expect(ppl(build("w8a8"))).toBeLessThanOrEqual(fp16 * 1.03);
-    expect(ppl(build("w4a16"))).toBeLessThanOrEqual(fp16 * 1.06);
+    expect(fp16).toBeLessThan(140);
+    expect(ppl(build("w8a8"))).toBeLessThanOrEqual(fp16 * 1.01);
+    expect(ppl(build("w4a16"))).toBeLessThanOrEqual(fp16 * 1.035);
   });
 
   it("records the calibration text's sha256 and the recipe's parameters", () => {
