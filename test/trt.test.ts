@@ -13,7 +13,16 @@ import { loadTrtShim, trtLibraryPath } from "../runtime/backends/trt.js";
 import { batchBuckets } from "../runtime/cli/commands/compile.js";
 import { cli } from "./helpers/cli.js";
 import { fixtureRoot } from "./helpers/fixtures.js";
-import { skipWhen } from "./helpers/skip.js";
+
+/** `skip` for it.skipIf, printing its reason once; a failure instead where this run requires it. */
+const told = new Set<string>();
+function skipWhen(skip: boolean, reason: string, required: string | false = false): boolean {
+  if (!skip) return false;
+  if (required) throw new Error(`${reason}; not skipped: ${required}`);
+  if (!told.has(reason)) console.warn(`skipped: ${reason}`);
+  told.add(reason);
+  return true;
+}
 
 const built = existsSync(trtLibraryPath());
 const notBuilt =
