@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -168,9 +169,15 @@ bool writeFile(const std::string& path, const void* data, size_t size) {
   return true;
 }
 
+// The registry is one per process: a library registered twice would clash with its own creators.
 bool loadPlugins(IPluginRegistry& registry, const char* plugins) {
+  static std::mutex mu;
+  static std::set<std::string> done;
   if (!plugins || !*plugins) return true;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(plugins)) return true;
   if (!registry.loadLibrary(plugins)) return fail(trtError(std::string("cannot load the plugin library ") + plugins)), false;
+  done.insert(plugins);
   return true;
 }
 
@@ -273,8 +280,8 @@ extern "C" int me_trt_gpu(char* name, int cap, int* sm) {
   return 0;
 }
 
-extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill,
-                            const int* sizes, int n_sizes, int workspace_mb) {
+static int buildImpl(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill, const int* sizes,
+                     int n_sizes, int workspace_mb) {
   if (!onnx || !plan_out || !sizes || n_sizes < 1) return fail("me_trt_build: missing argument");
   for (int i = 0; i < n_sizes; i++)
     if (sizes[i] < 1 || (i && sizes[i] <= sizes[i - 1])) return fail("me_trt_build: sizes must be positive and increasing");
@@ -775,12 +782,18 @@ bool slotOk(Handle& h, int slot) {
 
 }  // namespace
 
-extern "C" void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states, int slots) {
+static void* openImpl(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states, int slots) {
   if (!step_plan) return fail("me_trt_open: no step plan"), nullptr;
   if (!loadNvinfer()) return nullptr;
   logger.take();
   auto* h = new Handle();
-  if (!openHandle(*h, step_plan, prefill_plan, plugins, states, slots)) {
+  bool ok = false;
+  try {
+    ok = openHandle(*h, step_plan, prefill_plan, plugins, states, slots);
+  } catch (const std::exception& e) {
+    fail(std::string("internal error: ") + e.what());
+  }
+  if (!ok) {
     const std::string e = lastError;
     destroy(h);
     lastError = e;
@@ -819,7 +832,7 @@ extern "C" int me_trt_state_load(void* p, int slot, const float* data) {
   return cudaOk(cudaMemcpy(h.slotMem + slot * h.slotFloats, data, bytes, cudaMemcpyHostToDevice), "state load") ? 0 : -1;
 }
 
-extern "C" int me_trt_step(void* p, const int32_t* slots, const int32_t* tokens, int n, float* logits) {
+static int stepImpl(void* p, const int32_t* slots, const int32_t* tokens, int n, float* logits) {
   Handle& h = *handleOf(p);
   if (n < 1) return 0;
   auto it = std::find_if(h.buckets.begin(), h.buckets.end(), [n](const Bucket& b) { return b.batch >= n; });
@@ -835,7 +848,7 @@ extern "C" int me_trt_step(void* p, const int32_t* slots, const int32_t* tokens,
   return 0;
 }
 
-extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, int all, float* logits) {
+static int prefillImpl(void* p, int slot, const int32_t* tokens, int n, int all, float* logits) {
   Handle& h = *handleOf(p);
   if (!slotOk(h, slot)) return -1;
   if (n < 1) return fail("prefill: no tokens");
@@ -843,7 +856,7 @@ extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, i
   if (!h.hasPrefill) {
     // token by token through the step plan's batch-1 bucket
     for (int i = 0; i < n; i++) {
-      if (me_trt_step(p, &slot, tokens + i, 1, logits + (all ? i * V : 0)) != 0) return -1;
+      if (stepImpl(p, &slot, tokens + i, 1, logits + (all ? i * V : 0)) != 0) return -1;
     }
     return 0;
   }
@@ -874,4 +887,37 @@ extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, i
     done += t;
   }
   return 0;
+}
+
+// ---- the exported calls: nothing escapes as an exception --------------------------------------------
+
+namespace {
+template <typename R, typename F>
+R guarded(R onError, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    lastError = std::string("internal error: ") + e.what();
+  } catch (...) {
+    lastError = "internal error";
+  }
+  return onError;
+}
+}  // namespace
+
+extern "C" int me_trt_build(const char* onnx, const char* plugins, const char* plan_out, const char* timing_cache, int prefill,
+                            const int* sizes, int n_sizes, int workspace_mb) {
+  return guarded(-1, [&] { return buildImpl(onnx, plugins, plan_out, timing_cache, prefill, sizes, n_sizes, workspace_mb); });
+}
+
+extern "C" void* me_trt_open(const char* step_plan, const char* prefill_plan, const char* plugins, const char* states, int slots) {
+  return guarded<void*>(nullptr, [&] { return openImpl(step_plan, prefill_plan, plugins, states, slots); });
+}
+
+extern "C" int me_trt_step(void* p, const int32_t* slots, const int32_t* tokens, int n, float* logits) {
+  return guarded(-1, [&] { return stepImpl(p, slots, tokens, n, logits); });
+}
+
+extern "C" int me_trt_prefill(void* p, int slot, const int32_t* tokens, int n, int all, float* logits) {
+  return guarded(-1, [&] { return prefillImpl(p, slot, tokens, n, all, logits); });
 }
