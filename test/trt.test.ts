@@ -2,6 +2,7 @@
 // through koffi and says in one line that libnvinfer.so.10 is missing; `compile` and `--backend
 // trt` fail with that line and exit 1; `--backend auto` runs ort and says why; the manifest's plan
 // records survive the package loader, and a plan for another GPU or TensorRT version is refused.
+import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,7 +12,7 @@ import { loadManifest, sha256File } from "../engines/package/manifest.js";
 import { matchingPlan, planStem, recordPlan, type TrtPlan } from "../engines/package/plans.js";
 import { loadTrtShim, trtLibraryPath } from "../runtime/backends/trt.js";
 import { batchBuckets } from "../runtime/cli/commands/compile.js";
-import { cli } from "./helpers/cli.js";
+import { bin, cli, root } from "./helpers/cli.js";
 import { fixtureRoot } from "./helpers/fixtures.js";
 
 /** `skip` for it.skipIf, printing its reason once; a failure instead where this run requires it. */
@@ -89,6 +90,18 @@ describe("the CLI without TensorRT", () => {
     expect(line).toMatch(MISSING);
   });
 
+  it.skipIf(skipNoTrt)("a TensorRT older than 10.3 is named with its version, in one line", () => {
+    const line = oneLine(withFakeTensorrt(80602, ["compile", engine]));
+    expect(line).toBe("mamba-edge: compile: TensorRT 8.6.2 found; this build needs TensorRT 10.3 or a later 10.x");
+  });
+
+  it.skipIf(skipNoTrt || skipWhen(existsSync("/dev/nvidia0"), "a GPU is present: the no-GPU line does not apply"))(
+    "with TensorRT 10.3 found but no GPU, compile says so in one line",
+    () => {
+      expect(oneLine(withFakeTensorrt(100300, ["compile", engine]))).toBe("mamba-edge: compile: no CUDA GPU is visible on this machine");
+    },
+  );
+
   it("compile refuses bad profile flags before anything else, in one line", () => {
     expect(oneLine(cli(["compile", engine, "--chunks", "64,16"]))).toMatch(/--chunks: expected increasing positive integers/);
     expect(oneLine(cli(["compile", engine, "--max-batch", "0"]))).toMatch(/--max-batch: expected an integer in \[1, 256\]/);
@@ -126,6 +139,28 @@ function withPlan(name: string): string {
   writeFileSync(join(dir, f), "plan");
   recordPlan(dir, loadManifest(dir), plan("Orin", "10.3.0", dir), { [f]: { sha256: sha256File(join(dir, f)), bytes: 4 } });
   return dir;
+}
+
+/**
+ * The CLI with a stand-in libnvinfer.so.10 first on the library path: a C library that exports
+ * TensorRT's entry points, reporting `version`, and creates nothing. It proves that the shim finds
+ * them by name at run time and checks the version before touching an interface.
+ */
+function withFakeTensorrt(version: number, args: string[]) {
+  const dir = join(scratch, `fake-${version}`);
+  mkdirSync(dir, { recursive: true });
+  const src = join(dir, "fake.c");
+  writeFileSync(
+    src,
+    `int getInferLibVersion(void) { return ${version}; }\n` +
+      "void* createInferRuntime_INTERNAL(void* l, int v) { (void)l; (void)v; return 0; }\n" +
+      "void* createInferBuilder_INTERNAL(void* l, int v) { (void)l; (void)v; return 0; }\n",
+  );
+  const cc = spawnSync("cc", ["-shared", "-fPIC", "-o", join(dir, "libnvinfer.so.10"), src], { encoding: "utf8" });
+  expect(cc.status, cc.stderr).toBe(0);
+  const env = { ...process.env, LD_LIBRARY_PATH: [dir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") };
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, env, encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function plan(gpu: string, tensorrt: string, dir: string): TrtPlan {
