@@ -145,9 +145,9 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
 
   const qdq = (g: Graph, x: string, scale: number | Float32Array) => {
     if (typeof scale !== "number") {
-      // per channel: round(x / s) clipped to int8, times s, as plain operators. onnxruntime's
-      // per-axis QuantizeLinear ran one element at a time (~120 µs per layer at batch 8 on the
-      // Mamba-2 demo's w4a8 x, several times these four vectorized operators)
+      // per channel: round(x / s) clipped to int8, times s, as plain operators: onnxruntime's
+      // per-axis QuantizeLinear runs one element at a time, several times slower than these four
+      // vectorized operators (docs/cpu-performance.md)
       const s = g.floats(scale, [scale.length]);
       const q = g.o("Clip", [g.o("Round", [g.o("Div", [x, s])]), g.floats([-128], []), g.floats([127], [])]);
       return g.o("Mul", [q, s]);

@@ -730,7 +730,7 @@ __global__ void __launch_bounds__(512) gemvI4RowKernel(LinearW W, const float* _
 // GPU), a block left for a second wave pays the row staging and a memory round trip again, where a
 // warp's second pass over its groups pays one more round trip: then the grid of the fewest
 // 2 × waves + passes is taken, with the most warps at work, at least two groups each and at most 12
-// per tile, then blocks of about 8 warps (on an H200: 2.8b's in_proj 11.0 → 9.1 µs).
+// per tile, then blocks of about 8 warps (the sweep behind this rule: docs/cuda-performance.md).
 struct I4RowGrid {
   int P, tpb;
   unsigned blocks;

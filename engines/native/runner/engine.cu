@@ -379,9 +379,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
   // into hidden. Fused into in_proj at batch 1 where the previous out_proj left the row's sum of
   // squares as partial sums (every block then needs one short sum), and for fp16 weights also
   // without them (each block recomputes the row's norm: that still saves a launch there, while for
-  // 4-bit weights it costs more: in_proj of 2.8b at batch 1, measured: 2.28 ms per step, 1.98 not).
-  // Not for int8 weights: there every warp would quantize the whole normalized row again (2.8b w8a8
-  // at batch 1, measured on an H200: 2.55 ms per step fused, 1.59 ms not).
+  // 4-bit weights it was slower). Not for int8 weights: there every warp would quantize the whole
+  // normalized row again. Measurements: docs/cuda-performance.md.
   const bool partialNorm = decode && M == 1 && e.ssParts > 0 && takesPartialNorm(L.inProj);
   const bool fuseNorm = decode && M == 1 && (L.inProj.type == W_F16 || partialNorm);
   if (!fuseNorm)

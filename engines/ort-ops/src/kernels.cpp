@@ -265,8 +265,8 @@ ME_BODY void ssdScanBody(int64_t T, int64_t H, int64_t h0, int64_t h1, int64_t P
 
 // Each kernel once per instruction set: the body inlined into a function compiled for it (the
 // bodies' loops vectorize to that width), and a dispatch on isa(). ME_VERSIONS_AVX2 leaves out the
-// AVX-512 version: the SSD kernels move their state at the same speed in 16 lanes (AMD Zen 5) or
-// mostly slower (Intel Xeon, 0.74–1.05 ×; scripts/ort-kernels-bench.mjs), so AVX-512 machines run AVX2 there.
+// AVX-512 version: the SSD kernels, bound by moving their state, gained nothing in 16 lanes and were
+// mostly slower (scripts/ort-kernels-bench.mjs; docs/cpu-performance.md), so AVX-512 machines run AVX2 there.
 #ifdef ME_X86
 #define ME_DISPATCH(name, params, args, wide) \
   void name params {                          \
