@@ -73,7 +73,26 @@ export async function openBackend(t: Target): Promise<Opened> {
     // auto chooses among the engine backends; a checkpoint or random model runs on the reference
     if (t.engine === undefined) return openBackend({ ...t, backend: undefined });
     const pick = await pickBackend(t.engine);
-    return { ...(await openBackend({ ...t, backend: pick.name, threads: pick.name === "ort" ? threads : undefined })), why: pick.why };
+    if (pick.name === "ort") return { ...(await openBackend({ ...t, backend: "ort" })), why: pick.why };
+    // usable here, yet the engine may not open on it (a shape the kernels lack, a bad plan): the next one
+    const notes: string[] = [];
+    for (const name of pick.name === "trt" ? (["trt", "cuda"] as const) : (["cuda"] as const)) {
+      if (name !== pick.name) {
+        const no = await cudaUnusable();
+        if (no !== null) {
+          notes.push(`not cuda (${no})`);
+          continue;
+        }
+      }
+      try {
+        const o = await openBackend({ ...t, backend: name, threads: undefined });
+        return { ...o, why: notes.length ? `${notes.join("; ")}; the cuda library loads and sees a GPU` : pick.why };
+      } catch (e) {
+        if (!(e instanceof UserError)) throw e;
+        notes.push(`${name} is usable but did not open the engine: ${e.message}`);
+      }
+    }
+    return { ...(await openBackend({ ...t, backend: "ort" })), why: notes.join("; ") };
   }
   if (t.backend === "cuda") return openCuda(t);
   if (t.backend === "trt") {
