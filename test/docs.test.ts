@@ -72,6 +72,16 @@ describe("README and docs", () => {
     expect(broken).toEqual([]);
     expect(checked).toBeGreaterThan(10);
   });
+
+  it("every repository file named in backticks exists (the text follows the layout)", () => {
+    const missing: string[] = [];
+    for (const file of ["README.md", ...docs]) {
+      const text = readFileSync(join(root, file), "utf8");
+      for (const m of text.matchAll(/`((?:engines|runtime|scripts|test|bench|docs|data|bin)\/[^`\s*]+\.[a-z]+)(?::\d+)?`/g))
+        if (!existsSync(join(root, m[1]))) missing.push(`${file}: ${m[1]}`);
+    }
+    expect(missing).toEqual([]);
+  });
 });
 
 /** GitHub's anchors of a Markdown file's headings. */
