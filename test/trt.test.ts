@@ -122,6 +122,23 @@ describe("the CLI without TensorRT", () => {
     expect(JSON.parse(auto.stdout)).toEqual(JSON.parse(ort.stdout));
   });
 
+  it.skipIf(skipNoTrt)("serve picks its backend with auto by default and logs the pick and why", () => {
+    const demo = join(scratch, "brown.mamba");
+    expect(cli(["build", join(root, "models", "mamba1-brown"), "--quant", "fp16", "--out", demo]).code).toBe(0);
+    const args = ["serve", "--stdio", "--engine", demo, "--state-dir", join(scratch, "sessions")];
+    const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, input: "", encoding: "utf8", timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const logs = `${r.stdout}\n${r.stderr}`
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const pick = logs.find((l) => typeof l.msg === "string" && l.msg.startsWith("backend auto picked "));
+    expect(pick, r.stderr).toBeDefined();
+    // a machine with a GPU and the cuda library picks cuda; elsewhere ort, saying why not cuda
+    if (pick?.backend === "cuda") expect(pick.why).toMatch(/^not trt \(.*\); the cuda library loads and sees a GPU$/);
+    else expect(pick?.why).toMatch(/^not trt \(the engine has no TensorRT plan.*\); not cuda \(.+\)$/);
+  });
+
   it.skipIf(skipNoTrt)("--backend auto with a plan but no TensorRT says what is missing", () => {
     const dir = withPlan("planned-auto.mamba");
     const r = cli(["logits", "--engine", dir, "--backend", "auto", "--tokens", "1"]);
