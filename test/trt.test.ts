@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserError } from "../engines/errors.js";
 import { loadManifest, sha256File } from "../engines/package/manifest.js";
 import { matchingPlan, planStem, recordPlan, type TrtPlan } from "../engines/package/plans.js";
+import { cudaLibraryPath, loadNativeLibrary } from "../runtime/backends/cuda.js";
 import { loadTrtShim, trtLibraryPath } from "../runtime/backends/trt.js";
 import { batchBuckets } from "../runtime/cli/commands/compile.js";
 import { bin, cli, root } from "./helpers/cli.js";
@@ -33,6 +34,9 @@ const shimRequired = process.env.CI === "true" ? "CI=true requires the TensorRT 
 const trtHere = built && (await loadTrtShim()).me_trt_version() > 0;
 const noShim = skipWhen(!built, notBuilt, shimRequired);
 const skipNoTrt = noShim || skipWhen(trtHere, "TensorRT is installed on this machine: the checks of its absence do not apply");
+// with a GPU and the cuda library, auto picks cuda: the checks that it falls back to ort do not apply
+const cudaHere = existsSync(cudaLibraryPath()) && (await loadNativeLibrary()).me_device_count() > 0;
+const skipAutoOrt = skipNoTrt || skipWhen(cudaHere, "backend cuda is usable here: auto picks it, not ort");
 const MISSING = /TensorRT is not installed: cannot load libnvinfer\.so\.10 \(.*libnvinfer\.so\.10.*\)$/;
 
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-trt-"));
@@ -95,7 +99,7 @@ describe("the CLI without TensorRT", () => {
     expect(line).toBe("mamba-edge: compile: TensorRT 8.6.2 found; this build needs TensorRT 10.3 or a later 10.x");
   });
 
-  it.skipIf(skipNoTrt || skipWhen(existsSync("/dev/nvidia0"), "a GPU is present: the no-GPU line does not apply"))(
+  it.skipIf(skipNoTrt || skipWhen(cudaHere || existsSync("/dev/nvidia0"), "a GPU is present: the no-GPU line does not apply"))(
     "with TensorRT 10.3 found but no GPU, compile says so in one line",
     () => {
       expect(oneLine(withFakeTensorrt(100300, ["compile", engine]))).toBe("mamba-edge: compile: no CUDA GPU is visible on this machine");
@@ -113,7 +117,7 @@ describe("the CLI without TensorRT", () => {
     );
   });
 
-  it.skipIf(skipNoTrt)("--backend auto runs ort here and says why not trt and not cuda", () => {
+  it.skipIf(skipAutoOrt)("--backend auto runs ort here and says why not trt and not cuda", () => {
     const auto = cli(["logits", "--engine", engine, "--backend", "auto", "--tokens", "1,2,3"]);
     expect(auto.code, auto.stderr).toBe(0);
     expect(auto.stderr).toMatch(/^backend auto: ort \(not trt \(the engine has no TensorRT plan.*\); not cuda \(.+\)\)$/m);
@@ -139,7 +143,7 @@ describe("the CLI without TensorRT", () => {
     else expect(pick?.why).toMatch(/^not trt \(the engine has no TensorRT plan.*\); not cuda \(.+\)$/);
   });
 
-  it.skipIf(skipNoTrt)("--backend auto with a plan but no TensorRT says what is missing", () => {
+  it.skipIf(skipAutoOrt)("--backend auto with a plan but no TensorRT says what is missing", () => {
     const dir = withPlan("planned-auto.mamba");
     const r = cli(["logits", "--engine", dir, "--backend", "auto", "--tokens", "1"]);
     expect(r.code, r.stderr).toBe(0);
