@@ -2,6 +2,7 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { UserError } from "../../engines/errors.js";
+import { numbersAsTyped, oneLine } from "./flags.js";
 import { benchCommand } from "./commands/bench.js";
 import { buildCommand } from "./commands/build.js";
 import { inspectCommand } from "./commands/inspect.js";
@@ -24,9 +25,10 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
     .alias("h", "help")
     .version()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .middleware(numbersAsTyped(argv), true)
     .fail((msg, err) => {
       // Bad flags: one line instead of the whole usage text; stops before the command runs.
-      throw err ?? new UserError(`${msg} (see --help)`);
+      throw err ?? new UserError(`${oneLine(msg)} (see --help)`);
     });
   for (const add of [
     generateCommand,

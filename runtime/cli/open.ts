@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { FORMAT_VERSION, type Manifest } from "../../engines/package/manifest.js";
 import { checkTarget, openBackend, shortPath, type Opened, type Target } from "../backends/open.js";
 import { defaultEngineDir, defaultModelDir, packageRoot } from "../paths.js";
+import { checkReferenceThreads, checkpointDir } from "./flags.js";
 
 export { openTokenizer, type Opened, type Target } from "../backends/open.js";
 
@@ -13,7 +14,9 @@ export { openTokenizer, type Opened, type Target } from "../backends/open.js";
  * What --backend auto picked, and why, goes to stderr unless `announce` says otherwise.
  */
 export async function openTarget(t: Target, announce: (backend: string, why: string) => void = stderrPick): Promise<Opened> {
+  if (t.model !== undefined) t = { ...t, model: checkpointDir(t.model) };
   checkTarget(t); // before the default engine may be built
+  checkReferenceThreads(t);
   const named = t.model !== undefined || t.engine !== undefined || t.random !== undefined;
   const o = !named && t.backend !== "ref" ? await openBackend({ ...t, engine: await ensureDefaultEngine() }) : await openBackend(t);
   if (o.why !== undefined) announce(o.backend.info.name, o.why);

@@ -12,7 +12,7 @@ import { UserError } from "../../../engines/errors.js";
 import { configSchema } from "../../daemon/config.js";
 import { describeIssue, requestSchema, type ErrorReply, type FinalReply, type Request } from "../../scheduler/protocol.js";
 import { Scheduler, defaultLimits } from "../../scheduler/scheduler.js";
-import { SessionStore } from "../../scheduler/sessions.js";
+import { SessionStore, validateSessionId } from "../../scheduler/sessions.js";
 import { defaultSampling } from "../../sampling.js";
 import { topics } from "../../transports/mqtt.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
@@ -131,6 +131,15 @@ async function mqttClient(url: string, node: string, prefix: string): Promise<Ch
   };
 }
 
+/** What a line that starts with / does; shown by /help and in `chat --help`. */
+const slashCommands = [
+  ["/reset", "clear the conversation (the session starts over)"],
+  ["/stats", "the last reply's token counts, time to first token and speed"],
+  ["/help", "list these commands"],
+  ["/quit", "leave (also /exit, Ctrl-D; Ctrl-C stops a reply being written, at the prompt it leaves)"],
+] as const;
+const slashHelp = slashCommands.map(([c, what]) => `  ${c.padEnd(8)}${what}`).join("\n");
+
 export function chatCommand(y: Argv) {
   return y.command(
     "chat",
@@ -151,11 +160,22 @@ export function chatCommand(y: Argv) {
         .option("max-tokens", { type: "number", default: 128, describe: "tokens per reply at most" })
         .option("temperature", { type: "number", default: defaultSampling.temperature, describe: "0 = greedy" })
         .option("seed", { type: "number", describe: "random seed of the first reply (then +1 per turn)" })
-        .option("stop", { type: "string", array: true, describe: "stop a reply at this text (repeatable)" }),
+        .option("stop", { type: "string", array: true, describe: "stop a reply at this text (repeatable)" })
+        .epilogue(
+          `Each line typed (or piped) is one turn. Lines that start with / are commands:\n${slashHelp}\n` +
+            "Piped, chat exits 1 when a turn failed or a command was unknown.",
+        ),
     async (args) => {
       if (args.mqtt !== undefined && (args.engine !== undefined || args.model !== undefined))
         throw new UserError("give --mqtt (a running daemon) or --engine/--model (in-process), not both");
       const named = args.session;
+      // refused here rather than by every turn's request
+      if (named !== undefined)
+        try {
+          validateSessionId(named);
+        } catch (e) {
+          throw new UserError(`--${(e as Error).message}`);
+        }
       const base = {
         max_tokens: args["max-tokens"],
         temperature: args.temperature,
@@ -179,6 +199,7 @@ export function chatCommand(y: Argv) {
       let current: string | null = null;
       let turn = 0;
       let fresh = true; // no text in the conversation yet
+      let failed = 0; // turns that got an error reply, and unknown commands
 
       const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty, historySize: 200 });
       rl.on("SIGINT", () => {
@@ -186,7 +207,7 @@ export function chatCommand(y: Argv) {
         if (current) client.cancel(current);
         else rl.close();
       });
-      if (tty) process.stderr.write(`${client.label}; session ${session}. /reset, /stats, /quit; Ctrl-D or Ctrl-C to leave\n`);
+      if (tty) process.stderr.write(`${client.label}; session ${session}. /reset, /stats, /help, /quit; Ctrl-D or Ctrl-C to leave\n`);
       rl.setPrompt("> ");
       if (tty) rl.prompt();
       try {
@@ -204,8 +225,9 @@ export function chatCommand(y: Argv) {
                 : "no reply yet\n",
             );
           } else if (line === "/help") {
-            process.stderr.write("/reset clears the conversation, /stats shows the last reply's speed, /quit leaves\n");
+            process.stderr.write(slashHelp + "\n");
           } else if (line.startsWith("/")) {
+            failed++;
             process.stderr.write(`unknown command ${line.split(/\s/)[0]}: try /help\n`);
           } else if (line) {
             current = `${session}-${turn++}`;
@@ -215,8 +237,10 @@ export function chatCommand(y: Argv) {
             current = null;
             fresh = false;
             seed = (seed + 1) >>> 0;
-            if ("error" in r) process.stderr.write(`error (${r.error.code}): ${r.error.message}\n`);
-            else {
+            if ("error" in r) {
+              failed++;
+              process.stderr.write(`error (${r.error.code}): ${r.error.message}\n`);
+            } else {
               last = r;
               process.stdout.write(r.finish_reason === "cancelled" ? " [stopped]\n" : "\n");
             }
@@ -227,6 +251,8 @@ export function chatCommand(y: Argv) {
         rl.close();
         await client.close();
       }
+      // a script that pipes into chat learns that something went wrong (on a terminal it was seen)
+      if (failed > 0 && !tty) throw new UserError(`chat: ${failed} ${failed === 1 ? "line" : "lines"} of the input failed (see above)`);
     },
   );
 }

@@ -24,6 +24,10 @@ const flags = {
   ca: { type: "string", describe: "PEM file of the CA for mqtts://" },
   cert: { type: "string", describe: "PEM client certificate for mqtts://" },
   key: { type: "string", describe: "PEM client key for mqtts://" },
+  "reject-unauthorized": {
+    type: "boolean",
+    describe: "refuse a broker whose TLS certificate the CA does not sign (default true; --no-reject-unauthorized turns it off)",
+  },
   "broker-host": { type: "string", describe: "where the embedded broker listens (default 127.0.0.1)" },
   "broker-port": { type: "number", describe: "port of the embedded broker (default 1883)" },
   "state-dir": {
@@ -35,12 +39,19 @@ const flags = {
   "max-prompt-tokens": { type: "number", describe: "longest prompt accepted (default 4096)" },
   "max-tokens": { type: "number", describe: "largest max_tokens a request may ask for (default 1024)" },
   "default-max-tokens": { type: "number", describe: "max_tokens when a request gives none (default 128)" },
+  "prefill-chunk": { type: "number", describe: "prompt tokens prefilled per scheduler tick, between decode steps (default 128)" },
+  "session-memory-bytes": {
+    type: "number",
+    describe: "bytes of session states also kept in memory; all are on disk (default 67108864)",
+  },
+  "max-message-bytes": { type: "number", describe: "largest incoming request message in bytes (default 65536)" },
   "status-interval-ms": { type: "number", describe: "how often the retained status is refreshed (default 5000)" },
   "shutdown-deadline-ms": {
     type: "number",
     describe: "on SIGTERM, how long running requests may finish before being cancelled (default 10000)",
   },
   "metrics-port": { type: "number", describe: "serve Prometheus /metrics on this local port" },
+  "metrics-host": { type: "string", describe: "address /metrics listens on (default 127.0.0.1)" },
   "log-level": { type: "string", describe: "fatal, error, warn, info (default), debug, trace or silent" },
 } as const;
 
