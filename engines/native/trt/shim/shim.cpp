@@ -369,7 +369,9 @@ struct Bucket {
   int profile = 0;
   int batch = 0;                     // step: rows; prefill: 1
   int minTokens = 1, maxTokens = 1;  // prefill: the profile's range of chunk lengths
-  bool ownProfile = true;            // no other bucket shares the profile, so its shapes never change
+  int rows = 0;                      // rows of the current run: batch, or fewer for a ranged bucket
+  int minBatch = 0;                  // a ranged bucket (a profile over a range of batches, as trtexec builds) runs
+  bool ranged = false;               // any batch in [minBatch, batch] at its exact shape, uncaptured
   std::map<std::string, void*> device;
   std::map<std::string, size_t> bytes;
   MeTrtRows* inRows = nullptr;  // device tables of the gather / scatter
@@ -511,7 +513,7 @@ Dims inputShape(const Tensor& t, bool isTokens, bool prefill, int rows, int toke
 bool setShapes(Plan& p, Bucket& b, bool prefill, int tokens) {
   for (const Tensor& t : p.io) {
     if (!t.input) continue;
-    if (!b.ctx->setInputShape(t.name.c_str(), inputShape(t, t.name == p.tokens, prefill, b.batch, tokens)))
+    if (!b.ctx->setInputShape(t.name.c_str(), inputShape(t, t.name == p.tokens, prefill, b.rows, tokens)))
       return fail(trtError("cannot set the shape of " + t.name)), false;
   }
   return true;
@@ -519,6 +521,7 @@ bool setShapes(Plan& p, Bucket& b, bool prefill, int tokens) {
 
 // Buffers for every I/O tensor of bucket b at its largest shape, and the gather / scatter tables.
 bool makeBucket(Handle& h, Plan& p, Bucket& b, bool prefill) {
+  b.rows = b.batch;
   b.ctx->setDeviceMemoryV2(h.scratch, p.engine->getDeviceMemorySizeV2());
   if (!b.ctx->setOptimizationProfileAsync(b.profile, h.stream))
     return fail(trtError("cannot select optimization profile " + std::to_string(b.profile))), false;
@@ -574,17 +577,17 @@ void putTokens(const Plan& p, Bucket& b, const int32_t* tokens, int n, int padTo
 
 // The work of one run on h.stream: tokens and slot ids in, gather, the plan, scatter, logits out.
 bool record(Handle& h, Plan& p, Bucket& b, int tokens, const std::string& logits, size_t logitBytes) {
-  const size_t tokenBytes = static_cast<size_t>(b.batch) * static_cast<size_t>(tokens) * elementSize(p.tokenType);
+  const size_t tokenBytes = static_cast<size_t>(b.rows) * static_cast<size_t>(tokens) * elementSize(p.tokenType);
   if (!cudaOk(cudaMemcpyAsync(b.device[p.tokens], b.hostTokens, tokenBytes, cudaMemcpyHostToDevice, h.stream), "tokens") ||
-      !cudaOk(cudaMemcpyAsync(b.deviceIds, b.hostIds, sizeof(int32_t) * static_cast<size_t>(b.batch), cudaMemcpyHostToDevice, h.stream),
+      !cudaOk(cudaMemcpyAsync(b.deviceIds, b.hostIds, sizeof(int32_t) * static_cast<size_t>(b.rows), cudaMemcpyHostToDevice, h.stream),
               "slot ids") ||
-      !cudaOk(meTrtMoveRows(b.inRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.batch, 1, h.maxRowFloats,
+      !cudaOk(meTrtMoveRows(b.inRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.rows, 1, h.maxRowFloats,
                             h.stream),
               "state gather"))
     return false;
   if (!b.ctx->enqueueV3(h.stream)) return fail(trtError("enqueueV3 failed")), false;
-  return cudaOk(meTrtMoveRows(b.outRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.batch, 0,
-                              h.maxRowFloats, h.stream),
+  return cudaOk(meTrtMoveRows(b.outRows, static_cast<int>(h.states.size()), h.slotMem, h.slotFloats, b.deviceIds, b.rows, 0, h.maxRowFloats,
+                              h.stream),
                 "state scatter") &&
          cudaOk(cudaMemcpyAsync(b.hostLogits, b.device[logits], logitBytes, cudaMemcpyDeviceToHost, h.stream), "logits");
 }
@@ -592,9 +595,9 @@ bool record(Handle& h, Plan& p, Bucket& b, int tokens, const std::string& logits
 // A step of bucket b: eager the first time (TensorRT sets itself up on the first enqueue of a
 // shape), captured into a CUDA graph the second time, the graph replayed afterwards.
 bool runStep(Handle& h, Bucket& b) {
-  const size_t logitBytes = b.bytes[h.step.logits];
-  if (!b.warmed || !h.useGraphs || !b.ownProfile) {
-    if (!b.ownProfile && !setShapes(h.step, b, false, 1)) return false;
+  const size_t logitBytes = b.bytes[h.step.logits] / static_cast<size_t>(b.batch) * static_cast<size_t>(b.rows);
+  if (!b.warmed || !h.useGraphs || b.ranged) {
+    if (b.ranged && !setShapes(h.step, b, false, 1)) return false;
     if (!record(h, h.step, b, 1, h.step.logits, logitBytes)) return false;
     b.warmed = true;
   } else if (!b.graph) {
@@ -688,31 +691,22 @@ bool openHandle(Handle& h, const char* stepPlan, const char* prefillPlan, const 
   // too, but its shapes are set before every run and it is never captured)
   ICudaEngine& e = *h.step.engine;
   const char* tok = h.step.tokens.c_str();
-  std::map<int, int> users;
-  std::vector<std::pair<int, int>> wanted;  // (batch, profile)
+  // a bucket per profile; compile builds each at one batch (min = max), so its shapes never change
+  // and it is captured once; a profile over a range of batches runs each batch at its own shape
   for (int p = 0; p < e.getNbOptimizationProfiles(); p++) {
-    const int lo = static_cast<int>(e.getProfileShape(tok, p, OptProfileSelector::kMIN).d[0]);
-    const int hi = static_cast<int>(e.getProfileShape(tok, p, OptProfileSelector::kMAX).d[0]);
-    for (int b = 1; b < hi; b *= 2)
-      if (b >= lo) wanted.push_back({b, p});
-    wanted.push_back({hi, p});
-  }
-  std::sort(wanted.begin(), wanted.end());
-  wanted.erase(std::unique(wanted.begin(), wanted.end(), [](auto& a, auto& b) { return a.first == b.first; }), wanted.end());
-  for (auto& w : wanted) users[w.second]++;
-  for (auto& w : wanted) {
     Own<IExecutionContext> ctx(e.createExecutionContext(ExecutionContextAllocationStrategy::kUSER_MANAGED));
     if (!ctx) return fail(trtError("cannot create an execution context")), false;
     Bucket b;
     b.ctx = ctx.get();
-    b.batch = w.first;
-    b.profile = w.second;
-    b.maxTokens = 1;
-    b.ownProfile = users[w.second] == 1;
+    b.profile = p;
+    b.minBatch = std::max(1, static_cast<int>(e.getProfileShape(tok, p, OptProfileSelector::kMIN).d[0]));
+    b.batch = std::max(1, static_cast<int>(e.getProfileShape(tok, p, OptProfileSelector::kMAX).d[0]));
+    b.ranged = b.minBatch != b.batch;
     h.step.contexts.push_back(std::move(ctx));
     h.buckets.push_back(b);
     if (!makeBucket(h, h.step, h.buckets.back(), false)) return false;
   }
+  std::sort(h.buckets.begin(), h.buckets.end(), [](const Bucket& x, const Bucket& y) { return x.batch < y.batch; });
   if (h.buckets.empty()) return fail(std::string(stepPlan) + ": no optimization profile"), false;
 
   if (h.hasPrefill) {
@@ -835,14 +829,18 @@ extern "C" int me_trt_state_load(void* p, int slot, const float* data) {
 static int stepImpl(void* p, const int32_t* slots, const int32_t* tokens, int n, float* logits) {
   Handle& h = *handleOf(p);
   if (n < 1) return 0;
-  auto it = std::find_if(h.buckets.begin(), h.buckets.end(), [n](const Bucket& b) { return b.batch >= n; });
+  // the smallest bucket that takes n rows: padded up to a fixed batch, or a range that holds n
+  auto it =
+      std::find_if(h.buckets.begin(), h.buckets.end(), [n](const Bucket& b) { return b.batch >= n && (!b.ranged || b.minBatch <= n); });
   if (it == h.buckets.end())
-    return fail("batch " + std::to_string(n) + " exceeds the plan's largest profile (" + std::to_string(h.buckets.back().batch) + ")");
+    return fail("batch " + std::to_string(n) + ": no optimization profile of the step plan takes it (largest " +
+                std::to_string(h.buckets.back().batch) + ")");
   Bucket& b = *it;
   for (int i = 0; i < n; i++)
     if (!slotOk(h, slots[i])) return -1;
-  for (int i = 0; i < b.batch; i++) b.hostIds[i] = i < n ? slots[i] : h.slots;  // padding rows: the spare slot
-  putTokens(h.step, b, tokens, n, b.batch);
+  b.rows = b.ranged ? n : b.batch;
+  for (int i = 0; i < b.rows; i++) b.hostIds[i] = i < n ? slots[i] : h.slots;  // padding rows: the spare slot
+  putTokens(h.step, b, tokens, n, b.rows);
   if (!runStep(h, b)) return -1;
   std::memcpy(logits, b.hostLogits, sizeof(float) * static_cast<size_t>(n) * static_cast<size_t>(h.vocab));
   return 0;
