@@ -388,6 +388,7 @@ struct Plan {
   Own<ICudaEngine> engine;
   std::vector<Tensor> io;
   std::string tokens, logits, lastLogits;  // non-state I/O names
+  bool allLogits = false;                  // `logits` has every position (else only the last_logits of each sequence)
   DataType tokenType = DataType::kINT32;
   std::vector<Own<IExecutionContext>> contexts;
 };
@@ -459,6 +460,8 @@ bool classify(Handle& h, Plan& p, const char* path, bool prefill) {
       p.tokens = t.name;
       p.tokenType = t.type;
     } else if (t.name == "last_logits") {
+      if (t.type != DataType::kFLOAT)
+        return fail(std::string(path) + ": output " + t.name + " is " + typeName(t.type) + ", expected float32"), false;
       p.lastLogits = t.name;
     } else if (t.name == "logits" || p.logits.empty()) {
       if (t.type != DataType::kFLOAT)
@@ -467,7 +470,9 @@ bool classify(Handle& h, Plan& p, const char* path, bool prefill) {
     }
   }
   if (p.tokens.empty()) return fail(std::string(path) + ": no integer token input"), false;
-  if (p.logits.empty()) return fail(std::string(path) + ": no logits output"), false;
+  p.allLogits = !p.logits.empty();
+  if (p.logits.empty()) p.logits = p.lastLogits;
+  if (p.logits.empty()) return fail(std::string(path) + ": no logits or last_logits output"), false;
   const Tensor* lg = findTensor(p, p.logits);
   const int v = static_cast<int>(lg->dims.d[lg->dims.nbDims - 1]);
   if (v <= 0) return fail(std::string(path) + ": logits " + dimsString(lg->dims) + " has no static vocabulary"), false;
@@ -851,7 +856,8 @@ static int prefillImpl(void* p, int slot, const int32_t* tokens, int n, int all,
   if (!slotOk(h, slot)) return -1;
   if (n < 1) return fail("prefill: no tokens");
   const size_t V = static_cast<size_t>(h.vocab);
-  if (!h.hasPrefill) {
+  // every position's logits from a plan that only has the last ones: token by token
+  if (!h.hasPrefill || (all && !h.prefill.allLogits)) {
     // token by token through the step plan's batch-1 bucket
     for (int i = 0; i < n; i++) {
       if (stepImpl(p, &slot, tokens + i, 1, logits + (all ? i * V : 0)) != 0) return -1;
