@@ -3,7 +3,8 @@
 // trt` fail with that line and exit 1; `--backend auto` runs ort and says why; the manifest's plan
 // records survive the package loader, and a plan for another GPU or TensorRT version is refused.
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import onnxProto from "onnx-proto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -161,6 +162,77 @@ function withPlan(name: string): string {
   recordPlan(dir, loadManifest(dir), plan("Orin", "10.3.0", dir), { [f]: { sha256: sha256File(join(dir, f)), bytes: 4 } });
   return dir;
 }
+
+/** A graph's inputs (initializers aside): name → dims, a number where static, null where symbolic. */
+function graphInputs(path: string): Map<string, (number | null)[]> {
+  const m = onnxProto.onnx.ModelProto.decode(readFileSync(path));
+  const inits = new Set((m.graph?.initializer ?? []).map((t) => t.name));
+  const out = new Map<string, (number | null)[]>();
+  for (const i of m.graph?.input ?? []) {
+    if (inits.has(i.name ?? "")) continue;
+    const dims = i.type?.tensorType?.shape?.dim ?? [];
+    out.set(
+      i.name ?? "",
+      dims.map((d) => (d.dimParam ? null : Number(d.dimValue))),
+    );
+  }
+  return out;
+}
+
+/** trtexec's --minShapes=a:1x2,b:3 of a command → name → dims */
+function shapesOf(cmd: string, flag: string): Map<string, number[]> {
+  const arg = cmd.split(" ").find((a) => a.startsWith(`--${flag}=`));
+  expect(arg, `${flag} in ${cmd}`).toBeDefined();
+  return new Map(
+    arg!
+      .slice(flag.length + 3)
+      .split(",")
+      .map((kv) => {
+        const [k, v] = kv.split(":");
+        return [k, v.split("x").map(Number)] as [string, number[]];
+      }),
+  );
+}
+
+describe("compile --trtexec", () => {
+  const trtEngine = join(scratch, "tied-trt.mamba");
+  let noGraphs = "";
+  beforeAll(() => {
+    const r = cli(["build", join(fixtureRoot, "mamba1-tied"), "--quant", "fp16", "--target", "cpu,trt", "--out", trtEngine]);
+    if (r.code !== 0) noGraphs = `build --target trt failed here (${r.stderr.trim().split("\n").pop()})`;
+  });
+
+  it("prints trtexec lines whose shapes cover every input of both graphs, dynamic dims from 1 to the maximum", (ctx) => {
+    if (noGraphs) {
+      skipWhen(true, noGraphs);
+      ctx.skip();
+    }
+    const r = cli(["compile", trtEngine, "--trtexec", "--max-batch", "8", "--chunks", "16,64"]);
+    expect(r.code, r.stderr).toBe(0);
+    const [step, prefill, adopt] = r.stdout.trimEnd().split("\n");
+    expect(adopt).toBe(`mamba-edge compile ${trtEngine} --adopt --max-batch 8 --chunks 64`);
+    for (const [cmd, graph, hi] of [
+      [step, "step", 8],
+      [prefill, "prefill", 64],
+    ] as const) {
+      expect(cmd).toMatch(/^trtexec --onnx=\S+ --saveEngine=\S+\.trtexec\.plan /);
+      expect(cmd).toContain("--stronglyTyped");
+      expect(cmd).toMatch(/--dynamicPlugins=\S+libmamba_edge_trt_plugins\.so/);
+      const inputs = graphInputs(join(trtEngine, "trt", `${graph}.onnx`));
+      const [mn, mx] = [shapesOf(cmd, "minShapes"), shapesOf(cmd, "maxShapes")];
+      expect([...mn.keys()].sort()).toEqual([...inputs.keys()].sort());
+      for (const [name, dims] of inputs) {
+        expect(mn.get(name)?.length, name).toBe(dims.length);
+        dims.forEach((d, i) => {
+          if (d !== null) expect([mn.get(name)![i], mx.get(name)![i]], `${name}[${i}]`).toEqual([d, d]);
+          else expect(mn.get(name)![i], `${name}[${i}]`).toBe(1);
+        });
+      }
+      // the batch (step) or the token count (prefill) reaches the maximum
+      expect(mx.get("tokens")!.at(-1)).toBe(hi);
+    }
+  });
+});
 
 /**
  * The CLI with a stand-in libnvinfer.so.10 first on the library path: a C library that exports

@@ -1,14 +1,17 @@
 // `mamba-edge compile NAME.mamba`: on the device, TensorRT builds the package's trt/step.onnx and
 // trt/prefill.onnx into plans for this GPU and TensorRT version (through the shim's builder and
 // TensorRT's ONNX parser, with the plugin library registered), and the manifest records them.
-import { existsSync, statSync } from "node:fs";
+import { existsSync, renameSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Argv } from "yargs";
 import { UserError } from "../../../engines/errors.js";
+import type { ModelConfig } from "../../../engines/model/config.js";
 import { loadManifest, sha256File } from "../../../engines/package/manifest.js";
 import { planStem, recordPlan, type TrtPlan } from "../../../engines/package/plans.js";
 
 const GRAPHS = { step: "trt/step.onnx", prefill: "trt/prefill.onnx" } as const;
+/** where the printed trtexec commands write their plans, for --adopt to record */
+const TRTEXEC_PLANS = { step: "trt/step.trtexec.plan", prefill: "trt/prefill.trtexec.plan" } as const;
 
 /** "1,2,4" → increasing positive integers. */
 function sizes(flag: string, text: string): number[] {
@@ -25,6 +28,55 @@ export function batchBuckets(maxBatch: number): number[] {
   return [...out, maxBatch];
 }
 
+/** trtexec's shape spec of every input of a trt graph: tokens, then each layer's conv and SSM state. */
+export function shapeSpec(c: ModelConfig, batch: number, tokens: number | null): string {
+  const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
+  const ssm = c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads, c.headDim, c.dState];
+  const spec = [`tokens:${tokens === null ? batch : `${batch}x${tokens}`}`];
+  for (let l = 0; l < c.nLayer; l++)
+    spec.push(`conv_${l}:${[batch, convC, c.dConv - 1].join("x")}`, `ssm_${l}:${[batch, ...ssm].join("x")}`);
+  return spec.join(",");
+}
+
+/**
+ * The trtexec (TensorRT 10.3) commands that build what compile builds, with one profile over the
+ * range of batches (and of chunk lengths) instead of one per bucket: the plugins through
+ * --dynamicPlugins (the library exports getCreators and registers nothing on load, so
+ * --staticPlugins would not find them).
+ */
+export function trtexecCommands(
+  dir: string,
+  c: ModelConfig,
+  plugins: string,
+  maxBatch: number,
+  chunk: number,
+  workspace: number,
+): string[] {
+  const common = ["--stronglyTyped", `--dynamicPlugins=${plugins}`, `--memPoolSize=workspace:${workspace}M`, "--skipInference"];
+  return [
+    [
+      "trtexec",
+      `--onnx=${join(dir, GRAPHS.step)}`,
+      `--saveEngine=${join(dir, TRTEXEC_PLANS.step)}`,
+      `--minShapes=${shapeSpec(c, 1, null)}`,
+      `--optShapes=${shapeSpec(c, maxBatch, null)}`,
+      `--maxShapes=${shapeSpec(c, maxBatch, null)}`,
+      `--timingCacheFile=${join(dir, "trt", "trtexec.timing-cache")}`,
+      ...common,
+    ].join(" "),
+    [
+      "trtexec",
+      `--onnx=${join(dir, GRAPHS.prefill)}`,
+      `--saveEngine=${join(dir, TRTEXEC_PLANS.prefill)}`,
+      `--minShapes=${shapeSpec(c, 1, 1)}`,
+      `--optShapes=${shapeSpec(c, 1, chunk)}`,
+      `--maxShapes=${shapeSpec(c, 1, chunk)}`,
+      `--timingCacheFile=${join(dir, "trt", "trtexec.timing-cache")}`,
+      ...common,
+    ].join(" "),
+  ];
+}
+
 export function compileCommand(y: Argv) {
   return y.command(
     "compile <engine>",
@@ -38,7 +90,17 @@ export function compileCommand(y: Argv) {
           default: "16,64,256",
           describe: "prefill chunk sizes: a profile for each range of prompt lengths; longer prompts run in chunks of the largest",
         })
-        .option("workspace", { type: "number", default: 1024, describe: "TensorRT's scratch memory limit while building, MiB" }),
+        .option("workspace", { type: "number", default: 1024, describe: "TensorRT's scratch memory limit while building, MiB" })
+        .option("trtexec", {
+          type: "boolean",
+          default: false,
+          describe: `print the trtexec commands that build the plans instead (one profile over 1..max-batch, and over 1..the largest chunk), writing ${TRTEXEC_PLANS.step} and ${TRTEXEC_PLANS.prefill}`,
+        })
+        .option("adopt", {
+          type: "boolean",
+          default: false,
+          describe: "record the plans those trtexec commands wrote as this machine's, instead of building",
+        }),
     async (args) => {
       const dir = args.engine;
       const maxBatch = args["max-batch"];
@@ -47,7 +109,21 @@ export function compileCommand(y: Argv) {
       if (!Number.isInteger(args.workspace) || args.workspace < 64)
         throw new UserError(`--workspace: expected at least 64 (MiB), found ${args.workspace}`);
       const chunks = sizes("chunks", args.chunks);
+      if (args.trtexec && args.adopt) throw new UserError("give one of --trtexec, --adopt");
       const m = loadManifest(dir);
+      const graphsThere = () => {
+        for (const g of Object.values(GRAPHS))
+          if (!(g in m.files)) throw new UserError(`${dir}: has no ${g} (rebuild the engine with \`mamba-edge build … --target trt\`)`);
+      };
+      if (args.trtexec) {
+        graphsThere();
+        const { trtPluginsPath } = await import("../../backends/trt.js");
+        const cmds = trtexecCommands(dir, m.config, trtPluginsPath(), maxBatch, chunks[chunks.length - 1], args.workspace);
+        process.stdout.write(
+          cmds.join("\n") + `\nmamba-edge compile ${dir} --adopt --max-batch ${maxBatch} --chunks ${chunks[chunks.length - 1]}\n`,
+        );
+        return;
+      }
 
       // what this machine lacks comes first: without TensorRT nothing else matters
       const { loadTrtShim, probeMachine, trtPluginsPath, TRT_BUILD_HINT } = await import("../../backends/trt.js");
@@ -58,8 +134,7 @@ export function compileCommand(y: Argv) {
         throw new UserError(
           `compile: the TensorRT plugin library is not built (${plugins} is missing; build it with \`${TRT_BUILD_HINT}\`)`,
         );
-      for (const g of Object.values(GRAPHS))
-        if (!(g in m.files)) throw new UserError(`${dir}: has no ${g} (rebuild the engine with \`mamba-edge build … --target trt\`)`);
+      graphsThere();
 
       const stem = planStem(machine.gpu, machine.tensorrt);
       const batches = batchBuckets(maxBatch);
@@ -80,7 +155,23 @@ export function compileCommand(y: Argv) {
         { graph: GRAPHS.prefill, out: plan.prefill!, prefill: 1, sizes: chunks, what: `prompt chunks up to ${chunks.join(", ")}` },
       ];
       const files: Record<string, { sha256: string; bytes: number }> = {};
-      for (const j of jobs) {
+      if (args.adopt) {
+        // trtexec built one profile over each range: the shim runs any batch (chunk) inside it
+        plan.batches = [maxBatch];
+        plan.chunks = [chunks[chunks.length - 1]];
+        for (const [from, to] of [
+          [TRTEXEC_PLANS.step, plan.step],
+          [TRTEXEC_PLANS.prefill, plan.prefill!],
+        ]) {
+          if (!existsSync(join(dir, from)))
+            throw new UserError(
+              `compile --adopt: ${join(dir, from)} is missing (run the commands of \`mamba-edge compile ${dir} --trtexec\` first)`,
+            );
+          renameSync(join(dir, from), join(dir, to));
+          files[to] = { sha256: sha256File(join(dir, to)), bytes: statSync(join(dir, to)).size };
+        }
+      }
+      for (const j of args.adopt ? [] : jobs) {
         process.stderr.write(`compile: ${j.graph} → ${j.out} (${machine.gpu}, TensorRT ${machine.tensorrt}, ${j.what})\n`);
         const t0 = Date.now();
         const rc = lib.me_trt_build(
