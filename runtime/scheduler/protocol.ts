@@ -91,8 +91,20 @@ export function describeIssue(err: z.ZodError, input: unknown): string {
   let found: unknown = input;
   for (const k of issue.path)
     found = found !== null && typeof found === "object" ? (found as Record<PropertyKey, unknown>)[k as PropertyKey] : undefined;
-  const shown = found === undefined ? "nothing" : JSON.stringify(found).slice(0, 40);
+  const shown = found === undefined ? "nothing" : shortValue(found);
   return `${path || "message"}: ${issue.message.replace(/^Invalid input: /, "").replace(/, received \w+$/, "")}${issue.code === "invalid_type" || issue.code === "too_big" || issue.code === "too_small" || issue.code === "invalid_value" ? `, found ${shown}` : ""}`;
+}
+
+/**
+ * A found value for an error message. Never walks into arrays or objects: input may nest deeper
+ * than the stack (JSON.stringify of 5000 nested arrays throws). JSON reads 1e400 as Infinity.
+ */
+function shortValue(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (v !== null && typeof v === "object") return "an object";
+  if (typeof v === "number" && !Number.isFinite(v)) return "a number beyond float64 range";
+  const s = JSON.stringify(v);
+  return s.length > 40 ? s.slice(0, 40) + "…" : s;
 }
 
 /** Parses one incoming payload; a request or an op, or a WireError with whatever id could be read. */

@@ -295,7 +295,10 @@ export class Scheduler {
       try {
         await this.start(j);
       } catch (e) {
-        const err = e instanceof WireError ? e : new WireError("internal", `session ${s}: ${(e as Error).message}`);
+        const err =
+          e instanceof WireError
+            ? e
+            : new WireError("internal", s === undefined ? (e as Error).message : `session ${s}: ${(e as Error).message}`);
         this.observer.failed?.(err.code);
         j.sink.error(errorReply(j.id, err));
       }

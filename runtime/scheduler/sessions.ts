@@ -4,9 +4,10 @@
 // that was sent always has its state on disk, whole, even after kill -9. A byte-bounded LRU keeps
 // recent sessions in memory.
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { accessSync, constants, mkdirSync } from "node:fs";
 import { open, readFile, readdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
+import { UserError } from "../../engines/errors.js";
 import { WireError } from "./protocol.js";
 
 export interface SessionRecord {
@@ -56,7 +57,13 @@ export class SessionStore {
     readonly dir: string,
     readonly maxMemoryBytes: number,
   ) {
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+      accessSync(dir, constants.W_OK | constants.X_OK);
+    } catch (e) {
+      // ENOTDIR / EEXIST: the path or one above it is a file; EACCES: not ours to write
+      throw new UserError(`${dir}: cannot use as the state directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
   }
 
   async get(id: string): Promise<SessionRecord | null> {
@@ -98,8 +105,10 @@ export class SessionStore {
   /** Sessions on disk (leftover temp files of an interrupted write are removed). */
   async list(): Promise<string[]> {
     const names = await readdir(this.dir);
-    await Promise.all(names.filter((n) => n.includes(".tmp-")).map((n) => rm(join(this.dir, n), { force: true })));
-    return names.filter((n) => n.endsWith(".session")).map((n) => n.slice(0, -".session".length));
+    await Promise.all(names.filter(isTempName).map((n) => rm(join(this.dir, n), { force: true })));
+    return names
+      .filter((n) => n.endsWith(".session") && ID.test(n.slice(0, -".session".length)))
+      .map((n) => n.slice(0, -".session".length));
   }
 
   get memoryBytes(): number {
@@ -130,17 +139,26 @@ export class SessionStore {
   }
 }
 
+/** Temp files start with `.`, which no session id can: `.NAME.tmp-<hex>`. */
+const isTempName = (n: string) => /^\..+\.tmp-[0-9a-f]{12}$/.test(n);
+
 /** temp file in the same directory + fsync + rename + fsync of the directory: all or nothing. */
 export async function writeAtomic(dir: string, file: string, data: Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${randomBytes(6).toString("hex")}`;
-  const fh = await open(tmp, "w", 0o600);
+  const tmp = join(dirname(file), `.${basename(file)}.tmp-${randomBytes(6).toString("hex")}`);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, "w", 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (e) {
+    // a full disk or a failed rename: the partial temp file goes now, not at the next start
+    await rm(tmp, { force: true }).catch(() => {});
+    throw e;
   }
-  await rename(tmp, file);
   const dh = await open(dir, "r");
   try {
     await dh.sync();

@@ -1,12 +1,22 @@
 // stdio transport: one JSON object per line on stdin, replies one per line on stdout (logs go to
 // stderr), so a robot program can run the daemon as a child process.
-import { createInterface, type Interface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
+import { WireError, errorReply } from "../scheduler/protocol.js";
 
 export class StdioTransport implements Transport {
   readonly name = "stdio";
-  private rl: Interface | null = null;
+  private readonly parts: Buffer[] = [];
+  private held = 0;
+  /** inside a line already refused as too long: its bytes are dropped up to the newline */
+  private discarding = false;
+  private readonly onData = (chunk: Buffer | string) => this.take(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  private readonly onClose = () => {
+    // The parent closed our stdin: the last line, if unterminated, then finish what is running and stop.
+    if (!this.discarding && this.held > 0) this.line(Buffer.concat(this.parts.splice(0)));
+    this.held = 0;
+    this.onEnd();
+  };
 
   constructor(
     private readonly daemon: Daemon,
@@ -15,16 +25,55 @@ export class StdioTransport implements Transport {
     private readonly output: Writable = process.stdout,
   ) {}
 
+  private send = (m: Outgoing) => {
+    this.output.write(JSON.stringify(m) + "\n");
+  };
+
   async start(): Promise<void> {
-    const send = (m: Outgoing) => {
-      this.output.write(JSON.stringify(m) + "\n");
-    };
-    this.rl = createInterface({ input: this.input, crlfDelay: Infinity });
-    this.rl.on("line", (line) => {
-      if (line.trim()) this.daemon.dispatch(line, send, "stdio");
-    });
-    // The parent closed our stdin: finish what is running and stop.
-    this.rl.on("close", () => this.onEnd());
+    this.input.on("data", this.onData);
+    this.input.once("end", this.onClose);
+  }
+
+  /** Splits input at newlines, holding at most maxMessageBytes (+1 for a CR) of an unfinished line. */
+  private take(chunk: Buffer): void {
+    const max = this.daemon.config.maxMessageBytes;
+    let at = 0;
+    while (at < chunk.length) {
+      const nl = chunk.indexOf(0x0a, at);
+      const end = nl < 0 ? chunk.length : nl;
+      if (!this.discarding) {
+        this.parts.push(chunk.subarray(at, end));
+        this.held += end - at;
+        if (this.held > max + 1) {
+          this.parts.length = 0;
+          this.held = 0;
+          this.discarding = true;
+          this.refuse(max);
+        }
+      }
+      if (nl < 0) return;
+      if (this.discarding) this.discarding = false;
+      else {
+        const line = Buffer.concat(this.parts.splice(0));
+        this.held = 0;
+        this.line(line);
+      }
+      at = nl + 1;
+    }
+  }
+
+  private refuse(max: number): void {
+    const err = new WireError("too_large", `line longer than the limit of ${max} bytes (maxMessageBytes); the rest of it is discarded`);
+    this.daemon.metrics.failed(err.code);
+    this.daemon.log.warn({ from: "stdio", code: err.code }, err.message);
+    this.send(errorReply(null, err));
+  }
+
+  private line(raw: Buffer): void {
+    const line = raw.length > 0 && raw[raw.length - 1] === 0x0d ? raw.subarray(0, raw.length - 1) : raw;
+    if (line.length > this.daemon.config.maxMessageBytes) return this.refuse(this.daemon.config.maxMessageBytes);
+    const text = line.toString("utf8");
+    if (text.trim()) this.daemon.dispatch(text, this.send, "stdio");
   }
 
   async stopAccepting(): Promise<void> {
@@ -32,7 +81,8 @@ export class StdioTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    this.rl?.removeAllListeners("close");
-    this.rl?.close();
+    this.input.off("data", this.onData);
+    this.input.off("end", this.onClose);
+    this.input.pause();
   }
 }
