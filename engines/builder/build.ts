@@ -11,6 +11,8 @@ import type { Mamba1Layer, Mamba2Layer } from "../model/weights.js";
 import { buildGraph, OPS_DOMAIN, OPS_DOMAIN_VERSION, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
+import { writeTrtGraphs, type TrtManifest } from "./trt/export.js";
+import { TRT_DOMAIN, TRT_DOMAIN_VERSION } from "./trt/ops.js";
 import { fp16Emitter } from "./recipes/fp16.js";
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
 import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
@@ -20,6 +22,18 @@ import { createHash } from "node:crypto";
 import { Tokenizer } from "../model/tokenizer.js";
 
 export const RECIPES = ["fp16", "w8a8", "w4a8", "w4a16", "w8a8-naive"] as const satisfies readonly Recipe[];
+/** graphs a package can hold: cpu (onnxruntime), trt (TensorRT's ONNX parser with the mamba_edge plugins) */
+export const TARGETS = ["cpu", "trt"] as const;
+export type Target = (typeof TARGETS)[number];
+
+/** `--target`: a comma-separated list of targets. */
+export function parseTargets(s: string): Target[] {
+  const parts = s.split(",").map((p) => p.trim());
+  const bad = parts.find((p) => !(TARGETS as readonly string[]).includes(p));
+  if (bad !== undefined || parts.length === 0)
+    throw new UserError(`--target: expected cpu, trt or both (comma-separated), found ${JSON.stringify(bad ?? s)}`);
+  return TARGETS.filter((t) => parts.includes(t));
+}
 export const BUILDER_VERSION = "0.1.0";
 
 export interface BuildOptions {
@@ -38,6 +52,8 @@ export interface BuildOptions {
   percentile?: number;
   /** 4-bit weights by GPTQ (default) or round-to-nearest */
   gptq?: boolean;
+  /** graphs to write (default: cpu) */
+  targets?: Target[];
   log?: (line: string) => void;
   progress?: (label: string, done: number, total: number) => void;
 }
@@ -67,7 +83,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const c = model.config;
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(join(tmp, "cpu"), { recursive: true });
+  const targets = opts.targets ?? ["cpu"];
+  mkdirSync(tmp, { recursive: true });
   try {
     if (quantized) transformWeights(model, opts.recipe);
     const canonical = canonicalTensors(model, opts.recipe); // after the exact rewrites
@@ -127,13 +144,27 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       ["prefill", "prefill", false],
       ["prefill-fused", "prefill", true],
     ] as const;
-    for (const [name, mode, fused] of graphs) {
-      log(`exporting cpu/${name}.onnx`);
-      const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
-      buildGraph(g, c, model.weights, file, em, mode, { fused });
-      writeFileSync(join(tmp, "cpu", `${name}.onnx`), g.serialize(21, true, fused ? { [OPS_DOMAIN]: OPS_DOMAIN_VERSION } : {}));
+    const graphFiles: string[] = [];
+    if (targets.includes("cpu")) {
+      mkdirSync(join(tmp, "cpu"));
+      for (const [name, mode, fused] of graphs) {
+        log(`exporting cpu/${name}.onnx`);
+        const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
+        buildGraph(g, c, model.weights, file, em, mode, { fused });
+        writeFileSync(join(tmp, "cpu", `${name}.onnx`), g.serialize(21, true, fused ? { [OPS_DOMAIN]: OPS_DOMAIN_VERSION } : {}));
+      }
+      await file.write(join(tmp, "cpu", "weights.bin"));
+      graphFiles.push(...graphs.map(([name]) => `cpu/${name}.onnx`), "cpu/weights.bin");
     }
-    await file.write(join(tmp, "cpu", "weights.bin"));
+    // TensorRT graphs over the same quantized weights (the plan quantizes each layer once)
+    let trt: TrtManifest | undefined;
+    if (targets.includes("trt")) {
+      const r = await writeTrtGraphs(tmp, c, model.weights, plan, log);
+      graphFiles.push(...r.files);
+      trt = { domain: TRT_DOMAIN, opsVersion: TRT_DOMAIN_VERSION, opset: 21, pluginLimits: r.limits };
+      if (r.limits.length)
+        log(`warning: trt: the plugins refuse this model's sizes (${r.limits.join("; ")}): TensorRT cannot build a plan of it`);
+    }
     // canonical quantized tensors (what native backends load)
     writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
 
@@ -142,19 +173,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (hasTokenizer) copyFileSync(tokenizer, join(tmp, "tokenizer.json"));
 
     const files: Manifest["files"] = {};
-    for (const name of [
-      "weights.safetensors",
-      ...graphs.map(([name]) => `cpu/${name}.onnx`),
-      "cpu/weights.bin",
-      ...(hasTokenizer ? ["tokenizer.json"] : []),
-    ]) {
+    for (const name of ["weights.safetensors", ...graphFiles, ...(hasTokenizer ? ["tokenizer.json"] : [])]) {
       const p = join(tmp, name);
       files[name] = { sha256: sha256File(p), bytes: statSync(p).size };
     }
     const sourceWeights = opts.random
       ? null
       : ["model.safetensors", "model.safetensors.index.json"].find((f) => existsSync(join(opts.modelDir, f)))!;
-    const manifest: Manifest = {
+    const manifest: Manifest & { trt?: TrtManifest } = {
       format: FORMAT,
       version: FORMAT_VERSION,
       builder: { name: "mamba-edge", version: BUILDER_VERSION },
@@ -182,8 +208,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
             }
           : null,
       tokenizer: hasTokenizer ? "tokenizer.json" : null,
-      targets: ["cpu"],
+      targets,
       files,
+      ...(trt ? { trt } : {}),
     };
     // JSON has no Infinity: the dt limit's upper end is written as null when unbounded
     writeFileSync(join(tmp, "manifest.json"), JSON.stringify(manifest, (_, v) => (v === Infinity ? null : v), 2) + "\n");

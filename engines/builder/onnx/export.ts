@@ -63,7 +63,7 @@ function linearOf(ctx: Ctx): Emitter["linear"] {
   return (g, x, name, W, bias, outDim, inDim) => ctx.em.linear(g, x, name, W, bias, outDim, inDim, form);
 }
 
-function silu(g: Graph, x: string): string {
+export function silu(g: Graph, x: string): string {
   return g.o("Mul", [x, g.o("Sigmoid", [x])]);
 }
 
@@ -78,9 +78,8 @@ function softplus(g: Graph, x: string): string {
 }
 
 /** x / sqrt(mean(x², last axis) + eps) * w */
-function rmsnorm(ctx: Ctx, x: string, w: string, eps: string): string {
-  const { g } = ctx;
-  const ms = g.o("ReduceMean", [g.o("Mul", [x, x]), ctx.g.ints([-1])], { keepdims: 1 });
+export function rmsNorm(g: Graph, x: string, w: string, eps: string): string {
+  const ms = g.o("ReduceMean", [g.o("Mul", [x, x]), g.ints([-1])], { keepdims: 1 });
   return g.o("Mul", [g.o("Div", [x, g.o("Sqrt", [g.o("Add", [ms, eps])])]), w]);
 }
 
@@ -115,7 +114,7 @@ export function buildGraph(
     const conv = g.input(`conv_${l}`, DT.FLOAT, [B, c.dConv - 1, convC]);
     const ssm = g.input(`ssm_${l}`, DT.FLOAT, [B, ...ssmShape]);
     const L = w.layers[l];
-    const u = rmsnorm(ctx, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
+    const u = rmsNorm(g, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
     const [out, convOut, ssmOut] =
       c.arch === "mamba1" ? mamba1(ctx, l, L as Mamba1Layer, u, conv, ssm) : mamba2(ctx, l, L as Mamba2Layer, u, conv, ssm);
     hidden = g.o("Add", [hidden, out]);
@@ -125,14 +124,14 @@ export function buildGraph(
 
   const normF = f32(ctx, "norm_f", w.normF, [c.dModel]);
   if (mode === "step") {
-    const h = rmsnorm(ctx, hidden, normF, eps);
+    const h = rmsNorm(g, hidden, normF, eps);
     g.output(linear(g, h, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "logits", DT.FLOAT, ["batch", c.vocabSize]);
   } else {
     // Two heads over the same hidden states; onnxruntime computes only the outputs asked for.
-    const h = rmsnorm(ctx, hidden, normF, eps);
+    const h = rmsNorm(g, hidden, normF, eps);
     g.output(linear(g, h, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "logits", DT.FLOAT, ["tokens", c.vocabSize]);
     const lastRow = g.o("Slice", [hidden, g.ints([-1]), g.ints([2 ** 62]), g.ints([0])]);
-    const hl = rmsnorm(ctx, lastRow, normF, eps);
+    const hl = rmsNorm(g, lastRow, normF, eps);
     g.output(linear(g, hl, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "last_logits", DT.FLOAT, [1, c.vocabSize]);
   }
 }
@@ -169,8 +168,7 @@ function causalConv(
     y = g.o("ReduceSum", [g.o("Mul", [window, wT]), g.ints([1])], { keepdims: 0 }); // (B, C)
   } else {
     window = g.o("Concat", [state, g.o("Unsqueeze", [x, g.ints([0])])], { axis: 1 }); // (1, K-1+T, C)
-    const w3 = g.o("Unsqueeze", [wName, g.ints([1])]); // (C, 1, K)
-    const conv = g.o("Conv", [g.o("Transpose", [window], { perm: [0, 2, 1] }), w3], { group: C, kernel_shape: [K] }); // (1, C, T)
+    const conv = depthwiseConv(g, window, wName, C, K); // (1, C, T)
     y = g.o("Transpose", [g.o("Squeeze", [conv, g.ints([0])])], { perm: [1, 0] }); // (T, C)
   }
   if (bias) y = g.o("Add", [y, f32(ctx, `l${l}.conv_b`, bias, [C])]);
@@ -178,7 +176,13 @@ function causalConv(
   return [silu(g, y), newState];
 }
 
-function split(g: Graph, x: string, sizes: number[], axis = -1): string[] {
+/** The causal conv over a window (B, K-1+T, C) of the state's inputs and the new ones, weights w (C, K): (B, C, T). */
+export function depthwiseConv(g: Graph, window: string, w: string, C: number, K: number): string {
+  const w3 = g.o("Unsqueeze", [w, g.ints([1])]); // (C, 1, K)
+  return g.o("Conv", [g.o("Transpose", [window], { perm: [0, 2, 1] }), w3], { group: C, kernel_shape: [K] });
+}
+
+export function split(g: Graph, x: string, sizes: number[], axis = -1): string[] {
   return g.op("Split", [x, g.ints(sizes)], { axis }, sizes.length);
 }
 
@@ -284,7 +288,8 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
       2,
       OPS_DOMAIN,
     );
-    return [linear(g, gatedNorm(ctx, l, L, ys, z), `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
+    const normed = gatedNorm(g, c, ys, z, () => f32(ctx, `l${l}.gated_norm`, L.gatedNorm, [c.dInner]));
+    return [linear(g, normed, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, sOut];
   }
   let dt = g.o("Softplus", [g.o("Add", [dtRaw, dtBias])]); // (rows, H): no Gemm to fuse into
   if (lo > 0 || hi < Infinity) dt = g.o("Clip", [dt, g.floats([lo], []), g.floats([Math.min(hi, 3.4e38)], [])]);
@@ -323,7 +328,7 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: string, conv: string, ss
   }
   y = g.o("Add", [y, g.o("Mul", [xh, g.o("Unsqueeze", [D, g.ints([1])])])]);
   y = g.o("Reshape", [y, g.ints([-1, E])]);
-  y = gatedNorm(ctx, l, L, y, z);
+  y = gatedNorm(g, c, y, z, () => f32(ctx, `l${l}.gated_norm`, L.gatedNorm, [c.dInner]));
   return [linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, ssmOut];
 }
 
@@ -342,9 +347,8 @@ function scanBody2(H: number, P: number, N: number, l: number) {
   return b.proto();
 }
 
-/** RMSNorm over groups of gatedNormGroup channels, gated by silu(z) before (or after) it. */
-function gatedNorm(ctx: Ctx, l: number, L: Mamba2Layer, y: string, z: string): string {
-  const { g, c } = ctx;
+/** RMSNorm over groups of gatedNormGroup channels, gated by silu(z) before (or after) it; `weight` makes the norm's weight (dInner). */
+export function gatedNorm(g: Graph, c: ModelConfig, y: string, z: string, weight: () => string): string {
   const gs = c.gatedNormGroup;
   if (!c.normBeforeGate) y = g.o("Mul", [y, silu(g, z)]);
   if (gs > 0) {
@@ -352,7 +356,7 @@ function gatedNorm(ctx: Ctx, l: number, L: Mamba2Layer, y: string, z: string): s
     const eps = g.floats([c.normEps], []);
     const ms = g.o("ReduceMean", [g.o("Mul", [grouped, grouped]), g.ints([-1])], { keepdims: 1 });
     const normed = g.o("Reshape", [g.o("Div", [grouped, g.o("Sqrt", [g.o("Add", [ms, eps])])]), g.ints([-1, c.dInner])]);
-    y = g.o("Mul", [normed, f32(ctx, `l${l}.gated_norm`, L.gatedNorm, [c.dInner])]);
+    y = g.o("Mul", [normed, weight()]);
   }
   if (c.normBeforeGate) y = g.o("Mul", [y, silu(g, z)]);
   return y;

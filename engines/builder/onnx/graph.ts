@@ -7,7 +7,7 @@ type Dim = number | string;
 /** Attribute values: integers, int lists, strings, floats as {f: x}, subgraphs. */
 export type Attr = number | number[] | string | { f: number } | onnxProto.onnx.IGraphProto;
 
-export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
+export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, FLOAT16: 10, INT4: 22 } as const;
 export type DataType = (typeof DT)[keyof typeof DT];
 
 export interface ExternalRef {

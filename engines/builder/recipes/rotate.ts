@@ -13,6 +13,11 @@ export function emitRotation(g: Graph, file: WeightFile, x: string, E: number): 
   if (!perGraph) constants.set(g, (perGraph = new Map()));
   const name = `hadamard_${b}`;
   if (!perGraph.has(b)) perGraph.set(b, g.external(name, file.add(name, hadamard(b)), [b, b], DT.FLOAT));
+  return rotateBlocks(g, x, E, b, perGraph.get(b)!);
+}
+
+/** x (rows, E) · blockdiag(H) for the matrix H (b, b) named `H`. */
+export function rotateBlocks(g: Graph, x: string, E: number, b: number, H: string): string {
   const blocks = g.o("Reshape", [x, g.ints([-1, E / b, b])]);
-  return g.o("Reshape", [g.o("MatMul", [blocks, perGraph.get(b)!]), g.ints([-1, E])]);
+  return g.o("Reshape", [g.o("MatMul", [blocks, H]), g.ints([-1, E])]);
 }

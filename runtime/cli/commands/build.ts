@@ -8,7 +8,7 @@ import { provenance, writeResult } from "../../bench/results.js";
 export function buildCommand(y: Argv) {
   return y.command(
     "build [model]",
-    "compile a checkpoint into an engine package NAME.mamba (onnxruntime graphs + weights)",
+    "compile a checkpoint into an engine package NAME.mamba (onnxruntime and/or TensorRT graphs + weights)",
     (a) =>
       a
         .positional("model", { type: "string", describe: "checkpoint directory (Hugging Face or state-spaces layout)" })
@@ -35,6 +35,11 @@ export function buildCommand(y: Argv) {
           describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)",
         })
         .option("rtn", { type: "boolean", default: false, describe: "4-bit weights by round-to-nearest instead of GPTQ (an ablation)" })
+        .option("target", {
+          type: "string",
+          default: "cpu",
+          describe: "graphs to write, comma-separated: cpu (onnxruntime), trt (TensorRT's ONNX parser, plugins of domain mamba_edge)",
+        })
         .option("out", { type: "string", demandOption: true, describe: "output directory, NAME.mamba" })
         .option("force", { type: "boolean", default: false, describe: "replace an existing package" }),
     async (args) => {
@@ -47,7 +52,7 @@ export function buildCommand(y: Argv) {
       if ((args.model === undefined) === (args.random === undefined))
         throw new UserError("build: give a checkpoint directory or --random SHAPE");
       // the builder is only loaded by this command
-      const { build } = await import("../../../engines/builder/build.js");
+      const { build, parseTargets } = await import("../../../engines/builder/build.js");
       let bar: Progress | null = null;
       const r = await build({
         modelDir: (args.model ?? args.random)!,
@@ -61,6 +66,7 @@ export function buildCommand(y: Argv) {
         calibLength: int("calib-len", args["calib-len"]),
         percentile: args.percentile,
         gptq: !args.rtn,
+        targets: parseTargets(args.target),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: (label, done, total) => {
           bar ??= progress(label, total);
