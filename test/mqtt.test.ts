@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { connectAsync, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliAsync } from "./helpers/cli.js";
+import { bin, cliAsync, root } from "./helpers/cli.js";
 import { Mosquitto, demoModel, freePort, mosquittoBinary, serve, tempDir, type Served } from "./helpers/daemon.js";
 
 const run = promisify(execFile);
@@ -162,6 +162,61 @@ describe("MQTT transport on mosquitto", () => {
     for (const x of replies) expect(x).toEqual(replies[0]);
     expect(d.logs.filter((l) => l.msg === "done" && l.id === "dup-1")).toHaveLength(1);
     await r.client.endAsync();
+  });
+
+  it("answers a request resent corrected under the same id and reply address", async () => {
+    const r = await robot(broker.url, 5);
+    await r.ask(t("generate"), { id: "fix-1", prompt: "The", max_tokens: -3 }, "same");
+    expect(await r.final("fix-1")).toMatchObject({ error: { code: "bad_request" } });
+    await r.ask(t("generate"), { id: "fix-1", prompt: "The", max_tokens: 3 }, "same");
+    expect(await r.next((m) => m.id === "fix-1" && "text" in m, 20_000)).toMatchObject({ finish_reason: "length" });
+    await r.client.endAsync();
+  });
+
+  it("answers the same op every time it is sent", async () => {
+    const r = await robot(broker.url, 5);
+    await r.ask(t("generate"), { op: "status", id: "S" }, "st");
+    await r.next((m) => m.op === "status");
+    await r.ask(t("generate"), { op: "status", id: "S" }, "st");
+    await r.next(() => r.got.filter((m) => m.op === "status" && m.id === "S").length === 2, 20_000);
+    await r.client.endAsync();
+  });
+
+  it("takes an MQTT 3.1.1 robot's cancel op on the generate topic for a request of the same id", async () => {
+    const r = await robot(broker.url, 4);
+    await r.ask(t("generate"), { id: "D", prompt: "The", max_tokens: 1000, temperature: 0, stream: true });
+    await r.next((m) => m.id === "D" && "delta" in m);
+    await r.ask(t("generate"), { op: "cancel", id: "D" });
+    expect(await r.final("D")).toMatchObject({ finish_reason: "cancelled" });
+    expect(await r.next((m) => m.op === "cancel" && m.id === "D", 20_000)).toMatchObject({ cancelled: 1 });
+    await r.client.endAsync();
+  });
+
+  it("publishes replies only where replyTopicPattern allows, never to its own topics", async () => {
+    const watcher = await connectAsync(broker.url, { protocolVersion: 5, clientId: "watcher" });
+    const seen: string[] = [];
+    watcher.on("message", (topic, payload) => seen.push(`${topic} ${payload.toString()}`));
+    await watcher.subscribeAsync(["mamba-edge/#", "victims/#", "robots/#"], { qos: 1 });
+    const evil = await connectAsync(broker.url, { protocolVersion: 5, clientId: "evil" });
+    const v5 = (id: string, responseTopic: string, req: Msg = { prompt: "The", max_tokens: 2 }) =>
+      evil.publishAsync(t("generate"), JSON.stringify({ id, ...req }), { qos: 1, properties: { responseTopic } });
+    await v5("evil-status", t("status"), { prompt: "x", max_tokens: -1 }); // an error reply
+    await v5("evil-other", "victims/robot2/reply");
+    await v5("evil-node", "mamba-edge/jetson-b/generate");
+    await v5("evil-share", "robots/+/reply");
+    // MQTT 3.1.1: reply_to
+    await evil.publishAsync(t("generate"), JSON.stringify({ id: "evil-cancel", prompt: "x", reply_to: t("cancel") }), { qos: 1 });
+    await evil.publishAsync(t("generate"), JSON.stringify({ op: "status", id: "evil-op", reply_to: "victims/x" }), { qos: 1 });
+    // a robot within the pattern is still answered, after all of those
+    const r = await robot(broker.url, 5);
+    await r.ask(t("generate"), { id: "good", prompt: "The", max_tokens: 2 });
+    await r.final("good");
+    await new Promise((res) => setTimeout(res, 500));
+    // (the requests themselves show on the generate topic: only replies count)
+    expect(seen.filter((x) => x.includes("evil-") && !x.startsWith(`${t("generate")} `))).toEqual([]);
+    const refused = d.logs.filter((l) => /reply address not allowed/.test(String(l.msg))).map((l) => l.id);
+    expect(refused).toEqual(expect.arrayContaining(["evil-status", "evil-other", "evil-node", "evil-cancel", "evil-op"]));
+    await Promise.all([watcher.endAsync(), evil.endAsync(), r.client.endAsync()]);
   });
 
   it("chat --mqtt talks to the daemon, keeps a session and resets it", async () => {
@@ -381,6 +436,118 @@ describe("MQTT over TLS with a password", () => {
     } finally {
       await broker.stop();
     }
+  });
+});
+
+describe("MQTT over TLS, misconfigured", () => {
+  let dir: string;
+  let broker: Mosquitto;
+  let url: string;
+  const sh = (cmd: string) => run("sh", ["-c", cmd], { cwd: dir });
+  beforeAll(async () => {
+    dir = tempDir("tls-bad-");
+    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    await sh(`openssl req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2>/dev/null`);
+    await sh(`openssl req -x509 ${ec} -keyout other.key -out other-ca.pem -days 1 -subj /CN=other-ca 2>/dev/null`);
+    await sh(`openssl req ${ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null`);
+    await sh(
+      "printf 'subjectAltName=IP:127.0.0.1' > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null",
+    );
+    await sh(`openssl req ${ec} -keyout client.key -out client.csr -subj /CN=daemon 2>/dev/null`);
+    await sh("openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 2>/dev/null");
+    await sh("printf 'not a certificate\n' > junk.pem");
+    broker = await Mosquitto.start([
+      `cafile ${dir}/ca.pem`,
+      `certfile ${dir}/server.pem`,
+      `keyfile ${dir}/server.key`,
+      "require_certificate true",
+    ]);
+    url = `mqtts://127.0.0.1:${broker.port}`;
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+
+  /** serve with these TLS flags: it must exit 1 within 20 s with one line matching `pattern`. */
+  const refused = async (flags: string[], pattern: RegExp) => {
+    const args = ["serve", "--mqtt", url, ...flags, "--node", "tls-bad", "--model", demoModel, "--state-dir", tempDir()];
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, [bin, ...args], { cwd: root, timeout: 20_000 }, (err, _stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+      );
+    });
+    expect(r.code, r.stderr.slice(-600)).toBe(1);
+    const lines = r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("{"));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^mamba-edge: /);
+    expect(lines[0]).toMatch(pattern);
+    expect(r.stderr).not.toMatch(/"msg":"ready"/);
+  };
+
+  it("serves with the right CA and client certificate", async () => {
+    const d = await serve([
+      "--mqtt",
+      url,
+      "--ca",
+      `${dir}/ca.pem`,
+      "--cert",
+      `${dir}/client.pem`,
+      "--key",
+      `${dir}/client.key`,
+      "--node",
+      "tls-ok",
+      "--model",
+      demoModel,
+      "--state-dir",
+      tempDir(),
+    ]);
+    try {
+      const { stdout } = await run("mosquitto_rr", [
+        "-V",
+        "5",
+        "-p",
+        String(broker.port),
+        "-h",
+        "127.0.0.1",
+        "--cafile",
+        `${dir}/ca.pem`,
+        "--cert",
+        `${dir}/client.pem`,
+        "--key",
+        `${dir}/client.key`,
+        "-t",
+        "mamba-edge/tls-ok/generate",
+        "-e",
+        "robots/tls/reply",
+        "-W",
+        "30",
+        "-m",
+        '{"prompt":"The","max_tokens":2}',
+      ]);
+      expect(JSON.parse(stdout)).toMatchObject({ finish_reason: "length" });
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+  });
+
+  it("exits 1 in one line when the broker's certificate is not signed by the CA given", async () => {
+    await refused(["--ca", `${dir}/other-ca.pem`, "--cert", `${dir}/client.pem`, "--key", `${dir}/client.key`], /TLS handshake failed/);
+  });
+
+  it("exits 1 in one line when the broker wants a client certificate and none is given", async () => {
+    await refused(["--ca", `${dir}/ca.pem`], /TLS handshake failed|broker refused/);
+  });
+
+  it("refuses --cert without --key (with --ca too), a file that is not PEM, and a key of another certificate", async () => {
+    await refused(["--ca", `${dir}/ca.pem`, "--cert", `${dir}/client.pem`], /a client certificate needs both cert and key/);
+    await refused(["--ca", `${dir}/junk.pem`], /ca: .*junk\.pem: not a PEM certificate/);
+    await refused(
+      ["--ca", `${dir}/ca.pem`, "--cert", `${dir}/client.pem`, "--key", `${dir}/server.key`],
+      /key: .*server\.key: does not belong to the certificate/,
+    );
   });
 });
 

@@ -10,6 +10,13 @@ import { defaultLimits } from "../scheduler/scheduler.js";
 
 const positive = z.int().min(1);
 
+/** An MQTT topic filter: `+` only as a whole level, `#` only as the whole last level, no `$` topics. */
+export function validFilter(f: string): boolean {
+  if (f.length === 0 || f.length > 1024 || f.startsWith("$") || f.includes("\0")) return false;
+  const levels = f.split("/");
+  return levels.every((l, i) => (l.includes("+") ? l === "+" : true) && (l.includes("#") ? l === "#" && i === levels.length - 1 : true));
+}
+
 export const configSchema = z.strictObject({
   /** engine package to serve (backend ort or cuda) */
   engine: z.string().min(1).optional(),
@@ -38,6 +45,16 @@ export const configSchema = z.strictObject({
     .string()
     .regex(/^[^+#\s]{1,64}$/, "expected 1-64 characters without + # or spaces")
     .default("mamba-edge"),
+  /**
+   * MQTT topic filters (+ and # allowed) a reply may be published to; a request whose Response
+   * Topic / reply_to matches none is not answered. Default: robots/+/reply/# and <prefix>/chat/+/reply/#.
+   * The daemon's own topics are refused whatever this allows.
+   */
+  replyTopicPattern: z
+    .union([z.string(), z.array(z.string()).min(1).max(64)])
+    .transform((v) => (typeof v === "string" ? [v] : v))
+    .refine((v) => v.every(validFilter), "expected MQTT topic filters (+ a whole level, # the last level; not starting with $)")
+    .optional(),
   /** MQTT protocol version towards an outside broker (the embedded one speaks 4, that is 3.1.1) */
   mqttVersion: z.union([z.literal(5), z.literal(4)]).default(5),
   clientId: z.string().min(1).max(128).optional(),
@@ -111,7 +128,8 @@ function fromFile(file: string): Raw {
   try {
     obj = JSON.parse(text);
   } catch (e) {
-    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
+    // V8 quotes the text it failed on, newlines and all: keep the refusal on one line
+    throw new UserError(`${file}: not valid JSON (${(e as Error).message.replace(/\s+/g, " ").slice(0, 200)})`);
   }
   if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new UserError(`${file}: expected a JSON object of settings`);
   return obj as Raw;
@@ -147,9 +165,14 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   if (targets > 1) throw new UserError("config: give one of engine and model");
   if (c.defaultMaxTokens > c.maxTokens)
     throw new UserError(`config: defaultMaxTokens (${c.defaultMaxTokens}) is over maxTokens (${c.maxTokens})`);
-  if (c.ca === undefined && (c.cert === undefined) !== (c.key === undefined))
-    throw new UserError("config: a client certificate needs both cert and key");
+  if ((c.cert === undefined) !== (c.key === undefined))
+    throw new UserError(`config: a client certificate needs both cert and key (found only ${c.cert === undefined ? "key" : "cert"})`);
   return c;
+}
+
+/** The filters replies may go to: the setting, or robots/+/reply/# and <prefix>/chat/+/reply/# (mamba-edge chat's). */
+export function replyFilters(c: DaemonConfig): string[] {
+  return c.replyTopicPattern ?? ["robots/+/reply/#", `${c.topicPrefix}/chat/+/reply/#`];
 }
 
 /** Where requests come from: MQTT unless only stdio was asked for. */

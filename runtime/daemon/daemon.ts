@@ -130,7 +130,12 @@ export class Daemon {
    * One incoming message from any transport. Never throws: a malformed message gets an error reply
    * (when there is somewhere to send it) and a log line.
    */
-  dispatch(payload: string | Uint8Array, send: Send | null, from: string, hooks: { onFinal?: (r: Outgoing) => void } = {}): void {
+  dispatch(
+    payload: string | Uint8Array,
+    send: Send | null,
+    from: string,
+    hooks: { onAccepted?: () => void; onFinal?: (r: Outgoing) => void } = {},
+  ): void {
     let parsed: ReturnType<typeof parseMessage>;
     try {
       parsed = parseMessage(payload, this.config.maxMessageBytes);
@@ -152,6 +157,7 @@ export class Daemon {
       this.metrics.failed("bad_request");
       return;
     }
+    hooks.onAccepted?.(); // a valid request that goes to the scheduler (not an op, not refused)
     const final = (r: Outgoing) => {
       hooks.onFinal?.(r);
       send(r);

@@ -3,10 +3,13 @@
 // retained status with a Last Will. Replies go to the MQTT v5 Response Topic with the request's
 // Correlation Data, or to the request's `reply_to` for MQTT 3.1.1 clients. QoS 1 both ways, and a
 // persistent session, so requests published while the daemon was away are delivered when it is back.
+// Replies go only to topics that replyTopicPattern allows and never to the daemon's own topics: the
+// daemon has wide rights on the broker, and a requester must not borrow them.
+import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import { UserError } from "../../engines/errors.js";
-import type { DaemonConfig } from "../daemon/config.js";
+import { replyFilters, type DaemonConfig } from "../daemon/config.js";
 import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
 import { peek } from "../scheduler/protocol.js";
 
@@ -29,9 +32,54 @@ export function topics(prefix: string, node: string) {
   };
 }
 
-/** A topic a reply may be published to: no wildcards, not empty, not too long. */
+/** A topic name a reply could be published to at all: no wildcards, not empty, not too long. */
 function validReplyTopic(t: unknown): t is string {
   return typeof t === "string" && t.length > 0 && t.length <= 1024 && !/[+#]/.test(t) && !t.includes("\0");
+}
+
+/** TLS failures that the next attempt would meet again: an untrusted or broken certificate, an alert. */
+const TLS_FATAL =
+  /^(ERR_SSL_|ERR_TLS_CERT_|UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_|INVALID_CA|INVALID_PURPOSE|HOSTNAME_MISMATCH)/;
+
+/** The PEM files are what they claim to be, and the key belongs to the certificate. */
+function checkTls(files: { ca?: Buffer; cert?: Buffer; key?: Buffer }, names: { ca?: string; cert?: string; key?: string }): void {
+  const cert = (what: "ca" | "cert", buf: Buffer) => {
+    try {
+      return new X509Certificate(buf);
+    } catch (e) {
+      throw new UserError(`${what}: ${names[what]}: not a PEM certificate (${(e as Error).message})`);
+    }
+  };
+  const now = Date.now();
+  for (const what of ["ca", "cert"] as const) {
+    const buf = files[what];
+    if (!buf) continue;
+    const x = cert(what, buf);
+    if (Date.parse(x.validTo) < now) throw new UserError(`${what}: ${names[what]}: certificate expired on ${x.validTo}`);
+    if (Date.parse(x.validFrom) > now) throw new UserError(`${what}: ${names[what]}: certificate not valid before ${x.validFrom}`);
+  }
+  if (files.key) {
+    let key;
+    try {
+      key = createPrivateKey(files.key);
+    } catch (e) {
+      throw new UserError(`key: ${names.key}: not a PEM private key (${(e as Error).message})`);
+    }
+    if (files.cert && !cert("cert", files.cert).checkPrivateKey(key))
+      throw new UserError(`key: ${names.key}: does not belong to the certificate ${names.cert}`);
+  }
+}
+
+/** MQTT topic matching: `+` one level, `#` the rest (and the parent); `$` topics only by name. */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.startsWith("$") && /^[+#]/.test(filter)) return false;
+  const f = filter.split("/");
+  const t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === "#") return true;
+    if (i >= t.length || (f[i] !== "+" && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
 }
 
 export class MqttTransport implements Transport {
@@ -41,6 +89,9 @@ export class MqttTransport implements Transport {
   private readonly t: ReturnType<typeof topics>;
   private readonly fleetSub: string;
   private readonly seen = new Map<string, { at: number; final: Outgoing | null }>();
+  private readonly allowed: string[];
+  /** the daemon's own topics (of every node under the prefix): never a reply's */
+  private readonly own: string[];
 
   constructor(
     private readonly daemon: Daemon,
@@ -49,6 +100,13 @@ export class MqttTransport implements Transport {
   ) {
     this.t = topics(cfg.topicPrefix, cfg.node);
     this.fleetSub = opts.embedded ? this.t.fleet : `$share/${cfg.topicPrefix}/${this.t.fleet}`;
+    this.allowed = replyFilters(cfg);
+    this.own = ["generate", "cancel", "status"].map((x) => `${cfg.topicPrefix}/+/${x}`);
+  }
+
+  /** Where a reply may go: a topic name the settings allow, none of the daemon's own, no `$` topic. */
+  private replyAllowed(topic: string): boolean {
+    return !topic.startsWith("$") && this.allowed.some((f) => topicMatches(f, topic)) && !this.own.some((f) => topicMatches(f, topic));
   }
 
   private get version(): 4 | 5 {
@@ -66,6 +124,8 @@ export class MqttTransport implements Transport {
         throw new UserError(`${what}: cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
       }
     };
+    const tls = { ca: read("ca", c.ca), cert: read("cert", c.cert), key: read("key", c.key) };
+    checkTls(tls, c);
     const options: IClientOptions = {
       protocolVersion: this.version,
       clientId: c.clientId ?? `mamba-edge-${c.node}`,
@@ -74,9 +134,7 @@ export class MqttTransport implements Transport {
       connectTimeout: 10_000,
       username: c.username,
       password: c.password,
-      ca: read("ca", c.ca),
-      cert: read("cert", c.cert),
-      key: read("key", c.key),
+      ...tls,
       rejectUnauthorized: c.rejectUnauthorized,
       will: { topic: this.t.status, payload: Buffer.from(JSON.stringify({ state: "offline", node: c.node })), qos: 1, retain: true },
       ...(this.version === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
@@ -111,6 +169,12 @@ export class MqttTransport implements Transport {
           cleanup();
           client.end(true);
           reject(new UserError(`mqtt ${this.opts.url}: broker refused the connection (${err.message})`));
+        }
+        // neither will a TLS handshake that failed on a certificate
+        if (typeof err.code === "string" && TLS_FATAL.test(err.code)) {
+          cleanup();
+          client.end(true);
+          reject(new UserError(`mqtt ${this.opts.url}: TLS handshake failed (${err.code}: ${err.message.replace(/\s+/g, " ")})`));
         }
       };
       const timer = setTimeout(() => {
@@ -147,7 +211,13 @@ export class MqttTransport implements Transport {
       return;
     }
     const props = packet.properties;
-    const responseTopic = validReplyTopic(props?.responseTopic) ? props!.responseTopic : validReplyTopic(replyTo) ? replyTo : undefined;
+    const asked = [props?.responseTopic, replyTo].filter((x) => x !== undefined);
+    const responseTopic = asked.find((x): x is string => validReplyTopic(x) && this.replyAllowed(x));
+    if (responseTopic === undefined && asked.length > 0)
+      log.warn(
+        { topic, id, replyTo: asked.map((x) => String(x).slice(0, 200)), allowed: this.allowed },
+        "reply address not allowed (replyTopicPattern; never the daemon's own topics): not answered",
+      );
     const correlationData = props?.correlationData;
     const client = this.client!;
     const send = responseTopic
@@ -163,21 +233,34 @@ export class MqttTransport implements Transport {
         }
       : null;
 
-    // A QoS 1 request can arrive twice (redelivery after a lost acknowledgement): run it once.
-    let entry: { at: number; final: Outgoing | null } | undefined;
-    if (id !== null && responseTopic) {
-      const key = `${responseTopic}\u0000${correlationData ? Buffer.from(correlationData).toString("hex") : ""}\u0000${JSON.stringify(id)}`;
+    // A QoS 1 request can arrive twice (redelivery after a lost acknowledgement): run it once. Only
+    // the same packet again counts (topic, reply address, Correlation Data and payload, byte for
+    // byte), only a request the scheduler took, and only while it runs or after it succeeded: an op,
+    // a refused message or one answered with an error is handled again when it comes again.
+    let key: string | null = null;
+    if (send && packet.qos > 0) {
+      const h = createHash("sha256");
+      for (const part of [topic, responseTopic!, correlationData ?? Buffer.alloc(0), payload]) {
+        h.update(String(Buffer.byteLength(part as string | Buffer)) + ":");
+        h.update(part);
+      }
+      key = h.digest("hex");
       const prior = this.seen.get(key);
       if (prior && Date.now() - prior.at < DEDUP_MS) {
-        log.info({ id, dup: packet.dup }, "redelivered request: not run again");
-        if (prior.final) send!(prior.final);
+        log.info({ id, dup: packet.dup, answered: prior.final !== null }, "redelivered request: not run again");
+        if (prior.final) send(prior.final);
         return;
       }
-      entry = this.remember(key);
     }
+    let entry: { at: number; final: Outgoing | null } | null = null;
     this.daemon.dispatch(payload, send, `mqtt:${topic === this.t.fleet ? "fleet" : "node"}`, {
+      onAccepted: () => {
+        if (key !== null) entry = this.remember(key);
+      },
       onFinal: (r) => {
-        if (entry) entry.final = r;
+        if (entry === null || key === null) return;
+        if ("error" in r) this.seen.delete(key);
+        else entry.final = r;
       },
     });
   }

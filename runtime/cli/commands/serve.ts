@@ -17,6 +17,11 @@ const flags = {
   stdio: { type: "boolean", describe: "serve JSON lines on stdin/stdout" },
   node: { type: "string", describe: "this daemon's name in topics (default: the host name)" },
   "topic-prefix": { type: "string", describe: "first level of every topic (default mamba-edge)" },
+  "reply-topic-pattern": {
+    type: "string",
+    array: true,
+    describe: "MQTT topic filters replies may go to (default robots/+/reply/# and <prefix>/chat/+/reply/#)",
+  },
   "mqtt-version": { type: "number", describe: "5 or 4 (3.1.1) towards an outside broker (default 5)" },
   "client-id": { type: "string", describe: "MQTT client id (default mamba-edge-<node>)" },
   username: { type: "string", describe: "MQTT user name" },
