@@ -2,11 +2,14 @@
 // through ctypes, which checks nothing: a call with one argument too few or a function the library
 // no longer exports would only show on the GPU machine. Here, without a GPU: every call in those
 // scripts matches the C signature's parameter count, and the built library exports every function
-// they name.
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+// they name. And scripts/gpu-check.sh's exit status and count: its GPU steps replaced by stubs (its
+// GPU_CHECK_STEP_RUNNER), the script's own control flow and the real report.py decide.
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { cudaLibraryPath } from "../runtime/backends/cuda.js";
 import { gpuRequired, skipWhen } from "./helpers/skip.js";
 
@@ -147,5 +150,209 @@ describe("the GPU check scripts against the native library's C API", () => {
       }
     });
     expect(missing).toEqual([]);
+  });
+});
+
+// ---- gpu-check.sh's exit logic, without a GPU -----------------------------------------------------
+
+const hasPython = spawnSync("python3", ["--version"]).status === 0;
+const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-gpu-check-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** stands in for each step: STUB_DIR/STEP.sh runs if present, STEP.json becomes $OUT/STEP.json, STEP.rc is its exit status */
+const stub = join(scratch, "step-stub.sh");
+writeFileSync(
+  stub,
+  `#!/usr/bin/env bash
+set -euo pipefail
+step=$1
+echo "stub of step $step for: \${*:2}"
+[ ! -f "$STUB_DIR/$step.json" ] || cp "$STUB_DIR/$step.json" "$OUT/$step.json"
+[ ! -f "$STUB_DIR/$step.sh" ] || bash "$STUB_DIR/$step.sh"
+exit "$(cat "$STUB_DIR/$step.rc" 2>/dev/null || echo 0)"
+`,
+);
+chmodSync(stub, 0o755);
+
+/** the kernel check's cases written and judged by scripts/gpu/checks.py, as kernel_check.py does; the second case's tolerance given */
+const kernelCases = (tolerance: number) => `python3 - "$OUT/kernels.json" <<'PY'
+import sys
+sys.path.insert(0, "scripts/gpu")
+import checks
+rows = [checks.case("gemv", "M=1 N=1536 K=768", 3.1e-4, 2e-3), checks.case("gemv", "M=8 N=1536 K=768", 2.9e-4, ${tolerance})]
+checks.finish(rows, sys.argv[1], "kernels")
+PY
+`;
+const e2eRow = (recipe: string, ok = true) => ({
+  model: "mamba1-brown",
+  recipe,
+  cudaVsRef: 4.1e-4,
+  ortVsRef: 3.2e-4,
+  cudaVsOrt: 2.5e-4,
+  tolerance: 2e-3,
+  stateRoundTrip: 0,
+  stateClone: 0,
+  ok,
+});
+/** vitest's JSON report of test/cuda.test.ts: its tests' states, the file's state and message */
+const vitestReport = (tests: [string, string][], fileStatus = "passed", message = "") => ({
+  numPassedTests: tests.filter((t) => t[1] === "passed").length,
+  numFailedTests: tests.filter((t) => t[1] === "failed").length,
+  numPendingTests: tests.filter((t) => t[1] === "skipped").length,
+  numTodoTests: 0,
+  numFailedTestSuites: fileStatus === "failed" ? 1 : 0,
+  testResults: [
+    {
+      name: join(root, "test", "cuda.test.ts"),
+      status: fileStatus,
+      message,
+      assertionResults: tests.map(([title, status]) => ({ ancestorTitles: ["cuda backend on a GPU"], title, status, failureMessages: [] })),
+    },
+  ],
+});
+const benchResults = {
+  device: "stub",
+  copyBandwidthTBs: 3.0,
+  engines: [
+    {
+      shape: "mamba-130m",
+      recipe: "fp16",
+      decodeMsB1: 0.41,
+      floorMs: 0.09,
+      ratioToFloor: 4.6,
+      tokensPerSecondB1: 2439,
+      tokensPerSecondB8: 17000,
+      tokensPerSecondB32: 52000,
+      prefill512Ms: 4.2,
+    },
+  ],
+  transformers: [{ shape: "mamba-130m", decodeMsB1: 9.1, prefill512Ms: 31 }],
+};
+
+type Stub = { json?: unknown; rc?: number; sh?: string };
+/** the steps as they pass on a GPU machine: 3 steps without cases + 2 kernel cases + 2 engines + 2 tests + 2 benchmark runs */
+const passing = (): Record<string, Stub> => ({
+  kernels: { sh: kernelCases(2e-3) },
+  e2e: { json: [e2eRow("fp16"), e2eRow("w8a8")] },
+  vitest: {
+    json: vitestReport([
+      ["prefill and batched step logits within 2e-3 of the reference", "passed"],
+      ["the CLI says in one line why cuda cannot run here, exit code 1", "skipped"],
+      ["save / load round trip", "passed"],
+    ]),
+  },
+  bench: { json: benchResults },
+});
+
+/** runs the real scripts/gpu-check.sh with each step replaced by the stub */
+function gpuCheck(steps: Record<string, Stub>) {
+  const dir = mkdtempSync(join(scratch, "run-"));
+  const stubs = join(dir, "stubs");
+  mkdirSync(stubs);
+  for (const [name, s] of Object.entries(steps)) {
+    if (s.json !== undefined) writeFileSync(join(stubs, `${name}.json`), JSON.stringify(s.json));
+    if (s.rc !== undefined) writeFileSync(join(stubs, `${name}.rc`), String(s.rc));
+    if (s.sh !== undefined) writeFileSync(join(stubs, `${name}.sh`), s.sh);
+  }
+  const out = join(dir, "out");
+  const r = spawnSync("bash", [join(root, "scripts", "gpu-check.sh"), "--shapes", "mamba-130m"], {
+    cwd: root,
+    env: { ...process.env, OUT: out, GPU_CHECK_STEP_RUNNER: stub, STUB_DIR: stubs, COMMIT: "stub" },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  const text = r.stdout + r.stderr;
+  return {
+    code: r.status,
+    text,
+    last: r.stdout.trimEnd().split("\n").at(-1),
+    steps: readFileSync(join(out, "steps.tsv"), "utf8"),
+    record: JSON.parse(readFileSync(join(out, "gpu-check.json"), "utf8")),
+  };
+}
+
+describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not installed (report.py runs on it)"))(
+  "scripts/gpu-check.sh's exit status and count, its GPU steps replaced by stubs",
+  () => {
+    it("exits 0 when every step and every case passes, the last line counting them", () => {
+      const r = gpuCheck(passing());
+      expect(r.code, r.text).toBe(0);
+      expect(r.last).toBe("11 passed, 0 failed");
+      // each step got the command it stands in for
+      expect(r.text).toMatch(/stub of step kernels for: python3 scripts\/gpu\/kernel_check\.py \S+libmamba_edge\.so \S+kernels\.json/);
+      expect(r.text).toMatch(
+        /stub of step e2e for: node scripts\/gpu\/e2e_check\.mjs \S+e2e\.json models\/mamba1-brown=\S+mamba1-brown-fp16\.mamba/,
+      );
+      expect(r.text).toMatch(/stub of step bench for: python3 scripts\/gpu\/bench\.py \S+ \S+bench\.json mamba-130m$/m);
+      expect(r.record.summary).toMatchObject({ passed: 11, failed: 0 });
+      expect(r.record.summary.skipped).toEqual([expect.stringMatching(/the CLI says in one line .* \(skipped\)/)]);
+    });
+
+    it("a kernel case outside a deliberately broken tolerance: exit non-zero, counted, the later steps still run", () => {
+      const r = gpuCheck({ ...passing(), kernels: { sh: kernelCases(1e-5) } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("10 passed, 1 failed");
+      expect(r.text).toMatch(/^kernels: 1\/2 within tolerance$/m); // checks.finish, which exited 1
+      expect(r.text).toMatch(/step kernels failed: exit status 1/);
+      expect(r.text).toMatch(/FAILED: kernel gemv M=8 N=1536 K=768: error 2\.90e-04, tolerance 1e-05/);
+      expect(r.steps).toMatch(/^e2e\t0\t$/m);
+      expect(r.steps).toMatch(/^bench\t0\t$/m);
+    });
+
+    it("a step that crashes before writing its results counts as one failure", () => {
+      const r = gpuCheck({ ...passing(), e2e: { sh: "echo 'TypeError: cannot read the engine' >&2", rc: 3 } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("9 passed, 1 failed");
+      expect(r.record.summary.failures).toEqual(["step e2e: exit status 3, no results written"]);
+    });
+
+    it("results with a failing case fail the check even when their step exits 0", () => {
+      const r = gpuCheck({ ...passing(), e2e: { json: [e2eRow("fp16"), { ...e2eRow("w4a16", false), cudaVsRef: null }] } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("10 passed, 1 failed");
+      expect(r.record.summary.failures).toEqual(["e2e mamba1-brown w4a16: cuda vs reference inf"]);
+    });
+
+    it("a failed build: the steps that need it do not run and count as failed", () => {
+      const r = gpuCheck({ ...passing(), build: { sh: "echo 'nvcc: command not found'", rc: 127 } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("2 passed, 5 failed");
+      expect(r.text).not.toMatch(/stub of step (kernels|e2e|vitest|bench)/);
+      for (const s of ["kernels", "e2e", "vitest", "bench"]) expect(r.steps).toContain(`${s}\t1\tnot run: build failed`);
+    });
+
+    it("the GPU tests failing to start (a GPU required, none seen) are a failure, not skipped tests", () => {
+      const message =
+        "cuda backend on a GPU: no CUDA GPU on this machine; not skipped: MAMBA_EDGE_REQUIRE_GPU=1 requires the native library and a GPU";
+      const r = gpuCheck({ ...passing(), vitest: { json: vitestReport([], "failed", message), rc: 1 } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("9 passed, 1 failed");
+      expect(r.record.summary.failures).toEqual([`vitest test/cuda.test.ts: ${message}`]);
+    });
+  },
+);
+
+describe("scripts/gpu/e2e_check.mjs's exit status (no GPU needed)", () => {
+  it("an engine that cannot be opened is a failing row, and the script exits 1", () => {
+    const out = join(scratch, "e2e.json");
+    const missing = join(scratch, "mamba1-brown-fp16.mamba");
+    const r = spawnSync(process.execPath, [join(root, "scripts/gpu/e2e_check.mjs"), out, `models/mamba1-brown=${missing}`], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/end-to-end: 0\/1 engines within tolerance/);
+    expect(JSON.parse(readFileSync(out, "utf8"))).toEqual([
+      expect.objectContaining({ model: "mamba1-brown", recipe: "fp16", ok: false, error: expect.stringContaining(missing) }),
+    ]);
+  });
+
+  it("no engine given is not a pass", () => {
+    const r = spawnSync(process.execPath, [join(root, "scripts/gpu/e2e_check.mjs"), join(scratch, "none.json")], {
+      cwd: root,
+      encoding: "utf8",
+    });
+    expect(r.status).toBe(1);
   });
 });

