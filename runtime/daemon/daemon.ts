@@ -41,8 +41,11 @@ export interface Status {
 
 export class Daemon {
   readonly metrics = new Metrics();
-  readonly scheduler: Scheduler;
   readonly sessions: SessionStore;
+  /** the engine new requests go to; swapped by `swap` (SIGHUP reload) */
+  private current: { opened: Opened; scheduler: Scheduler };
+  /** engines replaced by a reload, finishing the requests they took */
+  private readonly draining = new Set<{ opened: Opened; scheduler: Scheduler; done: Promise<void> }>();
   private readonly transports: Transport[] = [];
   private metricsServer: Server | null = null;
   private readonly started = Date.now();
@@ -50,14 +53,31 @@ export class Daemon {
 
   private constructor(
     readonly config: DaemonConfig,
-    readonly opened: Opened,
+    opened: Opened,
     readonly log: Logger,
   ) {
     this.sessions = new SessionStore(config.stateDir, config.sessionMemoryBytes);
-    const tokenizer = openTokenizer(opened);
-    this.scheduler = new Scheduler(
+    this.current = { opened, scheduler: this.schedulerFor(opened) };
+  }
+
+  get opened(): Opened {
+    return this.current.opened;
+  }
+
+  get scheduler(): Scheduler {
+    return this.current.scheduler;
+  }
+
+  /** Engines still finishing requests after a reload replaced them. */
+  get drainingEngines(): number {
+    return this.draining.size;
+  }
+
+  private schedulerFor(opened: Opened): Scheduler {
+    const config = this.config;
+    return new Scheduler(
       opened.backend,
-      tokenizer,
+      openTokenizer(opened),
       this.sessions,
       {
         maxQueue: config.maxQueue,
@@ -69,8 +89,30 @@ export class Daemon {
       },
       this.metrics,
       opened.config.eosTokenId,
-      (e) => log.error({ err: e }, "backend failure"),
+      (e) => this.log.error({ err: e }, "backend failure"),
     );
+  }
+
+  /**
+   * Reload: requests from now on go to `next`; those the old engine took (queued or running)
+   * finish on it, then it is closed. Resolves once the old engine is closed.
+   */
+  swap(next: Opened): Promise<void> {
+    if (this.stopping) throw new Error("the daemon is stopping");
+    const old = this.current;
+    this.current = { opened: next, scheduler: this.schedulerFor(next) };
+    this.log.info({ engine: next.label, backend: next.backend.info.name, previous: old.opened.label }, "engine swapped");
+    const entry = {
+      ...old,
+      // no deadline: a reload never cuts a running request short (stop() still does)
+      done: (async () => {
+        await old.scheduler.shutdown(2 ** 31 - 1);
+        await old.opened.backend.close();
+        this.log.info({ engine: old.opened.label }, "previous engine closed");
+      })(),
+    };
+    this.draining.add(entry);
+    return entry.done.finally(() => this.draining.delete(entry));
   }
 
   /** A daemon over an opened engine (or model) and the state directory; transports are added by the caller. */
@@ -119,7 +161,8 @@ export class Daemon {
       backend: this.opened.backend.info.name,
       recipe: this.opened.recipe,
       queue: this.scheduler.queued,
-      active: this.scheduler.running,
+      // requests still running on an engine a reload replaced count too
+      active: this.scheduler.running + [...this.draining].reduce((n, d) => n + d.scheduler.running + d.scheduler.queued, 0),
       max_active: this.scheduler.limits.maxActive,
       ...this.metrics.summary(),
       uptime_s: Math.round((Date.now() - this.started) / 1000),
@@ -218,7 +261,8 @@ export class Daemon {
 
   /** Cancels the requests with this id (the cancel op, the MQTT cancel topic); returns how many. */
   cancel(id: RequestId, from: string): number {
-    const n = this.scheduler.cancel(id);
+    let n = this.scheduler.cancel(id);
+    for (const d of this.draining) n += d.scheduler.cancel(id);
     this.log.info({ from, id, cancelled: n }, "cancel");
     return n;
   }
@@ -231,7 +275,10 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.log.info({ reason, queue: this.scheduler.queued, active: this.scheduler.running }, "shutting down");
       await Promise.all(this.transports.map((t) => t.stopAccepting()));
-      await this.scheduler.shutdown(this.config.shutdownDeadlineMs);
+      await Promise.all(
+        [this.scheduler, ...[...this.draining].map((d) => d.scheduler)].map((s) => s.shutdown(this.config.shutdownDeadlineMs)),
+      );
+      await Promise.all([...this.draining].map((d) => d.done));
       for (const t of [...this.transports].reverse()) await t.close();
       await new Promise<void>((r) => (this.metricsServer ? this.metricsServer.close(() => r()) : r()));
       await this.opened.backend.close();

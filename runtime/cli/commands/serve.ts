@@ -1,11 +1,13 @@
 import type { Argv } from "yargs";
 import { loadConfig, mqttMode } from "../../daemon/config.js";
 import { Daemon } from "../../daemon/daemon.js";
-import { makeLogger } from "../../daemon/log.js";
+import { makeLogger, type Logger } from "../../daemon/log.js";
+import { Notifier } from "../../daemon/notify.js";
 import { startBroker, type EmbeddedBroker } from "../../transports/broker.js";
 import { MqttTransport } from "../../transports/mqtt.js";
 import { StdioTransport } from "../../transports/stdio.js";
-import { openTarget, targetOptions } from "../open.js";
+import { openTarget, targetOptions, type Opened } from "../open.js";
+import type { DaemonConfig } from "../../daemon/config.js";
 
 /** Flags that map one to one onto config fields (kebab-case here, camelCase in the file). */
 const flags = {
@@ -76,15 +78,22 @@ export function serveCommand(y: Argv) {
       for (const k of [...Object.keys(flags), ...Object.keys(targetOptions)]) if (args[k] !== undefined) given[camel(k)] = args[k];
       const config = loadConfig({ file: args.config, flags: given });
       const log = makeLogger(config.logLevel);
-      // the daemon's default backend is auto; its pick and the reason go to the log
-      const opened = await openTarget(
-        { engine: config.engine, model: config.model, backend: config.backend ?? "auto", threads: config.threads },
-        (backend, why) => log.info({ backend, why }, `backend auto picked ${backend}`),
-      );
+      const notify = new Notifier();
+      // pings start now: loading an engine keeps the event loop turning (TimeoutStartSec bounds it)
+      const watchdogMs = await notify.startWatchdog();
+      if (watchdogMs !== null) log.info({ intervalMs: watchdogMs }, "systemd watchdog pings");
+      await notify.status("loading engine");
+      const open = (c: DaemonConfig): Promise<Opened> =>
+        // the daemon's default backend is auto; its pick and the reason go to the log
+        openTarget({ engine: c.engine, model: c.model, backend: c.backend ?? "auto", threads: c.threads }, (backend, why) =>
+          log.info({ backend, why }, `backend auto picked ${backend}`),
+        );
+      const opened = await open(config);
       const daemon = await Daemon.open(config, log, opened).catch(async (e) => {
         await opened.backend.close();
         throw e;
       });
+      stallForTests(log);
 
       let broker: EmbeddedBroker | null = null;
       const stopped = new Promise<string>((resolve) => {
@@ -100,14 +109,82 @@ export function serveCommand(y: Argv) {
         }
         if (mode !== "off") await daemon.add(new MqttTransport(daemon, config, { url: broker?.url ?? mode, embedded: broker !== null }));
       } catch (e) {
+        notify.close();
         await daemon.stop("start failed");
         await broker?.close();
         throw e;
       }
       log.info({ node: config.node, prefix: config.topicPrefix }, "ready");
+      const serving = () => {
+        const st = daemon.status();
+        return `serving ${st.engine} (${st.active} running, ${st.queue} queued)`;
+      };
+      await notify.status(serving());
+      await notify.ready();
+      const statusTimer = setInterval(() => void notify.status(serving()), config.statusIntervalMs);
+      statusTimer.unref();
+
+      // SIGHUP (systemctl reload): re-read the config file and swap the engine between requests
+      let reloads = Promise.resolve();
+      const onHup = () => {
+        reloads = reloads.then(() => reload(daemon, config, { file: args.config, flags: given }, open, log, notify, serving));
+      };
+      process.on("SIGHUP", onHup);
+
       const reason = await stopped;
+      process.off("SIGHUP", onHup);
+      clearInterval(statusTimer);
+      await notify.stopping();
+      await notify.status("draining");
+      await reloads;
       await daemon.stop(reason);
       await broker?.close();
+      notify.close();
     },
   );
+}
+
+/** Settings a reload applies; the rest are read at start only. */
+const reloadable = new Set(["engine", "model", "backend", "threads"]);
+
+async function reload(
+  daemon: Daemon,
+  started: DaemonConfig,
+  source: { file?: string; flags: Record<string, unknown> },
+  open: (c: DaemonConfig) => Promise<Opened>,
+  log: Logger,
+  notify: Notifier,
+  serving: () => string,
+): Promise<void> {
+  await notify.reloading();
+  await notify.status("reloading");
+  log.info({ config: source.file ?? null }, "reload");
+  try {
+    const next = loadConfig(source);
+    const ignored = Object.keys(next).filter(
+      (k) => !reloadable.has(k) && JSON.stringify(next[k as keyof DaemonConfig]) !== JSON.stringify(started[k as keyof DaemonConfig]),
+    );
+    if (ignored.length) log.warn({ settings: ignored }, "reload: these settings take effect at the next restart");
+    const opened = await open(next);
+    void daemon.swap(opened).catch((e: Error) => log.error({ err: e }, "closing the previous engine failed"));
+  } catch (e) {
+    // one line; the engine that was serving keeps serving
+    log.error(`reload failed, still serving ${daemon.opened.label}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  await notify.status(serving());
+  await notify.ready();
+}
+
+/**
+ * Test-only: with MAMBA_EDGE_TEST_STALL_MS set, SIGUSR2 blocks the event loop that long, as a hung
+ * native call would, so a test can see the watchdog pings stop. Off (no handler) without the variable.
+ */
+function stallForTests(log: Logger): void {
+  const ms = Number(process.env.MAMBA_EDGE_TEST_STALL_MS);
+  if (!(ms > 0)) return;
+  log.warn({ ms }, "MAMBA_EDGE_TEST_STALL_MS: SIGUSR2 stalls the event loop (for tests)");
+  process.on("SIGUSR2", () => {
+    log.warn({ ms }, "stalling the event loop");
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  });
 }
