@@ -105,6 +105,11 @@ export class Graph {
     return outs;
   }
 
+  /** Adds a node as it is (a graph rewritten node by node). */
+  push(node: onnxProto.onnx.INodeProto): void {
+    this.nodes.push(node);
+  }
+
   /** Adds a single-output node. */
   o(type: string, inputs: string[], attrs: Record<string, Attr> = {}, domain = ""): string {
     return this.op(type, inputs, attrs, 1, domain)[0];

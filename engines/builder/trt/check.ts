@@ -486,6 +486,8 @@ export interface CheckReport {
   problems: string[];
   /** what a plugin of the contract refuses for this model's sizes (the graph is valid either way) */
   limits: string[];
+  /** every value's inferred type and shape */
+  values: Map<string, Value>;
 }
 
 /**
@@ -572,8 +574,13 @@ export function checkModel(bytes: Uint8Array, dir?: string): CheckReport {
     if (t.dataType === ET.UINT8) return Array.from(b);
     return null;
   };
+  const nodeNames = new Set<string>();
   for (const [k, node] of (g.node ?? []).entries()) {
     const op = node.opType ?? "";
+    // onnxruntime and TensorRT's parser name layers after nodes: unique, non-empty
+    if (!node.name) problems.push(`node ${k} (${op}) has no name`);
+    else if (nodeNames.has(node.name)) problems.push(`node ${k}: the node name ${node.name} is used twice`);
+    else nodeNames.add(node.name);
     const domain = node.domain ?? "";
     const where = `node ${k} (${node.name ?? op}, ${domain ? `${domain}.` : ""}${op})`;
     const key = domain ? `${domain}.${op}` : op;
@@ -650,7 +657,7 @@ export function checkModel(bytes: Uint8Array, dir?: string): CheckReport {
     else if (got.type !== 0 && (got.type !== want.type || !sameShape(got.shape, want.shape)))
       problems.push(`graph output ${vi.name}: computed as ${show(got)}, declared ${show(want)}`);
   }
-  return { ops, inputs, outputs, problems, limits };
+  return { ops, inputs, outputs, problems, limits, values };
 }
 
 const sameShape = (a: Dim[] | null, b: Dim[] | null) => !!a && !!b && a.length === b.length && a.every((d, i) => dimEq(d, b[i]));
