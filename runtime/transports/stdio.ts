@@ -2,7 +2,7 @@
 // stderr), so a robot program can run the daemon as a child process.
 import type { Readable, Writable } from "node:stream";
 import type { Daemon, Outgoing, Transport } from "../daemon/daemon.js";
-import { WireError, errorReply } from "../scheduler/protocol.js";
+import { WireError, errorReply, type RequestId } from "../scheduler/protocol.js";
 
 export class StdioTransport implements Transport {
   readonly name = "stdio";
@@ -45,10 +45,10 @@ export class StdioTransport implements Transport {
         this.parts.push(chunk.subarray(at, end));
         this.held += end - at;
         if (this.held > max + 1) {
-          this.parts.length = 0;
+          const head = Buffer.concat(this.parts.splice(0));
           this.held = 0;
           this.discarding = true;
-          this.refuse(max);
+          this.refuse(head, `message of more than ${max} bytes, the limit is ${max}; the rest of the line is discarded`);
         }
       }
       if (nl < 0) return;
@@ -62,16 +62,20 @@ export class StdioTransport implements Transport {
     }
   }
 
-  private refuse(max: number): void {
-    const err = new WireError("too_large", `line longer than the limit of ${max} bytes (maxMessageBytes); the rest of it is discarded`);
+  /** too_large, naming the id when the line starts with one (`{"id": ...`), as most requests do */
+  private refuse(head: Buffer, message: string): void {
+    const err = new WireError("too_large", message);
+    const m = /^\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){1,256}"|-?\d{1,16})\s*[,}]/.exec(head.subarray(0, 600).toString("utf8"));
+    const id = m ? parseId(m[1]) : null;
     this.daemon.metrics.failed(err.code);
-    this.daemon.log.warn({ from: "stdio", code: err.code }, err.message);
-    this.send(errorReply(null, err));
+    this.daemon.log.warn({ from: "stdio", id, code: err.code }, err.message);
+    this.send(errorReply(id, err));
   }
 
   private line(raw: Buffer): void {
     const line = raw.length > 0 && raw[raw.length - 1] === 0x0d ? raw.subarray(0, raw.length - 1) : raw;
-    if (line.length > this.daemon.config.maxMessageBytes) return this.refuse(this.daemon.config.maxMessageBytes);
+    const max = this.daemon.config.maxMessageBytes;
+    if (line.length > max) return this.refuse(line, `message of ${line.length} bytes, the limit is ${max}`);
     const text = line.toString("utf8");
     if (text.trim()) this.daemon.dispatch(text, this.send, "stdio");
   }
@@ -84,5 +88,13 @@ export class StdioTransport implements Transport {
     this.input.off("data", this.onData);
     this.input.off("end", this.onClose);
     this.input.pause();
+  }
+}
+
+function parseId(text: string): RequestId | null {
+  try {
+    return JSON.parse(text) as RequestId;
+  } catch {
+    return null;
   }
 }
