@@ -12,6 +12,7 @@ import { logitsCommand } from "./commands/logits.js";
 import { serveCommand } from "./commands/serve.js";
 import { chatCommand } from "./commands/chat.js";
 import { compileCommand } from "./commands/compile.js";
+import { doctorCommand } from "./commands/doctor.js";
 
 /** Runs the CLI; resolves to the exit code (library code never calls process.exit). */
 export async function main(argv: string[] = hideBin(process.argv)): Promise<number> {
@@ -40,6 +41,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
     inspectCommand,
     serveCommand,
     chatCommand,
+    doctorCommand,
   ])
     y = add(y) as typeof y;
   try {
