@@ -122,7 +122,7 @@ async function runLoad(url, robots) {
   const t0 = performance.now();
   await Promise.all(
     clients.map(async (c, i) => {
-      const reply = `bench/robot-${i}/reply`;
+      const reply = `robots/bench-${i}/reply`;
       await c.subscribeAsync(reply, { qos: 1 });
       let pending = null;
       c.on("message", (_t, payload) => pending?.(JSON.parse(payload.toString())));
