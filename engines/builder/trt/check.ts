@@ -10,7 +10,9 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
-import { CUSTOM_OPS, TRT_DOMAIN, withDefaults, type CustomOp } from "./ops.js";
+import { CUSTOM_OPS, TRT_DOMAIN, withDefaults, type CustomOp, type Dim, type Value } from "./ops.js";
+
+export type { Dim, Value };
 
 const { onnx } = onnxProto;
 
@@ -37,7 +39,6 @@ const BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8
  * A dim: a number, or a product of symbols with a factor ("batch", "batch*seq", "2*seq"), so that a
  * Reshape to -1 of (batch, seq, 64) is known to give batch*seq*64.
  */
-export type Dim = number | string;
 type Mono = { c: number; s: string[] };
 const mono = (d: Dim): Mono => {
   if (typeof d === "number") return { c: d, s: [] };
@@ -68,13 +69,6 @@ const dimDiv = (a: Dim, b: Dim): Dim | null => {
   return unmono({ c: x.c / y.c, s });
 };
 const dimEq = (a: Dim, b: Dim) => String(unmono(mono(a))) === String(unmono(mono(b)));
-
-export interface Value {
-  type: number;
-  shape: Dim[] | null; // null: unknown rank
-  /** the contents of a small integer tensor known before run time (shapes, axes, sizes) */
-  value?: Dim[];
-}
 
 const show = (v: Value) => `${ET_NAME[v.type] ?? v.type}[${v.shape ? v.shape.join(", ") : "?"}]`;
 

@@ -3,7 +3,17 @@
 // shapes of the outputs, and the plugins' limits. The graph export emits these nodes and the graph
 // check holds every node to this table.
 import onnxProto from "onnx-proto";
-import type { Dim, Value } from "./check.js";
+
+/** A dimension: a size, or a product of named sizes ("batch", "batch*seq"). */
+export type Dim = number | string;
+
+/** What the check knows of a value: its element type and shape. */
+export interface Value {
+  type: number;
+  shape: Dim[] | null; // null: unknown rank
+  /** the contents of a small integer tensor known before run time (shapes, axes, sizes) */
+  value?: Dim[];
+}
 
 export const TRT_DOMAIN = "mamba_edge";
 export const TRT_DOMAIN_VERSION = 1;
