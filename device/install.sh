@@ -230,7 +230,7 @@ if [ "$BROKER" != none ]; then
   run mkdir -p "$MOSQ_CONFD" "$MOSQ_DIR"
   fill "$DEVICE/mosquitto/$BROKER.conf" | write "$MOSQ_CONFD/mamba-edge.conf" 644
   if [ "$BROKER" = lan ]; then
-    fill "$DEVICE/mosquitto/acl" | sed "s|^topic \(read\|write\) mamba-edge/@NODE@/|topic \1 mamba-edge/$NODE_NAME/|" | write "$MOSQ_DIR/acl" 644
+    fill "$DEVICE/mosquitto/acl" | write "$MOSQ_DIR/acl" 644
     if [ ! -f "$MOSQ_DIR/passwd" ]; then
       PASS=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
       run touch "$MOSQ_DIR/passwd"

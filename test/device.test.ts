@@ -141,6 +141,93 @@ describe("device/", () => {
     },
   );
 
+  it.skipIf(
+    skipWhen(mosquittoBinary() === null || !has("mosquitto_rr") || !has("mosquitto_passwd"), "mosquitto clients are not installed"),
+  )(
+    "--broker lan: passwords and an ACL on a real mosquitto; each robot reads only its own replies",
+    async () => {
+      const dir = tempDir("lan-");
+      const staged = join(dir, "root");
+      const port = await freePort();
+      const r = install(["--prefix", staged, "--broker", "lan", "--broker-port", String(port), "--node", "jet1", "--no-native"]);
+      expect(r.status).toBe(0);
+      const mosq = join(staged, "etc", "mosquitto", "mamba-edge");
+      expect(readFileSync(join(mosq, "acl"), "utf8")).toContain("topic read mamba-edge/jet1/generate");
+      for (const [u, p] of [
+        ["robot1", "pw1"],
+        ["robot2", "pw2"],
+      ])
+        expect(spawnSync("mosquitto_passwd", ["-b", join(mosq, "passwd"), u!, p!]).status).toBe(0);
+      const top = join(dir, "mosquitto.conf");
+      writeFileSync(top, `user ${userInfo().username}\nlog_dest none\ninclude_dir ${join(staged, "etc", "mosquitto", "conf.d")}\n`);
+      const broker = spawn(mosquittoBinary()!, ["-c", top], { stdio: "ignore" });
+      const env = Object.fromEntries(
+        readFileSync(join(staged, "etc", "mamba-edge", "env"), "utf8")
+          .split("\n")
+          .filter((l) => /^MAMBA_EDGE_\w+=/.test(l))
+          .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+      );
+      expect(env.MAMBA_EDGE_PASSWORD).toBeTruthy();
+      const config = join(staged, "etc", "mamba-edge", "config.json");
+      const d = spawn(
+        process.execPath,
+        [join(staged, "opt", "mamba-edge", "bin", "mamba-edge.js"), "serve", "--config", config, "--state-dir", join(dir, "s")],
+        {
+          cwd: dir,
+          env: { ...process.env, ...env },
+          stdio: ["ignore", "ignore", "pipe"],
+        },
+      );
+      try {
+        await new Promise<void>((resolve, reject) => {
+          let log = "";
+          createInterface({ input: d.stderr! }).on("line", (l) => {
+            log += l + "\n";
+            if (l.includes('"msg":"ready"')) resolve();
+          });
+          d.once("exit", (c) => reject(new Error(`daemon exited ${c}: ${log}`)));
+        });
+        const client = (args: string[]) =>
+          new Promise<{ code: number | null; out: string }>((resolve) => {
+            const p = spawn(args[0]!, ["-h", "127.0.0.1", "-p", String(port), "-V", "5", ...args.slice(1)]);
+            let out = "";
+            p.stdout.on("data", (b) => (out += b));
+            p.on("close", (code) => resolve({ code, out }));
+          });
+        // robot2 listens on robot1's replies: the broker does not let it read them
+        const spy = client(["mosquitto_sub", "-u", "robot2", "-P", "pw2", "-t", "robots/robot1/reply/#", "-W", "8"]);
+        await new Promise((res) => setTimeout(res, 300));
+        const req = JSON.stringify({ id: "L1", prompt: "The", max_tokens: 3 });
+        const ok = await client([
+          "mosquitto_rr",
+          "-u",
+          "robot1",
+          "-P",
+          "pw1",
+          "-t",
+          "mamba-edge/jet1/generate",
+          "-e",
+          "robots/robot1/reply",
+          "-m",
+          req,
+          "-W",
+          "30",
+        ]);
+        expect(ok.code).toBe(0);
+        expect(JSON.parse(ok.out)).toMatchObject({ id: "L1", finish_reason: "length" });
+        expect((await spy).out).toBe("");
+        // no anonymous access, and a robot cannot publish as the daemon
+        expect(
+          (await client(["mosquitto_rr", "-t", "mamba-edge/jet1/generate", "-e", "robots/x/reply", "-m", req, "-W", "3"])).code,
+        ).not.toBe(0);
+      } finally {
+        d.kill("SIGKILL");
+        broker.kill();
+      }
+    },
+    60_000,
+  );
+
   it("--dry-run prints every action and changes nothing", () => {
     const staged = join(tempDir("dry-"), "root");
     const h = treeHash(staged);
