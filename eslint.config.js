@@ -5,7 +5,20 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "bench/", "models/", "test/fixtures/", "engines/native/build/", "engines/ort-ops/build/"] },
+  {
+    ignores: [
+      "node_modules/",
+      "dist/",
+      "bench/",
+      "models/",
+      "test/fixtures/",
+      "engines/native/build/",
+      "engines/ort-ops/build/",
+      ".trt-build/",
+      ".trt-headers/",
+      ".device/",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -3,10 +3,12 @@
 # Idempotent: running it again updates the package and the unit, keeps config.json, env, the broker's
 # password file and the session states.
 #
-#   sudo device/install.sh [--broker local|lan|none] [--broker-port N] [--node NAME] [--build-engine]
+#   sudo device/install.sh [--broker local|lan|none] [--broker-port N] [--node NAME]
 #   device/install.sh --prefix DIR ...   everything under DIR, no systemctl, no users (staging, tests)
 #   device/install.sh --dry-run ...      print every action, change nothing
-#   --engine DIR: the engine package to serve; --no-native: do not build engines/native (copy a built one)
+#   --engine DIR: the engine package to serve (default: the demo model's w8a8 engine, built when
+#   missing; --build-engine rebuilds it, --no-build-engine never builds); --no-native: do not build
+#   engines/native (copy a built one)
 #   sudo device/install.sh --uninstall [--purge]   remove; session states stay unless --purge
 set -euo pipefail
 
@@ -18,13 +20,13 @@ UNINSTALL=0
 PURGE=0
 BROKER=local
 BROKER_PORT=1883
-BUILD_ENGINE=0
+BUILD_ENGINE=auto
 NATIVE=1
 NO_START=0
 NODE_NAME=""
 ENGINE=""
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() {
   echo "install.sh: $*" >&2
   exit 1
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --node) NODE_NAME=${2:?--node needs a name}; shift ;;
     --engine) ENGINE=${2:?--engine needs an engine package directory}; shift ;;
     --build-engine) BUILD_ENGINE=1 ;;
+    --no-build-engine) BUILD_ENGINE=0 ;;
     --no-start) NO_START=1 ;;
     --no-native) NATIVE=0 ;;
     -h | --help) usage; exit 0 ;;
@@ -161,10 +164,18 @@ fi
 
 # ------------------------------------------------------------------ the package
 run mkdir -p "$PREFIX" "$CONFDIR" "$UNITDIR" "$STATEDIR/sessions"
-for d in bin dist models data; do
+for d in bin dist data; do
   [ -e "$SRC/$d" ] || continue
   run rm -rf "${PREFIX:?}/$d"
   run cp -a "$SRC/$d" "$PREFIX/$d"
+done
+# the models, but not models/engines: engines are built here and kept across reinstalls
+run mkdir -p "$ENGINEDIR"
+for m in "$SRC"/models/*/; do
+  m=$(basename "$m")
+  [ "$m" != engines ] || continue
+  run rm -rf "${PREFIX:?}/models/$m"
+  run cp -a "$SRC/models/$m" "$PREFIX/models/$m"
 done
 for f in package.json package-lock.json README.md; do
   [ -e "$SRC/$f" ] && run cp -a "$SRC/$f" "$PREFIX/$f"
@@ -200,11 +211,15 @@ fi
 # the default engine (w8a8 of the bundled demo model): built now, since the service's package
 # directory is read-only to it
 DEFAULT_ENGINE="$ENGINEDIR/mamba2-brown-w8a8.mamba"
-if [ "$BUILD_ENGINE" = 1 ]; then
-  run "$NODE_BIN" "$PREFIX/bin/mamba-edge.js" build "$PREFIX/models/mamba2-brown" --recipe w8a8 --out "$DEFAULT_ENGINE" --force
+# auto: built unless it is there and `inspect` passes it (this version's format, every file intact)
+if [ -z "$ENGINE" ] && { [ "$BUILD_ENGINE" = 1 ] || { [ "$BUILD_ENGINE" = auto ] &&
+  ! "$NODE_BIN" "$PREFIX/bin/mamba-edge.js" inspect "$DEFAULT_ENGINE" >/dev/null 2>&1; }; }; then
+  say "building the default engine $DEFAULT_ENGINE (w8a8 of the demo model)"
+  run "$NODE_BIN" "$PREFIX/bin/mamba-edge.js" build "$PREFIX/models/mamba2-brown" --quant w8a8 \
+    --calib "$PREFIX/data/brown/calib.txt" --out "$DEFAULT_ENGINE" --force
 fi
 [ -n "$ENGINE" ] || ENGINE=$DEFAULT_ENGINE
-[ -e "$ENGINE" ] || [ "$DRY" = 1 ] || echo "install.sh: warning: $ENGINE does not exist yet (--build-engine builds the default one)" >&2
+[ -e "$ENGINE" ] || [ "$DRY" = 1 ] || echo "install.sh: warning: $ENGINE does not exist (leave out --no-build-engine to build the default one)" >&2
 
 # ------------------------------------------------------------------ config
 case "$BROKER" in

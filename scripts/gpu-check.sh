@@ -3,7 +3,8 @@
 # PyTorch (+ transformers for the comparison): builds engines/native, checks every kernel against
 # PyTorch float64, checks end-to-end logits of every recipe of both demo models against the
 # TypeScript reference and the ort engine, runs test/cuda.test.ts with vitest (a GPU required: its
-# tests may not skip), and benchmarks random engines of the mamba-130m / 1.4b / 2.8b and
+# tests may not skip), the TensorRT plugins through scripts/gpu/trt-check.sh (TensorRT's headers in
+# ../shared/third_party or a carried .trt-headers/include), and benchmarks random engines of the mamba-130m / 1.4b / 2.8b and
 # mamba2-130m / 1.3b / 2.7b shapes beside the bandwidth floor and transformers. Writes
 # gpu-check.json, gpu-check.log and each step's results to $OUT, or to bench/results/gpu-check/
 # when OUT is unset.
@@ -44,7 +45,7 @@ LOG=$OUTDIR/gpu-check.log
 LIB=$PWD/engines/native/build/libmamba_edge.so
 ENG=/tmp/me-engines
 # an earlier run's results in the same folder must not count for this one
-rm -f "$OUTDIR"/{steps.tsv,kernels.json,e2e.json,bench.json,vitest.json,gpu-check.json,cmake.log}
+rm -f "$OUTDIR"/{steps.tsv,kernels.json,e2e.json,bench.json,vitest.json,gpu-check.json,cmake.log,trt-check.json,trt-check.log}
 : > "$OUTDIR/steps.tsv"
 : > "$LOG"
 declare -A status=()
@@ -141,6 +142,7 @@ step build "" build_native
 step engines "node" build_engines
 step e2e "node build" node scripts/gpu/e2e_check.mjs "$OUTDIR/e2e.json" "${pairs[@]}"
 step vitest "node build" cuda_tests
+step trt-check "" bash scripts/gpu/trt-check.sh
 [ "$BENCH" = 0 ] || step bench "build" python3 scripts/gpu/bench.py "$LIB" "$OUTDIR/bench.json" "${shapes[@]}"
 
 echo -e "\n== report ($(date +%T))" | tee -a "$LOG"

@@ -52,9 +52,11 @@ describe("device/", () => {
       beforeAll(async () => {
         port = await freePort();
         const r = install(["--prefix", staged, "--broker", "local", "--broker-port", String(port), "--no-native"]);
-        expect(r.stderr).not.toMatch(/missing/);
+        expect(r.stderr).not.toMatch(/missing|warning/);
         expect(r.status).toBe(0);
-      }, 120_000);
+        // no engine named: the default one is built into the install (the package's own is not copied)
+        expect(r.stdout).toContain(`building the default engine ${staged}/opt/mamba-edge/models/engines/mamba2-brown-w8a8.mamba`);
+      }, 180_000);
       afterAll(() => {
         for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
       });
@@ -127,6 +129,7 @@ describe("device/", () => {
         const again = install(["--prefix", staged, "--broker", "local", "--broker-port", String(port), "--no-native"]);
         expect(again.status).toBe(0);
         expect(again.stdout).toContain("kept");
+        expect(again.stdout).not.toContain("building the default engine"); // the built one passes inspect
         expect(readFileSync(config, "utf8")).toBe(before);
 
         const un = install(["--prefix", staged, "--uninstall"]);
@@ -149,7 +152,13 @@ describe("device/", () => {
       const dir = tempDir("lan-");
       const staged = join(dir, "root");
       const port = await freePort();
-      const r = install(["--prefix", staged, "--broker", "lan", "--broker-port", String(port), "--node", "jet1", "--no-native"]);
+      // an fp16 engine of the demo model (no calibration): the default engine's build is the test above's
+      const engine = join(dir, "m.mamba");
+      expect(cli(["build", "models/mamba2-brown", "--quant", "fp16", "--out", engine]).code).toBe(0);
+      const r = install([
+        ...["--prefix", staged, "--broker", "lan", "--broker-port", String(port), "--node", "jet1"],
+        ...["--no-native", "--engine", engine],
+      ]);
       expect(r.status).toBe(0);
       const mosq = join(staged, "etc", "mosquitto", "mamba-edge");
       expect(readFileSync(join(mosq, "acl"), "utf8")).toContain("topic read mamba-edge/jet1/generate");
@@ -241,7 +250,7 @@ describe("device/", () => {
     expect(existsSync(staged)).toBe(false);
     // and on an existing install
     const real = join(tempDir("dry2-"), "root");
-    expect(install(["--prefix", real, "--broker", "none", "--no-native"]).status).toBe(0);
+    expect(install(["--prefix", real, "--broker", "none", "--no-native", "--no-build-engine"]).status).toBe(0);
     const h2 = treeHash(real);
     expect(install(["--prefix", real, "--uninstall", "--purge", "--dry-run"]).status).toBe(0);
     expect(install(["--prefix", real, "--broker", "lan", "--dry-run", "--no-native"]).status).toBe(0);

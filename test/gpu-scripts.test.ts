@@ -230,7 +230,19 @@ const benchResults = {
 };
 
 type Stub = { json?: unknown; rc?: number; sh?: string };
-/** the steps as they pass on a GPU machine: 3 steps without cases + 2 kernel cases + 2 engines + 2 tests + 2 benchmark runs */
+/** the TensorRT harness's record (scripts/gpu/trt_check.py): one case per plugin and format */
+const trtRecord = (okSecond = true) => ({
+  kind: "trt-harness",
+  label: "TensorRT 10.3's calling sequence reproduced, not TensorRT",
+  passed: okSecond ? 2 : 1,
+  failed: okSecond ? 0 : 1,
+  cases: [
+    { name: "conv_prefill_f32", sequence_errors: [], ok: true },
+    { name: "ssd_step_f16", sequence_errors: okSecond ? [] : ["getOutputShapes: 2 outputs, expected 3"], ok: okSecond },
+  ],
+});
+
+/** the steps as they pass on a GPU machine: 3 steps without cases + 2 kernel cases + 2 engines + 2 tests + 2 plugin cases + 2 benchmark runs */
 const passing = (): Record<string, Stub> => ({
   kernels: { sh: kernelCases(2e-3) },
   e2e: { json: [e2eRow("fp16"), e2eRow("w8a8")] },
@@ -241,6 +253,7 @@ const passing = (): Record<string, Stub> => ({
       ["save / load round trip", "passed"],
     ]),
   },
+  "trt-check": { json: trtRecord() },
   bench: { json: benchResults },
 });
 
@@ -277,21 +290,21 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
     it("exits 0 when every step and every case passes, the last line counting them", () => {
       const r = gpuCheck(passing());
       expect(r.code, r.text).toBe(0);
-      expect(r.last).toBe("11 passed, 0 failed");
+      expect(r.last).toBe("13 passed, 0 failed");
       // each step got the command it stands in for
       expect(r.text).toMatch(/stub of step kernels for: python3 scripts\/gpu\/kernel_check\.py \S+libmamba_edge\.so \S+kernels\.json/);
       expect(r.text).toMatch(
         /stub of step e2e for: node scripts\/gpu\/e2e_check\.mjs \S+e2e\.json models\/mamba1-brown=\S+mamba1-brown-fp16\.mamba/,
       );
       expect(r.text).toMatch(/stub of step bench for: python3 scripts\/gpu\/bench\.py \S+ \S+bench\.json mamba-130m$/m);
-      expect(r.record.summary).toMatchObject({ passed: 11, failed: 0 });
+      expect(r.record.summary).toMatchObject({ passed: 13, failed: 0 });
       expect(r.record.summary.skipped).toEqual([expect.stringMatching(/the CLI says in one line .* \(skipped\)/)]);
     });
 
     it("a kernel case outside a deliberately broken tolerance: exit non-zero, counted, the later steps still run", () => {
       const r = gpuCheck({ ...passing(), kernels: { sh: kernelCases(1e-5) } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("10 passed, 1 failed");
+      expect(r.last).toBe("12 passed, 1 failed");
       expect(r.text).toMatch(/^kernels: 1\/2 within tolerance$/m); // checks.finish, which exited 1
       expect(r.text).toMatch(/step kernels failed: exit status 1/);
       expect(r.text).toMatch(/FAILED: kernel gemv M=8 N=1536 K=768: error 2\.90e-04, tolerance 1e-05/);
@@ -302,21 +315,29 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
     it("a step that crashes before writing its results counts as one failure", () => {
       const r = gpuCheck({ ...passing(), e2e: { sh: "echo 'TypeError: cannot read the engine' >&2", rc: 3 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("9 passed, 1 failed");
+      expect(r.last).toBe("11 passed, 1 failed");
       expect(r.record.summary.failures).toEqual(["step e2e: exit status 3, no results written"]);
     });
 
     it("results with a failing case fail the check even when their step exits 0", () => {
       const r = gpuCheck({ ...passing(), e2e: { json: [e2eRow("fp16"), { ...e2eRow("w4a16", false), cudaVsRef: null }] } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("10 passed, 1 failed");
+      expect(r.last).toBe("12 passed, 1 failed");
       expect(r.record.summary.failures).toEqual(["e2e mamba1-brown w4a16: cuda vs reference inf"]);
+    });
+
+    it("a TensorRT plugin case that fails its calling sequence fails the check, named", () => {
+      const r = gpuCheck({ ...passing(), "trt-check": { json: trtRecord(false), rc: 1 } });
+      expect(r.code).not.toBe(0);
+      expect(r.last).toBe("12 passed, 1 failed");
+      expect(r.text).toMatch(/stub of step trt-check for: bash scripts\/gpu\/trt-check\.sh$/m);
+      expect(r.record.summary.failures).toEqual(["trt ssd_step_f16: getOutputShapes: 2 outputs, expected 3"]);
     });
 
     it("a failed build: the steps that need it do not run and count as failed", () => {
       const r = gpuCheck({ ...passing(), build: { sh: "echo 'nvcc: command not found'", rc: 127 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("2 passed, 5 failed");
+      expect(r.last).toBe("4 passed, 5 failed");
       expect(r.text).not.toMatch(/stub of step (kernels|e2e|vitest|bench)/);
       for (const s of ["kernels", "e2e", "vitest", "bench"]) expect(r.steps).toContain(`${s}\t1\tnot run: build failed`);
     });
@@ -326,7 +347,7 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
         "cuda backend on a GPU: no CUDA GPU on this machine; not skipped: MAMBA_EDGE_REQUIRE_GPU=1 requires the native library and a GPU";
       const r = gpuCheck({ ...passing(), vitest: { json: vitestReport([], "failed", message), rc: 1 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("9 passed, 1 failed");
+      expect(r.last).toBe("11 passed, 1 failed");
       expect(r.record.summary.failures).toEqual([`vitest test/cuda.test.ts: ${message}`]);
     });
   },

@@ -1,8 +1,8 @@
 """Merges the GPU check's parts in DIR (steps.tsv from gpu-check.sh; kernels.json, e2e.json,
-bench.json, vitest.json) into DIR/gpu-check.json with the device, date and commit ($COMMIT or
+bench.json, vitest.json, trt-check.json) into DIR/gpu-check.json with the device, date and commit ($COMMIT or
 $MAMBA_EDGE_COMMIT, else git's: a copied tree's git metadata may be stale) and the MAMBA_EDGE_*
 settings it ran under, prints the summary tables, and counts: each kernel case, end-to-end engine,
-benchmark run and vitest test is one check, and so is each step that has no cases of its own, or
+benchmark run, vitest test and TensorRT plugin case is one check, and so is each step that has no cases of its own, or
 that failed while none of its cases did (a crash, results not written). The last line printed is
 "N passed, M failed"; exits 1 when M > 0 or nothing passed. Usage: report.py DIR"""
 import datetime, json, os, subprocess, sys
@@ -41,7 +41,7 @@ if os.path.exists(os.path.join(d, "steps.tsv")):
                 steps.append({"step": name, "status": int(rc), "note": note})
 ran = {s["step"]: s for s in steps}
 
-kernels, e2e, bench, vitest = (load(n) for n in ("kernels.json", "e2e.json", "bench.json", "vitest.json"))
+kernels, e2e, bench, vitest, trt = (load(n) for n in ("kernels.json", "e2e.json", "bench.json", "vitest.json", "trt-check.json"))
 device, torch_version = None, None
 try:
     import torch
@@ -66,6 +66,7 @@ out = {
     "endToEnd": e2e,
     "bench": bench,
     "vitest": None,
+    "trt": trt,
 }
 try:
     import transformers
@@ -109,7 +110,7 @@ sci = lambda v: "inf" if v is None else f"{v:.2e}"
 settings = "".join(f", {k}={v}" for k, v in out["settings"].items())
 print(f"device {out['device']}, commit {commit}, {out['date']}{settings}")
 for s in steps:
-    if s["step"] not in ("kernels", "e2e", "bench", "vitest"):
+    if s["step"] not in ("kernels", "e2e", "bench", "vitest", "trt-check"):
         count(s["status"] == 0, f"step {s['step']}: {s['note'] or 'exit status ' + str(s['status'])}")
     print(f"step {s['step']:8} {'ok' if s['status'] == 0 else 'FAIL (' + (s['note'] or 'exit status ' + str(s['status'])) + ')'}")
 
@@ -182,6 +183,15 @@ if v:
     out["vitest"] = {"passed": v.get("numPassedTests"), "failed": v.get("numFailedTests"), "skipped": v.get("numPendingTests", 0) + v.get("numTodoTests", 0),
                      "failedFiles": v.get("numFailedTestSuites")}
     print(f"vitest: {out['vitest']['passed']} passed, {out['vitest']['failed']} failed, {out['vitest']['skipped']} skipped")
+
+def trt_case(c):
+    count(c.get("ok") is True, f"trt {c.get('name')}: {'; '.join(c.get('sequence_errors') or []) or 'outside tolerance'}")
+
+
+t = trt if isinstance(trt, dict) and "cases" in trt else None
+cases("trt-check", t["cases"] if t else trt, trt_case)
+if t:
+    print(f"trt plugins ({t.get('label')}): {t.get('passed')} passed, {t.get('failed')} failed")
 
 for s in skipped:
     print(f"skipped: {s}")

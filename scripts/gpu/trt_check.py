@@ -226,15 +226,18 @@ def main():
         passed += case_ok
         failed += not case_ok
         results.append(entry)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = os.environ.get("TRT_CHECK_COMMIT", "unknown")
+    # $COMMIT (as gpu-check.sh passes it) first: a copied tree's git metadata may be stale
+    commit = os.environ.get("COMMIT") or os.environ.get("TRT_CHECK_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
     rec = {
         "kind": "trt-harness",
         "label": m["label"],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": os.environ.get("TRT_CHECK_COMMIT", commit),
+        "commit": commit,
         "machine": {"gpu": m["gpu"], "sm": m["sm"], "host": platform.node(), "torch": torch.__version__},
         "seed": m["seed"],
         "passed": passed,
