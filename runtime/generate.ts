@@ -3,12 +3,15 @@ import type { Backend } from "./backends/backend.js";
 import type { SequenceState } from "../engines/model/state.js";
 import { Sampler, type SamplingParams } from "./sampling.js";
 import { TextStream, type Tokenizer } from "../engines/model/tokenizer.js";
+import type { Constraint } from "./constrained/constraints.js";
 
 export interface GenerateResult {
   text: string;
   promptTokens: number;
   completionTokens: number;
   finishReason: "stop" | "length";
+  /** with a constraint: the text is a whole value of its grammar and validates */
+  valid?: boolean;
   prefillMs: number;
   decodeMs: number;
 }
@@ -17,7 +20,7 @@ export async function generate(
   backend: Backend,
   tokenizer: Tokenizer,
   prompt: string,
-  opts: { maxTokens: number; sampling: SamplingParams; eos: number | null; state?: SequenceState },
+  opts: { maxTokens: number; sampling: SamplingParams; eos: number | null; state?: SequenceState; constraint?: Constraint },
   onDelta: (text: string) => void = () => {},
 ): Promise<GenerateResult> {
   const ids = await tokenizer.encode(prompt);
@@ -37,16 +40,22 @@ export async function generate(
 
   const t1 = performance.now();
   let produced = 0;
+  const constraint = opts.constraint ?? null;
   while (produced < opts.maxTokens) {
-    const next = sampler.sample(logits, history);
+    const next = sampler.sample(logits, history, constraint === null ? null : await constraint.mask());
     if (next === opts.eos) {
       finishReason = "stop";
       break;
     }
     produced++;
     history.add(next);
+    constraint?.accept(next);
     const delta = await stream.push(next);
     if (delta) onDelta(delta);
+    if (constraint?.complete) {
+      finishReason = "stop";
+      break;
+    }
     if (produced === opts.maxTokens) break;
     logits = await backend.step(Int32Array.of(next), [state]);
   }
@@ -55,6 +64,7 @@ export async function generate(
     promptTokens: ids.length,
     completionTokens: produced,
     finishReason,
+    ...(constraint !== null ? { valid: constraint.valid(stream.text) } : {}),
     prefillMs,
     decodeMs: performance.now() - t1,
   };

@@ -2,6 +2,7 @@
 // top-p, min-p), then a draw from a seeded generator, so the same seed and request give the same
 // text. Temperature 0 is greedy.
 import { seededRandom } from "../engines/model/rng.js";
+import { applyMask } from "./constrained/mask.js";
 
 export interface SamplingParams {
   temperature: number; // 0 = greedy
@@ -57,12 +58,16 @@ export class Sampler {
     this.random = seededRandom(params.seed);
   }
 
-  /** Chooses a token; `history` holds the tokens seen so far (for the repetition penalty; a Set is used as it is). */
-  sample(logitsIn: Float32Array, history: Iterable<number> = []): number {
+  /**
+   * Chooses a token; `history` holds the tokens seen so far (for the repetition penalty; a Set is
+   * used as it is); `mask`, one bit per token id, the only tokens that may be chosen.
+   */
+  sample(logitsIn: Float32Array, history: Iterable<number> = [], mask: Int32Array | null = null): number {
     const p = this.params;
     if (work.length < logitsIn.length) work = new Float64Array(logitsIn.length);
     const logits = work.length === logitsIn.length ? work : work.subarray(0, logitsIn.length);
     logits.set(logitsIn);
+    if (mask !== null) applyMask(logits, mask);
     if (p.repeatPenalty !== 1) {
       for (const id of history instanceof Set ? history : new Set(history)) {
         if (id >= 0 && id < logits.length) logits[id] = logits[id] > 0 ? logits[id] / p.repeatPenalty : logits[id] * p.repeatPenalty;
@@ -95,6 +100,7 @@ export class Sampler {
       const floor = p.minP * probs[0];
       while (keep > 1 && probs[keep - 1] < floor) keep--;
     }
+    while (keep > 1 && probs[keep - 1] === 0) keep--; // masked out (or beyond float range)
     sum = 0;
     for (let i = 0; i < keep; i++) sum += probs[i];
     let r = this.random() * sum;

@@ -1,7 +1,7 @@
 // What the CLI checks of its flags before a command runs, so that each problem is one line that
 // echoes what was typed: numbers that are not numbers, yargs' own failures, a checkpoint named by
 // its config.json.
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { UserError, describe } from "../../engines/errors.js";
 
@@ -61,4 +61,32 @@ export function checkReferenceThreads(t: { model?: string; engine?: string; rand
   const reference = t.backend === "ref" || (t.engine === undefined && (t.model !== undefined || t.random !== undefined));
   if (reference && ["ref", "auto", undefined].includes(t.backend) && t.threads !== undefined && t.threads > 2)
     throw new UserError(`--threads: the reference (--model, --random) runs on 1 or 2 threads, found ${t.threads}`);
+}
+
+/** The flags of constrained output (generate, chat). */
+export const outputFormatOptions = {
+  json: { type: "boolean", describe: "output one JSON object, always valid JSON (constrained decoding)" },
+  "json-schema": { type: "string", describe: "output JSON that follows the schema in this file (constrained decoding)" },
+} as const;
+
+/** The request fields --json / --json-schema ask for: {} when neither is given. */
+export function outputFormatFrom(args: { json?: boolean; "json-schema"?: string }): { format?: "json"; json_schema?: Record<string, unknown> } {
+  const file = args["json-schema"];
+  if (file === undefined) return args.json ? { format: "json" } : {};
+  if (args.json) throw new UserError("give --json or --json-schema, not both");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new UserError(`--json-schema: ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+  }
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`--json-schema: ${file}: not valid JSON (${oneLine((e as Error).message)})`);
+  }
+  if (schema === null || typeof schema !== "object" || Array.isArray(schema))
+    throw new UserError(`--json-schema: ${file}: expected a JSON schema (an object)`);
+  return { json_schema: schema as Record<string, unknown> };
 }

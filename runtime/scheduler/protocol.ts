@@ -42,6 +42,9 @@ export const requestSchema = z.strictObject({
     .optional(),
   stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]).optional(),
   stream: z.boolean().optional(),
+  // constrained output: "json" (an object), or a JSON schema (Ollama's format, llama-server's json_schema)
+  format: z.union([z.literal("json"), z.record(z.string(), z.unknown())]).optional(),
+  json_schema: z.record(z.string(), z.unknown()).optional(),
   reply_to: replyTo,
 });
 
@@ -67,6 +70,8 @@ export interface FinalReply {
   usage: Usage;
   timings: { queue_ms: number; ttft_ms: number; decode_tokens_per_s: number };
   session?: string;
+  /** constrained requests only: the text is a whole value of its format and validates (false: cut by max_tokens or a stop string) */
+  valid?: boolean;
   done?: true;
 }
 
@@ -129,6 +134,7 @@ export function parseMessage(payload: string | Uint8Array, maxBytes: number): { 
   const req = r.data;
   if ((req.prompt === undefined) === (req.messages === undefined))
     throw new WireError("bad_request", "give exactly one of prompt and messages");
+  if (req.format !== undefined && req.json_schema !== undefined) throw new WireError("bad_request", "give at most one of format and json_schema");
   return { kind: "request", req };
 }
 
@@ -144,6 +150,14 @@ export function peek(payload: string | Uint8Array): { id: RequestId | null; repl
   } catch {
     return { id: null, replyTo: undefined };
   }
+}
+
+/** What a request's output must be, and the field that said so; null when unconstrained. */
+export function outputFormat(req: Request): { format: { kind: "json" } | { kind: "schema"; schema: Record<string, unknown> }; field: string } | null {
+  if (req.json_schema !== undefined) return { format: { kind: "schema", schema: req.json_schema }, field: "json_schema" };
+  if (req.format === "json") return { format: { kind: "json" }, field: "format" };
+  if (req.format !== undefined) return { format: { kind: "schema", schema: req.format }, field: "format" };
+  return null;
 }
 
 /** `messages` as text for a plain language model: one "role: content" line per message, then the

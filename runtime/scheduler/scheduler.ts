@@ -17,6 +17,8 @@ import {
   type Request,
   type RequestId,
 } from "./protocol.js";
+import type { Constraint, Constraints } from "../constrained/constraints.js";
+import { outputFormat } from "./protocol.js";
 import { validateSessionId, type SessionStore } from "./sessions.js";
 import { StopMatcher } from "./stops.js";
 
@@ -71,6 +73,8 @@ interface Job {
   maxTokens: number;
   sampler: Sampler;
   stop: StopMatcher;
+  /** the grammar its output must follow (format / json_schema), else null */
+  constraint: Constraint | null;
   text: TextStream;
   /** the tokens seen (prompt and completion), for the repetition penalty */
   history: Set<number>;
@@ -100,6 +104,8 @@ export class Scheduler {
   private counter = 0;
   /** submits between their acceptance check and the queue (tokenizing) */
   private intake = 0;
+  /** the grammar engine, loaded by the first constrained request */
+  private constraints: Promise<Constraints> | null = null;
 
   constructor(
     private readonly backend: Backend,
@@ -152,6 +158,12 @@ export class Scheduler {
         seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
       };
       const stops = req.stop === undefined ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
+      const wanted = outputFormat(req);
+      const constraint = wanted === null ? null : await (await this.grammar()).start(wanted.format, wanted.field);
+      if (this.queue.length >= this.limits.maxQueue) {
+        constraint?.dispose();
+        throw new WireError("overloaded", `queue full (${this.limits.maxQueue} waiting, ${this.active.length} running)`);
+      }
       this.queue.push({
         id,
         req,
@@ -161,6 +173,7 @@ export class Scheduler {
         maxTokens,
         sampler: new Sampler(sampling),
         stop: new StopMatcher(stops),
+        constraint,
         text: new TextStream(this.tokenizer),
         history: new Set(promptIds),
         state: null,
@@ -180,6 +193,13 @@ export class Scheduler {
     } finally {
       this.intake--;
     }
+  }
+
+  private grammar(): Promise<Constraints> {
+    this.constraints ??= import("../constrained/constraints.js").then(({ Constraints }) =>
+      Constraints.forTokenizer(this.tokenizer.path, this.backend.info.vocabSize, this.eos),
+    );
+    return this.constraints;
   }
 
   /** Cancels every queued or running request with this id; returns how many. */
@@ -214,6 +234,7 @@ export class Scheduler {
     const until = Date.now() + deadlineMs;
     while ((this.intake || this.queue.length || this.active.length) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     for (const j of this.queue.splice(0)) {
+      j.constraint?.dispose();
       this.observer.failed?.("cancelled");
       j.sink.error(errorReply(j.id, new WireError("cancelled", "the daemon shut down before this request started")));
     }
@@ -246,6 +267,7 @@ export class Scheduler {
         this.onBug(e);
         for (const j of this.active.splice(0)) {
           j.phase = "done";
+          j.constraint?.dispose();
           this.observer.failed?.("internal");
           j.sink.error(errorReply(j.id, new WireError("internal", `backend failed: ${(e as Error).message}`)));
         }
@@ -340,7 +362,8 @@ export class Scheduler {
     j.fed = end;
     if (end === j.feed.length) {
       j.phase = "decode";
-      await this.accept(j, j.sampler.sample(logits, j.history));
+      const [mask] = await this.masks([j]);
+      if (mask !== undefined) await this.accept(j, j.sampler.sample(logits, j.history, mask));
     }
     return end - start;
   }
@@ -355,10 +378,36 @@ export class Scheduler {
         batch.map((j) => j.state!),
       );
       this.observer.step?.(batch.length, performance.now() - t0);
-      const tokens = batch.map((j, i) => j.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), j.history));
+      const masks = await this.masks(batch);
+      const tokens = batch.map((j, i) =>
+        masks[i] === undefined ? -1 : j.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), j.history, masks[i]),
+      );
       // detokenizing is asynchronous (the tokenizer library): all sequences of the batch at once
-      await Promise.all(batch.map((j, i) => this.accept(j, tokens[i])));
+      await Promise.all(batch.map((j, i) => (tokens[i] < 0 ? undefined : this.accept(j, tokens[i]))));
     }
+  }
+
+  /**
+   * Each job's token mask (null: unconstrained), computed together; a job whose grammar fails ends
+   * with an internal error (undefined in its place) and the others go on.
+   */
+  private async masks(jobs: Job[]): Promise<(Int32Array | null | undefined)[]> {
+    const out = await Promise.all(jobs.map((j) => (j.constraint === null ? null : j.constraint.mask().catch((e: Error) => e))));
+    return out.map((m, i) => {
+      if (!(m instanceof Error)) return m;
+      this.fail(jobs[i], new WireError("internal", `constrained output: ${m.message}`));
+      return undefined;
+    });
+  }
+
+  /** Ends a running sequence with an error reply (its session state is not saved). */
+  private fail(j: Job, e: WireError): void {
+    const idx = this.active.indexOf(j);
+    if (idx >= 0) this.active.splice(idx, 1);
+    j.phase = "done";
+    j.constraint?.dispose();
+    this.observer.failed?.(e.code);
+    j.sink.error(errorReply(j.id, e));
   }
 
   /** A freshly sampled token: stream its text, or end the sequence. */
@@ -370,22 +419,33 @@ export class Scheduler {
     } else this.observer.token?.(now - j.t.last);
     j.t.last = now;
     j.next = token;
-    if (token === this.eos) return this.finish(j, "stop");
+    if (token === this.eos) return this.finish(j, "stop", true);
     j.completion++;
     j.history.add(token);
+    try {
+      j.constraint?.accept(token);
+    } catch (e) {
+      return this.fail(j, new WireError("internal", `constrained output: ${(e as Error).message}`));
+    }
     const { emit, stopped } = j.stop.push(await j.text.push(token));
     if (emit && j.req.stream) j.sink.chunk({ id: j.id, seq: j.seq++, delta: emit });
     if (stopped) return this.finish(j, "stop");
+    // a whole value of the grammar: nothing may follow it
+    if (j.constraint?.complete) return this.finish(j, "stop", true);
     if (j.completion >= j.maxTokens) this.finish(j, "length");
   }
 
-  /** Ends a sequence: saves its session (before the reply goes out), then sends the final reply. */
-  private finish(j: Job, reason: FinalReply["finish_reason"]): void {
+  /**
+   * Ends a sequence: saves its session (before the reply goes out), then sends the final reply.
+   * `ended`: it ended of itself (end of text, its grammar complete), so text held back as the
+   * possible start of a stop string is sent; a stop string reached sends none.
+   */
+  private finish(j: Job, reason: FinalReply["finish_reason"], ended = false): void {
     const idx = this.active.indexOf(j);
     if (idx >= 0) this.active.splice(idx, 1);
     const prefilled = j.phase === "decode";
     j.phase = "done";
-    const rest = reason === "stop" ? "" : j.stop.flush();
+    const rest = reason === "stop" && !ended ? "" : j.stop.flush();
     if (rest && j.req.stream) j.sink.chunk({ id: j.id, seq: j.seq++, delta: rest });
     const decodeS = (j.t.last - j.t.first) / 1000;
     const reply: FinalReply = {
@@ -400,6 +460,10 @@ export class Scheduler {
       },
     };
     if (j.req.session !== undefined) reply.session = j.req.session;
+    if (j.constraint !== null) {
+      reply.valid = j.constraint.valid(reply.text);
+      j.constraint.dispose();
+    }
     if (j.req.stream) reply.done = true;
     this.observer.finished?.(reason, j.completion);
     const session = j.req.session;

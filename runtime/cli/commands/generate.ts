@@ -2,8 +2,11 @@ import { createInterface } from "node:readline";
 import type { Argv } from "yargs";
 import { generate, type GenerateResult } from "../../generate.js";
 import { UserError } from "../../../engines/errors.js";
+import type { Constraint, Constraints } from "../../constrained/constraints.js";
+import { WireError, outputFormat } from "../../scheduler/protocol.js";
 import { defaultSampling, type SamplingParams } from "../../sampling.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
+import { outputFormatFrom, outputFormatOptions } from "../flags.js";
 
 export function generateCommand(y: Argv) {
   return y.command(
@@ -31,23 +34,36 @@ export function generateCommand(y: Argv) {
           default: defaultSampling.repeatPenalty,
           describe: "penalize tokens already in the text (1 = off)",
         })
-        .option("seed", { type: "number", describe: "random seed (same seed, model and prompt give the same text); default: random" }),
+        .option("seed", { type: "number", describe: "random seed (same seed, model and prompt give the same text); default: random" })
+        .options(outputFormatOptions),
     async (args) => {
       const sampling = samplingFrom(args);
       const maxTokens = args["max-tokens"];
       if (!Number.isInteger(maxTokens) || maxTokens < 1)
         throw new UserError(`--max-tokens: expected a positive integer, found ${maxTokens}`);
+      const wanted = outputFormat(outputFormatFrom(args));
       const o = await openTarget(args);
       const tokenizer = openTokenizer(o);
       const eos = o.config.eosTokenId;
+      const grammar =
+        wanted === null
+          ? null
+          : await import("../../constrained/constraints.js").then(({ Constraints }) =>
+              Constraints.forTokenizer(tokenizer.path, o.backend.info.vocabSize, eos),
+            );
+      let invalid = 0;
       const run = async (prompt: string) => {
-        const r = await generate(o.backend, tokenizer, prompt, { maxTokens, sampling, eos }, (d) => process.stdout.write(d));
+        const constraint = grammar === null ? undefined : await startConstraint(grammar, wanted!);
+        const r = await generate(o.backend, tokenizer, prompt, { maxTokens, sampling, eos, constraint }, (d) => process.stdout.write(d));
+        constraint?.dispose();
+        if (r.valid === false) invalid++;
         process.stdout.write("\n");
         process.stderr.write(stats(r, sampling.seed) + "\n");
       };
       if (args.prompt !== undefined) {
-        process.stdout.write(args.prompt);
+        process.stdout.write(wanted === null ? args.prompt : "");
         await run(args.prompt);
+        if (invalid > 0) process.exitCode = 1;
         return;
       }
       // Interactive: one prompt per line; on a terminal with a "> " prompt and line editing.
@@ -61,14 +77,25 @@ export function generateCommand(y: Argv) {
       if (process.stdin.isTTY) rl.prompt();
       for await (const line of rl) {
         if (line.trim()) {
-          process.stdout.write(process.stdin.isTTY ? "" : line);
+          process.stdout.write(process.stdin.isTTY || wanted !== null ? "" : line);
           await run(line);
           sampling.seed = (sampling.seed + 1) >>> 0;
         }
         if (process.stdin.isTTY) rl.prompt();
       }
+      if (invalid > 0) process.exitCode = 1;
     },
   );
+}
+
+/** A schema the grammar engine refuses is the user's to fix: one line naming it. */
+async function startConstraint(grammar: Constraints, wanted: NonNullable<ReturnType<typeof outputFormat>>): Promise<Constraint> {
+  try {
+    return await grammar.start(wanted.format, wanted.field === "format" ? "--json" : "--json-schema");
+  } catch (e) {
+    if (e instanceof WireError) throw new UserError(e.message);
+    throw e;
+  }
 }
 
 export function samplingFrom(args: Record<string, unknown>): SamplingParams {
@@ -92,5 +119,6 @@ export function samplingFrom(args: Record<string, unknown>): SamplingParams {
 function stats(r: GenerateResult, seed: number): string {
   const prefill = r.promptTokens > 0 ? (r.promptTokens / r.prefillMs) * 1000 : 0;
   const decode = r.completionTokens > 0 ? (r.completionTokens / r.decodeMs) * 1000 : 0;
-  return `[${r.promptTokens} prompt tokens at ${prefill.toFixed(1)} tokens/s; ${r.completionTokens} generated at ${decode.toFixed(1)} tokens/s; finish: ${r.finishReason}; seed ${seed}]`;
+  const valid = r.valid === undefined ? "" : r.valid ? "; valid" : "; NOT valid (cut before the value ended)";
+  return `[${r.promptTokens} prompt tokens at ${prefill.toFixed(1)} tokens/s; ${r.completionTokens} generated at ${decode.toFixed(1)} tokens/s; finish: ${r.finishReason}${valid}; seed ${seed}]`;
 }
