@@ -70,7 +70,10 @@ export const outputFormatOptions = {
 } as const;
 
 /** The request fields --json / --json-schema ask for: {} when neither is given. */
-export function outputFormatFrom(args: { json?: boolean; "json-schema"?: string }): { format?: "json"; json_schema?: Record<string, unknown> } {
+export function outputFormatFrom(args: { json?: boolean; "json-schema"?: string }): {
+  format?: "json";
+  json_schema?: Record<string, unknown>;
+} {
   const file = args["json-schema"];
   if (file === undefined) return args.json ? { format: "json" } : {};
   if (args.json) throw new UserError("give --json or --json-schema, not both");
@@ -78,7 +81,9 @@ export function outputFormatFrom(args: { json?: boolean; "json-schema"?: string 
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
-    throw new UserError(`--json-schema: ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+    throw new UserError(
+      `--json-schema: ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`,
+    );
   }
   let schema: unknown;
   try {

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { Ajv, type ValidateFunction } from "ajv";
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
 import { WireError } from "../scheduler/protocol.js";
-import { numberRule, unbounded } from "./number-range.js";
+import { integerRule, numberRule, unbounded } from "./number-range.js";
 import { Utf8Guard } from "./utf8.js";
 import { loadXGrammar, type XGrammar } from "./xgrammar.js";
 
@@ -43,23 +43,34 @@ const bounds = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] as
  * Refuses what constrained output cannot promise to follow, naming where; returns the schema for
  * the grammar, each bounded "number" replaced by a placeholder for its own rule (number-range.ts).
  */
-function prepare(schema: unknown, where: string, ranges: [number, number][], depth = 0): unknown {
+function prepare(schema: unknown, where: string, ranges: string[], depth = 0): unknown {
   if (typeof schema === "boolean") return schema;
   if (schema === null || typeof schema !== "object" || Array.isArray(schema))
     throw new WireError("bad_request", `${where}: expected a schema (an object), found ${Array.isArray(schema) ? "an array" : JSON.stringify(schema)}`);
   if (depth > maxDepth) throw new WireError("bad_request", `${where}: nested deeper than ${maxDepth} levels`);
   const s = schema as Record<string, unknown>;
-  if (s.type === "number" && bounds.some((b) => b in s)) {
-    for (const b of ["exclusiveMinimum", "exclusiveMaximum"])
-      if (b in s) throw new WireError("bad_request", `${where}: ${b} on a number is not supported for constrained output (use minimum / maximum)`);
-    for (const b of ["minimum", "maximum"])
-      if (b in s && !(Number.isInteger(s[b]) && Math.abs(s[b] as number) <= unbounded))
-        throw new WireError("bad_request", `${where}.${b}: expected a whole number for constrained output, found ${JSON.stringify(s[b])}`);
-    const lo = (s.minimum as number | undefined) ?? -unbounded;
-    const hi = (s.maximum as number | undefined) ?? unbounded;
-    if (lo > hi) throw new WireError("bad_request", `${where}: minimum ${lo} is above maximum ${hi}`);
+  if ((s.type === "number" || s.type === "integer") && bounds.some((b) => b in s)) {
     for (const k of Object.keys(s)) if (!keywords.has(k)) throw new WireError("bad_request", `${where}: keyword "${k}" is not supported for constrained output`);
-    ranges.push([lo, hi]);
+    for (const b of bounds)
+      if (b in s && !(typeof s[b] === "number" && Math.abs(s[b] as number) <= unbounded))
+        throw new WireError("bad_request", `${where}.${b}: expected a number within ±${unbounded}, found ${JSON.stringify(s[b])}`);
+    const n = (b: (typeof bounds)[number]) => s[b] as number | undefined;
+    let lo: number;
+    let hi: number;
+    if (s.type === "integer") {
+      lo = Math.max(n("minimum") === undefined ? -unbounded : Math.ceil(n("minimum")!), n("exclusiveMinimum") === undefined ? -unbounded : Math.floor(n("exclusiveMinimum")!) + 1);
+      hi = Math.min(n("maximum") === undefined ? unbounded : Math.floor(n("maximum")!), n("exclusiveMaximum") === undefined ? unbounded : Math.ceil(n("exclusiveMaximum")!) - 1);
+    } else {
+      for (const b of ["exclusiveMinimum", "exclusiveMaximum"])
+        if (b in s) throw new WireError("bad_request", `${where}: ${b} on a number is not supported for constrained output (use minimum / maximum)`);
+      for (const b of ["minimum", "maximum"] as const)
+        if (b in s && !Number.isInteger(s[b]))
+          throw new WireError("bad_request", `${where}.${b}: expected a whole number for constrained output, found ${JSON.stringify(s[b])}`);
+      lo = n("minimum") ?? -unbounded;
+      hi = n("maximum") ?? unbounded;
+    }
+    if (lo > hi) throw new WireError("bad_request", `${where}: no ${s.type} lies within its bounds`);
+    ranges.push(s.type === "integer" ? integerRule(lo, hi) : numberRule(lo, hi));
     return { const: placeholder(ranges.length - 1) };
   }
   const out: Record<string, unknown> = {};
@@ -86,7 +97,8 @@ export function encodedVocab(tokenizerJson: string, size: number): string[] {
     throw new Error(`${tokenizerJson}: ${(e as Error).message}`);
   }
   const vocab = tok.model?.vocab;
-  if (vocab === undefined || typeof vocab !== "object") throw new Error(`${tokenizerJson}: no model.vocab (a BPE tokenizer is needed for constrained output)`);
+  if (vocab === undefined || typeof vocab !== "object")
+    throw new Error(`${tokenizerJson}: no model.vocab (a BPE tokenizer is needed for constrained output)`);
   const out = new Array<string>(size).fill("");
   for (const [text, id] of Object.entries(vocab)) if (id >= 0 && id < size) out[id] = text;
   // special tokens never appear in constrained text: empty strings, which XGrammar never allows
@@ -125,7 +137,7 @@ export class Constraints {
     const key = JSON.stringify(schema);
     let entry = this.cache.get(key);
     if (entry === undefined) {
-      const ranges: [number, number][] = [];
+      const ranges: string[] = [];
       const forGrammar = format.kind === "schema" ? prepare(schema, field, ranges) : schema;
       const validate = this.check(schema, field);
       entry = this.compile(JSON.stringify(forGrammar), ranges, field).then((grammar) => ({ grammar, validate }));
@@ -152,7 +164,7 @@ export class Constraints {
     }
   }
 
-  private async compile(schema: string, ranges: [number, number][], field: string): Promise<CompiledGrammar> {
+  private async compile(schema: string, ranges: string[], field: string): Promise<CompiledGrammar> {
     const compiler = await this.engine();
     this.printed = [];
     try {
@@ -160,8 +172,8 @@ export class Constraints {
       let ebnf = await this.xg!.Testings._jsonSchemaToEBNF(schema, false, -1);
       // a string with a length bound: XGrammar 0.1.27 lets it take control characters, which JSON forbids
       ebnf = ebnf.replaceAll(String.raw`[^"\\\r\n]`, String.raw`[^\0-\x1f"\\]`);
-      ranges.forEach(([lo, hi], i) => {
-        ebnf = ebnf.replaceAll(`"\\"${placeholder(i)}\\""`, `mamba_edge_number_${i}`) + `\nmamba_edge_number_${i} ::= ${numberRule(lo, hi)}`;
+      ranges.forEach((rule, i) => {
+        ebnf = ebnf.replaceAll(`"\\"${placeholder(i)}\\""`, `mamba_edge_number_${i}`) + `\nmamba_edge_number_${i} ::= ${rule}`;
       });
       return await compiler.compileGrammar(ebnf, "root");
     } catch (e) {

@@ -1,6 +1,6 @@
-// A grammar rule (XGrammar's EBNF) for the JSON numbers within whole-number bounds, written here
-// because XGrammar 0.1.27's own rule for a bounded "number" lets a fraction past the upper bound
-// (2.9 under "maximum": 2). Numbers come out as -?int(.frac)? with at most six fraction digits.
+// Grammar rules (XGrammar's EBNF) for bounded JSON numbers and integers, written here because
+// XGrammar 0.1.27's own let values past their bounds (2.9 under "maximum": 2; 189 in -180..180).
+// Numbers come out as -?int(.frac)? with at most six fraction digits, integers as -?int.
 
 const fracDigits = 6;
 /** the bound used where the schema gives none: fifteen integer digits */
@@ -58,5 +58,13 @@ export function numberRule(lo: number, hi: number): string {
   const alts: string[] = [];
   if (hi >= 0) alts.push(magnitude(Math.max(lo, 0), hi));
   if (lo < 0) alts.push(`"-" ${magnitude(Math.max(0, -hi), -lo)}`);
+  return group(alts);
+}
+
+/** The right-hand side of a rule for the integers lo..hi (lo <= hi). */
+export function integerRule(lo: number, hi: number): string {
+  const alts: string[] = [];
+  if (hi >= 0) alts.push(group(intRange(Math.max(lo, 0), hi)));
+  if (lo < 0) alts.push(`"-" ${group(intRange(Math.max(1, -hi), -lo))}`);
   return group(alts);
 }

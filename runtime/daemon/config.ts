@@ -86,6 +86,12 @@ export const configSchema = z.strictObject({
   prefillChunk: positive.default(defaultLimits.prefillChunk),
   /** largest incoming message in bytes */
   maxMessageBytes: positive.default(64 << 10),
+  /** the OpenAI-compatible HTTP API on this port (off when absent) */
+  http: z.int().min(0).max(65535).optional(),
+  /** where the HTTP API listens (loopback unless a LAN address is given) */
+  httpHost: z.string().default("127.0.0.1"),
+  /** when set, every HTTP request must carry `Authorization: Bearer <token>` (better: MAMBA_EDGE_HTTP_TOKEN) */
+  httpToken: z.string().min(1).optional(),
   /** Prometheus /metrics on this local port (off when absent) */
   metricsPort: z.int().min(0).max(65535).optional(),
   metricsHost: z.string().default("127.0.0.1"),
@@ -175,7 +181,7 @@ export function replyFilters(c: DaemonConfig): string[] {
   return c.replyTopicPattern ?? ["robots/+/reply/#", `${c.topicPrefix}/chat/+/reply/#`];
 }
 
-/** Where requests come from: MQTT unless only stdio was asked for. */
+/** Where requests come from: MQTT unless only stdio or HTTP was asked for. */
 export function mqttMode(c: DaemonConfig): string {
-  return c.mqtt ?? (c.stdio ? "off" : "embedded");
+  return c.mqtt ?? (c.stdio || c.http !== undefined ? "off" : "embedded");
 }

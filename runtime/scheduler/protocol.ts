@@ -134,7 +134,8 @@ export function parseMessage(payload: string | Uint8Array, maxBytes: number): { 
   const req = r.data;
   if ((req.prompt === undefined) === (req.messages === undefined))
     throw new WireError("bad_request", "give exactly one of prompt and messages");
-  if (req.format !== undefined && req.json_schema !== undefined) throw new WireError("bad_request", "give at most one of format and json_schema");
+  if (req.format !== undefined && req.json_schema !== undefined)
+    throw new WireError("bad_request", "give at most one of format and json_schema");
   return { kind: "request", req };
 }
 
@@ -153,7 +154,9 @@ export function peek(payload: string | Uint8Array): { id: RequestId | null; repl
 }
 
 /** What a request's output must be, and the field that said so; null when unconstrained. */
-export function outputFormat(req: Request): { format: { kind: "json" } | { kind: "schema"; schema: Record<string, unknown> }; field: string } | null {
+export function outputFormat(
+  req: Request,
+): { format: { kind: "json" } | { kind: "schema"; schema: Record<string, unknown> }; field: string } | null {
   if (req.json_schema !== undefined) return { format: { kind: "schema", schema: req.json_schema }, field: "json_schema" };
   if (req.format === "json") return { format: { kind: "json" }, field: "format" };
   if (req.format !== undefined) return { format: { kind: "schema", schema: req.format }, field: "format" };

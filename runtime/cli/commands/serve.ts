@@ -6,6 +6,7 @@ import { Notifier } from "../../daemon/notify.js";
 import { startBroker, type EmbeddedBroker } from "../../transports/broker.js";
 import { MqttTransport } from "../../transports/mqtt.js";
 import { StdioTransport } from "../../transports/stdio.js";
+import { HttpTransport } from "../../transports/http.js";
 import { openTarget, targetOptions, type Opened } from "../open.js";
 import type { DaemonConfig } from "../../daemon/config.js";
 
@@ -14,7 +15,7 @@ const flags = {
   mqtt: {
     type: "string",
     describe:
-      "embedded (a broker inside the daemon, 127.0.0.1:1883), off, or a broker URL mqtt://host:1883 / mqtts://…; default: embedded, or off with --stdio",
+      "embedded (a broker inside the daemon, 127.0.0.1:1883), off, or a broker URL mqtt://host:1883 / mqtts://…; default: embedded, or off with --stdio or --http",
   },
   stdio: { type: "boolean", describe: "serve JSON lines on stdin/stdout" },
   node: { type: "string", describe: "this daemon's name in topics (default: the host name)" },
@@ -57,6 +58,12 @@ const flags = {
     type: "number",
     describe: "on SIGTERM, how long running requests may finish before being cancelled (default 10000)",
   },
+  http: {
+    type: "number",
+    describe: "serve the OpenAI-compatible HTTP API on this port (/v1/completions, /v1/chat/completions, /v1/models)",
+  },
+  "http-host": { type: "string", describe: "address the HTTP API listens on (default 127.0.0.1)" },
+  "http-token": { type: "string", describe: "require Authorization: Bearer TOKEN on HTTP (better: MAMBA_EDGE_HTTP_TOKEN)" },
   "metrics-port": { type: "number", describe: "serve Prometheus /metrics on this local port" },
   "metrics-host": { type: "string", describe: "address /metrics listens on (default 127.0.0.1)" },
   "log-level": { type: "string", describe: "fatal, error, warn, info (default), debug, trace or silent" },
@@ -67,7 +74,7 @@ const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperC
 export function serveCommand(y: Argv) {
   return y.command(
     "serve",
-    "serve generation requests over MQTT and/or stdio (JSON lines) until SIGTERM / SIGINT",
+    "serve generation requests over MQTT, stdio (JSON lines) and/or HTTP until SIGTERM / SIGINT",
     (a) =>
       a
         .options(targetOptions)
@@ -108,6 +115,7 @@ export function serveCommand(y: Argv) {
           log.info({ url: broker.url }, "embedded broker (MQTT 3.1.1) listening");
         }
         if (mode !== "off") await daemon.add(new MqttTransport(daemon, config, { url: broker?.url ?? mode, embedded: broker !== null }));
+        if (config.http !== undefined) await daemon.add(new HttpTransport(daemon, config.httpHost, config.http, config.httpToken));
       } catch (e) {
         notify.close();
         await daemon.stop("start failed");
