@@ -1,6 +1,8 @@
 // Constrained output on the real demo model through the real scheduler: 50 seeds × 5 schemas, every
 // output parsed and validated by Ajv; constrained and unconstrained sequences in one batch; the
 // refusals; and the parts of our own under XGrammar (the number rule, the UTF-8 guard).
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Ajv } from "ajv";
 import { beforeAll, describe, expect, it } from "vitest";
 import { RefBackend } from "../runtime/backends/ref.js";
@@ -11,7 +13,8 @@ import { Utf8Guard } from "../runtime/constrained/utf8.js";
 import { loadXGrammar } from "../runtime/constrained/xgrammar.js";
 import type { ErrorReply, FinalReply, Request } from "../runtime/scheduler/protocol.js";
 import { Scheduler, defaultLimits } from "../runtime/scheduler/scheduler.js";
-import { demoModel } from "./helpers/daemon.js";
+import { demoModel, serve, tempDir } from "./helpers/daemon.js";
+import { cli } from "./helpers/cli.js";
 
 type Outcome = (FinalReply | ErrorReply) & { deltas: string[] };
 
@@ -115,13 +118,14 @@ describe("constrained output", () => {
         continue;
       }
       constrained++;
-      let ok = false;
+      let ok: boolean;
       try {
         ok = ajv.validate(schemas[name], JSON.parse(o.text)) === true;
       } catch {
         ok = false;
       }
-      if (!ok || o.valid !== true || o.finish_reason !== "stop") bad.push(`${name} ${seed}: ${o.finish_reason} valid=${o.valid} ${JSON.stringify(o.text)}`);
+      if (!ok || o.valid !== true || o.finish_reason !== "stop")
+        bad.push(`${name} ${seed}: ${o.finish_reason} valid=${o.valid} ${JSON.stringify(o.text)}`);
     }
     expect(constrained).toBe(250);
     expect(bad).toEqual([]);
@@ -131,7 +135,10 @@ describe("constrained output", () => {
     const plain = { prompt: "The jury said", temperature: 0, max_tokens: 20 };
     const alone = await run(scheduler(), plain);
     const s = scheduler();
-    const [mixed, json] = await Promise.all([run(s, plain), run(s, { prompt: "The jury said", format: "json", temperature: 0, max_tokens: 40 })]);
+    const [mixed, json] = await Promise.all([
+      run(s, plain),
+      run(s, { prompt: "The jury said", format: "json", temperature: 0, max_tokens: 40 }),
+    ]);
     expect("text" in mixed && mixed.text).toBe("text" in alone && alone.text);
     expect(json).toMatchObject({ valid: expect.any(Boolean) });
     if ("text" in json && json.valid) expect(typeof JSON.parse(json.text)).toBe("object");
@@ -150,7 +157,9 @@ describe("constrained output", () => {
       expect("error" in o && o.error.code).toBe("bad_request");
       return "error" in o ? o.error.message : "";
     };
-    expect(await refused({ json_schema: { type: "strin" } })).toMatch(/^json_schema: not a usable JSON schema \(schema is invalid: data\/type/);
+    expect(await refused({ json_schema: { type: "strin" } })).toMatch(
+      /^json_schema: not a usable JSON schema \(schema is invalid: data\/type/,
+    );
     expect(await refused({ json_schema: { type: "string", format: "email" } })).toBe(
       'json_schema: keyword "format" is not supported for constrained output',
     );
@@ -175,7 +184,25 @@ describe("the number and integer rules (XGrammar 0.1.27's own let 2.9 under maxi
       [-1, 0],
     ];
     const texts = ["0", "2", "2.0", "2.000", "2.5", "1.999", "-0.5", "-1", "-180", "-180.1", "180.0", "-10", "-40.5", "-9.9", "7"];
-    texts.push("-0", "189", "-181", "7.01", "95", "94.9", "1203", "1203.001", "1202.99", "100", "999", "3", "-", "1.", "01", "1e3", "1.1234567");
+    texts.push(
+      "-0",
+      "189",
+      "-181",
+      "7.01",
+      "95",
+      "94.9",
+      "1203",
+      "1203.001",
+      "1202.99",
+      "100",
+      "999",
+      "3",
+      "-",
+      "1.",
+      "01",
+      "1e3",
+      "1.1234567",
+    );
     for (const [lo, hi] of cases) {
       const g = await xg.Grammar.fromEBNF(`root ::= ${numberRule(lo, hi)}`);
       for (const t of texts) {
@@ -203,4 +230,36 @@ describe("the UTF-8 guard", () => {
     expect(g.after(open, 1)).toBe(g.start);
     expect(allowed(g.after(g.start, 5))).toEqual(["©"]); // after F0 only 90-BF: A9 is one, C3 and ASCII are not
   });
+});
+
+describe("constrained output from the CLI and over stdio", () => {
+  const dir = tempDir("schema-");
+  const file = join(dir, "command.json");
+  writeFileSync(file, JSON.stringify(robotCommand));
+
+  it("generate --json-schema prints JSON that validates, and says so", () => {
+    const r = cli(["generate", "--model", demoModel, "--prompt", "Go:", "--json-schema", file, "--seed", "5", "--max-tokens", "80"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(new Ajv().validate(robotCommand, JSON.parse(r.stdout))).toBe(true);
+    expect(r.stderr).toMatch(/finish: stop; valid; seed 5\]/);
+  }, 60_000);
+
+  it("generate refuses a missing schema file and --json with --json-schema, in one line", () => {
+    expect(cli(["generate", "--model", demoModel, "--prompt", "x", "--json-schema", join(dir, "none.json")]).stderr).toBe(
+      `mamba-edge: --json-schema: ${join(dir, "none.json")}: no such file\n`,
+    );
+    expect(cli(["generate", "--model", demoModel, "--prompt", "x", "--json", "--json-schema", file]).stderr).toBe(
+      "mamba-edge: give --json or --json-schema, not both\n",
+    );
+  });
+
+  it("serve --stdio: a request with format json gets valid JSON and valid: true", async () => {
+    const d = await serve(["--stdio", "--backend", "ref", "--state-dir", tempDir()]);
+    d.proc.stdin!.write(JSON.stringify({ id: "j1", prompt: "Data:", format: "json", seed: 3, max_tokens: 120 }) + "\n");
+    const r = (await d.next((x) => x.id === "j1")) as unknown as FinalReply;
+    d.proc.stdin!.end();
+    await d.exited;
+    expect(r.valid).toBe(r.finish_reason === "stop");
+    if (r.valid) expect(typeof JSON.parse(r.text)).toBe("object");
+  }, 60_000);
 });

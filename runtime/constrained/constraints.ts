@@ -46,11 +46,15 @@ const bounds = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] as
 function prepare(schema: unknown, where: string, ranges: string[], depth = 0): unknown {
   if (typeof schema === "boolean") return schema;
   if (schema === null || typeof schema !== "object" || Array.isArray(schema))
-    throw new WireError("bad_request", `${where}: expected a schema (an object), found ${Array.isArray(schema) ? "an array" : JSON.stringify(schema)}`);
+    throw new WireError(
+      "bad_request",
+      `${where}: expected a schema (an object), found ${Array.isArray(schema) ? "an array" : JSON.stringify(schema)}`,
+    );
   if (depth > maxDepth) throw new WireError("bad_request", `${where}: nested deeper than ${maxDepth} levels`);
   const s = schema as Record<string, unknown>;
   if ((s.type === "number" || s.type === "integer") && bounds.some((b) => b in s)) {
-    for (const k of Object.keys(s)) if (!keywords.has(k)) throw new WireError("bad_request", `${where}: keyword "${k}" is not supported for constrained output`);
+    for (const k of Object.keys(s))
+      if (!keywords.has(k)) throw new WireError("bad_request", `${where}: keyword "${k}" is not supported for constrained output`);
     for (const b of bounds)
       if (b in s && !(typeof s[b] === "number" && Math.abs(s[b] as number) <= unbounded))
         throw new WireError("bad_request", `${where}.${b}: expected a number within ±${unbounded}, found ${JSON.stringify(s[b])}`);
@@ -58,14 +62,24 @@ function prepare(schema: unknown, where: string, ranges: string[], depth = 0): u
     let lo: number;
     let hi: number;
     if (s.type === "integer") {
-      lo = Math.max(n("minimum") === undefined ? -unbounded : Math.ceil(n("minimum")!), n("exclusiveMinimum") === undefined ? -unbounded : Math.floor(n("exclusiveMinimum")!) + 1);
-      hi = Math.min(n("maximum") === undefined ? unbounded : Math.floor(n("maximum")!), n("exclusiveMaximum") === undefined ? unbounded : Math.ceil(n("exclusiveMaximum")!) - 1);
+      lo = Math.max(
+        n("minimum") === undefined ? -unbounded : Math.ceil(n("minimum")!),
+        n("exclusiveMinimum") === undefined ? -unbounded : Math.floor(n("exclusiveMinimum")!) + 1,
+      );
+      hi = Math.min(
+        n("maximum") === undefined ? unbounded : Math.floor(n("maximum")!),
+        n("exclusiveMaximum") === undefined ? unbounded : Math.ceil(n("exclusiveMaximum")!) - 1,
+      );
     } else {
       for (const b of ["exclusiveMinimum", "exclusiveMaximum"])
-        if (b in s) throw new WireError("bad_request", `${where}: ${b} on a number is not supported for constrained output (use minimum / maximum)`);
+        if (b in s)
+          throw new WireError("bad_request", `${where}: ${b} on a number is not supported for constrained output (use minimum / maximum)`);
       for (const b of ["minimum", "maximum"] as const)
         if (b in s && !Number.isInteger(s[b]))
-          throw new WireError("bad_request", `${where}.${b}: expected a whole number for constrained output, found ${JSON.stringify(s[b])}`);
+          throw new WireError(
+            "bad_request",
+            `${where}.${b}: expected a whole number for constrained output, found ${JSON.stringify(s[b])}`,
+          );
       lo = n("minimum") ?? -unbounded;
       hi = n("maximum") ?? unbounded;
     }
@@ -94,7 +108,7 @@ export function encodedVocab(tokenizerJson: string, size: number): string[] {
   try {
     tok = JSON.parse(readFileSync(tokenizerJson, "utf8"));
   } catch (e) {
-    throw new Error(`${tokenizerJson}: ${(e as Error).message}`);
+    throw new Error(`${tokenizerJson}: ${(e as Error).message}`, { cause: e });
   }
   const vocab = tok.model?.vocab;
   if (vocab === undefined || typeof vocab !== "object")

@@ -7,6 +7,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Argv } from "yargs";
+import { outputFormatFrom, outputFormatOptions } from "../flags.js";
 import { connect, type MqttClient } from "mqtt";
 import { UserError } from "../../../engines/errors.js";
 import { configSchema } from "../../daemon/config.js";
@@ -161,6 +162,7 @@ export function chatCommand(y: Argv) {
         .option("temperature", { type: "number", default: defaultSampling.temperature, describe: "0 = greedy" })
         .option("seed", { type: "number", describe: "random seed of the first reply (then +1 per turn)" })
         .option("stop", { type: "string", array: true, describe: "stop a reply at this text (repeatable)" })
+        .options(outputFormatOptions)
         .epilogue(
           `Each line typed (or piped) is one turn. Lines that start with / are commands:\n${slashHelp}\n` +
             "Piped, chat exits 1 when a turn failed or a command was unknown.",
@@ -182,6 +184,7 @@ export function chatCommand(y: Argv) {
         seed: args.seed,
         session: named,
         ...(args.stop ? { stop: args.stop } : {}),
+        ...outputFormatFrom(args),
       };
       const check = requestSchema.safeParse(base);
       if (!check.success) throw new UserError(`--${describeIssue(check.error, base).replace(/_/g, "-")}`);
