@@ -9,6 +9,7 @@ import { TextStream, type Tokenizer } from "../../engines/model/tokenizer.js";
 import {
   WireError,
   errorReply,
+  outputFormat,
   renderMessages,
   type Chunk,
   type ErrorCode,
@@ -18,7 +19,6 @@ import {
   type RequestId,
 } from "./protocol.js";
 import type { Constraint, Constraints } from "../constrained/constraints.js";
-import { outputFormat } from "./protocol.js";
 import { validateSessionId, type SessionStore } from "./sessions.js";
 import { StopMatcher } from "./stops.js";
 
