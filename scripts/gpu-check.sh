@@ -102,8 +102,9 @@ build_native() {
   ls -la "$LIB"
 }
 
-# both demo models in every recipe, two builds at a time, a reduced calibration (32 × 256 tokens)
-recipes=(fp16 w8a8 w4a8 w4a16 w8a8-naive)
+# both demo models in every recipe, two builds at a time, a reduced calibration (32 × 256 tokens);
+# w4a16-q4: w4a16 with the embedding and lm_head in 4 bits (--embedding q4)
+recipes=(fp16 w8a8 w4a8 w4a16 w8a8-naive w4a16-q4)
 models=(mamba1-brown mamba2-brown)
 pairs=()
 for r in "${recipes[@]}"; do for m in "${models[@]}"; do pairs+=("models/$m=$ENG/$m-$r.mamba"); done; done
@@ -112,8 +113,10 @@ build_engines() {
   local r m bad=0 i
   for r in "${recipes[@]}"; do
     local pids=() names=()
+    local quant=${r%-q4} extra=()
+    [ "$quant" = "$r" ] || extra=(--embedding q4)
     for m in "${models[@]}"; do
-      node bin/mamba-edge.js build "models/$m" --quant "$r" --calib data/brown/calib.txt --calib-samples 32 --calib-len 256 \
+      node bin/mamba-edge.js build "models/$m" --quant "$quant" "${extra[@]}" --calib data/brown/calib.txt --calib-samples 32 --calib-len 256 \
         --out "$ENG/$m-$r.mamba" --force > "$ENG/$m-$r.log" 2>&1 &
       pids+=($!)
       names+=("$m-$r")

@@ -9,7 +9,7 @@
 // Usage: node scripts/ort-step-parts.mjs --engine NAME.mamba [--batch 1,8] [--threads N] [--rounds 7]
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { selectiveStep1 } from "../dist/engines/builder/onnx/export.js";
@@ -126,7 +126,7 @@ const parts = {
 };
 
 async function time(path, io, B) {
-  const s = await CapiSession.open(path, args.threads);
+  const s = await CapiSession.open(path, args.threads, undefined, resolve(args.engine));
   if (!s) fail("onnxruntime's C API could not be loaded (koffi or the library is missing)");
   try {
     const ins = {},

@@ -2,7 +2,10 @@
 """Trains the demo models shipped in models/: a BPE tokenizer and a small Mamba-1 and Mamba-2 on the
 Brown corpus train split, written in Hugging Face layout (fp16 weights, tokenizer.json).
 
-Usage: python3 scripts/train_demo.py DATA_DIR OUT_DIR [--steps N] [--only mamba1|mamba2]
+Usage: python3 scripts/train_demo.py DATA_DIR OUT_DIR [--steps N] [--only mamba1|mamba2|mamba2-groups]
+mamba2-groups is a wider Mamba-2 demo with 4 state groups (B and C per group of 3 heads, as the
+large Mamba-2 checkpoints have), so that per-group quantization scales are exercised, and d_inner
+768 = 12 · 64, a width whose Hadamard rotation is not a power of two (as 1536 and 5120 are not).
 DATA_DIR holds train.txt / calib.txt / heldout.txt from `node scripts/brown-split.mjs`.
 Deterministic for a given machine and library versions: every seed is fixed.
 """
@@ -91,6 +94,10 @@ def make_model(arch):
                   tie_word_embeddings=True, eos_token_id=0, bos_token_id=0, pad_token_id=0)
     if arch == "mamba1":
         return MambaForCausalLM(MambaConfig(state_size=16, **common))
+    if arch == "mamba2-groups":
+        common["hidden_size"] = 384
+        return Mamba2ForCausalLM(Mamba2Config(state_size=64, head_dim=64, num_heads=12, n_groups=4,
+                                              chunk_size=64, **common))
     return Mamba2ForCausalLM(Mamba2Config(state_size=64, head_dim=64, num_heads=8, n_groups=1,
                                           chunk_size=64, **common))
 
@@ -167,7 +174,7 @@ def main():
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--only", choices=["mamba1", "mamba2"])
+    ap.add_argument("--only", choices=["mamba1", "mamba2", "mamba2-groups"])
     ap.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early after this long")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"

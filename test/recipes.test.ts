@@ -7,6 +7,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { OrtBackend } from "../runtime/backends/ort.js";
 import { upperCholeskyOfInverse } from "../engines/builder/quantize.js";
 import { MambaModel } from "../engines/model/model.js";
+import { SafetensorsFile } from "../engines/model/safetensors.js";
+import { float16WeightBytes } from "../engines/package/size.js";
 import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
 import { expectSameTrace, stepTrace } from "./helpers/trace.js";
@@ -100,6 +102,47 @@ describe("recipes on the demo model", () => {
     expect(ppl(build("w4a16"))).toBeLessThanOrEqual(fp16 * 1.035);
   });
 
+  it("--embedding q4: 4-bit embedding and lm_head, a smaller engine at a measured cost", async () => {
+    // built after the test above: its fp16 engine is the baseline
+    const fp16 = join(scratch, "demo-fp16.mamba");
+    const out = join(scratch, "demo-w4a16-q4.mamba");
+    const r = cli([
+      ...["build", join(root, "models", "mamba2-brown"), "--quant", "w4a16", "--embedding", "q4", "--out", out],
+      ...["--calib", join(root, "data", "brown", "calib.txt"), "--calib-samples", "16", "--calib-len", "256"],
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const st = new SafetensorsFile(join(out, "weights.safetensors"));
+    expect(st.tensors.get("embedding")).toMatchObject({ dtype: "U8", shape: [4096, 2, 64] });
+    expect(st.tensors.has("lm_head")).toBe(false); // tied: lm_head reads the embedding's table
+    st.close();
+    // +5.7 % on this model, where 4-bit groups of a 256-wide table are coarse
+    expect(ppl(out)).toBeLessThanOrEqual(ppl(fp16) * 1.07);
+    const be = await OrtBackend.open(out);
+    const ids = Int32Array.from([5, 17, 300, 4000, 9, 9, 1234]);
+    const prefill = await be.prefill(ids, be.newState(), true);
+    const s = be.newState();
+    const steps = new Float32Array(prefill.length);
+    for (let t = 0; t < ids.length; t++) steps.set(await be.step(ids.subarray(t, t + 1), [s]), t * be.info.vocabSize);
+    expect(relErr(steps, prefill)).toBeLessThanOrEqual(1e-4);
+    await be.close();
+    const ratio = (engine: string) => {
+      const hit = /, ([\d.]+)× this\)/.exec(cli(["inspect", engine]).stdout);
+      expect(hit, engine).not.toBeNull();
+      return Number(hit![1]);
+    };
+    expect(ratio(fp16)).toBeLessThan(1.05);
+    expect(ratio(out)).toBeGreaterThan(2.5);
+  });
+
+  it("stores each matrix once: the cpu graphs read weights.safetensors", () => {
+    for (const recipe of ["fp16", "w8a8", "w4a16"]) {
+      const dir = join(scratch, `demo-${recipe}.mamba`);
+      const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+      // what is left in cpu/weights.bin: vectors in the graphs' forms, and w8a8's Hadamard matrix
+      expect(m.files["cpu/weights.bin"].bytes, recipe).toBeLessThan(0.25 * m.files["weights.safetensors"].bytes);
+    }
+  });
+
   it("records the calibration text's sha256 and the recipe's parameters", () => {
     const m = JSON.parse(readFileSync(join(scratch, "demo-w8a8.mamba", "manifest.json"), "utf8"));
     expect(m.quant.params).toMatchObject({ percentile: 0.9995, hadamard: true, weightBits: 8, activationBits: 8 });
@@ -116,6 +159,21 @@ describe("recipes on the demo model", () => {
     expect(r2.code).toBe(1);
     expect(r2.stderr.trim()).toMatch(/--calib: quantized recipes need a calibration text file/);
   });
+});
+
+describe("the float16 size an engine is compared with", () => {
+  for (const name of ["mamba1-untied-dtrank", "mamba2-groups", "mamba1-tied"]) {
+    it(`${name}: is what an fp16 build writes`, () => {
+      const out = join(scratch, `${name}-fp16.mamba`);
+      const r = cli(["build", join(fixtureRoot, name), "--out", out]);
+      expect(r.code, r.stderr).toBe(0);
+      const m = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+      const st = new SafetensorsFile(join(out, "weights.safetensors"));
+      const data = [...st.tensors.values()].reduce((a, t) => a + t.end - t.begin, 0);
+      st.close();
+      expect(float16WeightBytes(m.config)).toBe(data);
+    });
+  }
 });
 
 describe("GPTQ's inverse-Hessian factor", () => {

@@ -14,6 +14,7 @@ import { WeightFile } from "./onnx/weight-file.js";
 import { writeTrtGraphs, type TrtManifest } from "./trt/export.js";
 import { TRT_DOMAIN, TRT_DOMAIN_VERSION } from "./trt/ops.js";
 import { fp16Emitter } from "./recipes/fp16.js";
+import { EMBEDDINGS, q4TableEmitter, quantizeTable, tableTensors, type EmbeddingFormat } from "./recipes/embedding.js";
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
 import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
 import { foldNorm, rotateInputs } from "./quantize.js";
@@ -52,6 +53,8 @@ export interface BuildOptions {
   percentile?: number;
   /** 4-bit weights by GPTQ (default) or round-to-nearest */
   gptq?: boolean;
+  /** the embedding and lm_head: float16 (default), or 4-bit groups */
+  embedding?: EmbeddingFormat;
   /** graphs to write (default: cpu) */
   targets?: Target[];
   log?: (line: string) => void;
@@ -75,6 +78,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     throw new UserError(`--quant: expected one of ${RECIPES.join(", ")}, found ${opts.recipe}`);
 
   const quantized = opts.recipe !== "fp16";
+  const embedding = opts.embedding ?? "fp16";
+  if (!(EMBEDDINGS as readonly string[]).includes(embedding))
+    throw new UserError(`--embedding: expected one of ${EMBEDDINGS.join(", ")}, found ${embedding}`);
   if (quantized && !opts.calibText && !opts.calibTokens)
     throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
   const text = quantized ? readCalibText((opts.calibText ?? opts.calibTokens)!) : null;
@@ -90,7 +96,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const canonical = canonicalTensors(model, opts.recipe); // after the exact rewrites
     const scales: Record<string, unknown> = {};
     const params: Record<string, unknown> = {};
-    const file = new WeightFile();
+    // cpu graphs name their external data from the package root (the ort backend tells onnxruntime
+    // so): cpu/weights.bin, and weights.safetensors for the tensors it holds in their layout
+    const file = new WeightFile("cpu/weights.bin", canonical);
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
     let plan: QuantPlan | null = null;
@@ -117,7 +125,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         ...(opts.recipe.startsWith("w4")
           ? { groupSize: 128, weightRounding: gptq ? "gptq" : "rtn", gptqDamp: gptq ? 0.01 : undefined }
           : { weightScales: "per output channel" }),
-        float16: ["embedding", "lm_head", "dt_proj"],
+        float16: [...(embedding === "q4" ? [] : ["embedding", "lm_head"]), "dt_proj"],
       });
       plan = quantPlan(
         {
@@ -135,6 +143,20 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       );
       em = quantEmitter(file, plan);
     }
+    if (embedding === "q4") {
+      // by GPTQ over lm_head's calibration inputs where there are Hessians (a tied table serves both)
+      const xtx = calib?.stats.get("lm_head")?.xtx;
+      log(`quantizing the embedding and lm_head to 4 bits${xtx ? " (GPTQ)" : ""}`);
+      const w = model.weights;
+      const e = quantizeTable(w.embedding, c.vocabSize, c.dModel, w.lmHead === w.embedding ? xtx : undefined);
+      const tables = { embedding: e, lmHead: w.lmHead === w.embedding ? e : quantizeTable(w.lmHead, c.vocabSize, c.dModel, xtx) };
+      canonical.delete("embedding");
+      canonical.delete("lm_head");
+      for (const [n, t] of tableTensors("embedding", tables.embedding, c.vocabSize, c.dModel)) canonical.set(n, t);
+      if (tables.lmHead !== tables.embedding) for (const [n, t] of tableTensors("lm_head", tables.lmHead, c.vocabSize, c.dModel)) canonical.set(n, t);
+      params.embedding = { bits: 4, groupSize: e.group, rounding: xtx ? "gptq" : "rtn", tied: tables.lmHead === tables.embedding };
+      em = q4TableEmitter(em, file, tables.embedding, tables.lmHead);
+    }
 
     // onnxruntime graphs sharing cpu/weights.bin
     // (*-fused.onnx: with the fused operators of engines/ort-ops, used where that library loads)
@@ -145,15 +167,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       ["prefill-fused", "prefill", true],
     ] as const;
     const graphFiles: string[] = [];
+    const cpuGraphs: [string, Graph, boolean][] = [];
     if (targets.includes("cpu")) {
-      mkdirSync(join(tmp, "cpu"));
       for (const [name, mode, fused] of graphs) {
         log(`exporting cpu/${name}.onnx`);
         const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
         buildGraph(g, c, model.weights, file, em, mode, { fused });
-        writeFileSync(join(tmp, "cpu", `${name}.onnx`), g.serialize(21, true, fused ? { [OPS_DOMAIN]: OPS_DOMAIN_VERSION } : {}));
+        cpuGraphs.push([name, g, fused]);
       }
-      await file.write(join(tmp, "cpu", "weights.bin"));
       graphFiles.push(...graphs.map(([name]) => `cpu/${name}.onnx`), "cpu/weights.bin");
     }
     // TensorRT graphs over the same quantized weights (the plan quantizes each layer once)
@@ -165,8 +186,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       if (r.limits.length)
         log(`warning: trt: the plugins refuse this model's sizes (${r.limits.join("; ")}): TensorRT cannot build a plan of it`);
     }
-    // canonical quantized tensors (what native backends load)
-    writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
+    // canonical quantized tensors (what native backends load, and the cpu graphs' big matrices)
+    const offsets = writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
+    if (cpuGraphs.length) {
+      file.placePackage(offsets);
+      mkdirSync(join(tmp, "cpu"));
+      for (const [name, g, fused] of cpuGraphs)
+        writeFileSync(join(tmp, "cpu", `${name}.onnx`), g.serialize(21, true, fused ? { [OPS_DOMAIN]: OPS_DOMAIN_VERSION } : {}));
+      await file.write(join(tmp, "cpu", "weights.bin"));
+    }
 
     const tokenizer = join(opts.modelDir, "tokenizer.json");
     const hasTokenizer = !opts.random && existsSync(tokenizer);

@@ -59,7 +59,7 @@ function observingEmitter(file: WeightFile, observed: Map<string, number>, hessi
   return {
     linear(g, xIn, name, W, bias, outDim, inDim) {
       const x = rotate && name.endsWith(".out_proj") ? emitRotation(g, file, xIn, inDim) : xIn;
-      if (name !== "lm_head") observe(g, name, x, inDim);
+      observe(g, name, x, inDim);
       const inputs = [x, w(g, `${name}.w`, W, [outDim, inDim])];
       if (bias) inputs.push(w(g, `${name}.b`, bias, [outDim]));
       return g.o("Gemm", inputs, { transB: 1 });

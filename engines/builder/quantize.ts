@@ -1,40 +1,17 @@
 // The numeric pieces of the recipes: weight transforms (norm folding, Hadamard rotation), int8 and
 // 4-bit group quantization, GPTQ, and Quamba2's clustering of SSM-input channels.
+import { hadamardFactor, rotateVector, rotationOf } from "./hadamard.js";
 
-/** Largest power of two dividing n: the block of the block-diagonal Hadamard rotation. */
-export function hadamardBlock(n: number): number {
-  let b = 1;
-  while (n % (b * 2) === 0) b *= 2;
-  return b;
-}
-
-/** Normalized Sylvester Hadamard matrix of size b (a power of two): orthogonal and symmetric. */
-export function hadamard(b: number): Float32Array {
-  const H = new Float32Array(b * b);
-  const s = 1 / Math.sqrt(b);
-  for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) H[i * b + j] = popcount(i & j) % 2 ? -s : s;
-  return H;
-}
-
-function popcount(x: number): number {
-  let c = 0;
-  for (; x; x &= x - 1) c++;
-  return c;
-}
-
-/** W (out, in) ← W · blockdiag(H): so that (x·H)(W·H)ᵀ = x·Wᵀ. */
+/** W (out, in) ← W · H (H the rotation of `inDim`, see hadamard.ts): so that (x·H)(W·H)ᵀ = x·Wᵀ. */
 export function rotateInputs(W: Float32Array, outDim: number, inDim: number): Float32Array {
-  const b = hadamardBlock(inDim);
-  const H = hadamard(b);
+  const f = rotationOf(inDim);
+  const Hm = hadamardFactor(f.m);
   const R = new Float32Array(W.length);
+  const row = new Float64Array(inDim);
   for (let o = 0; o < outDim; o++) {
-    for (let k0 = 0; k0 < inDim; k0 += b) {
-      for (let j = 0; j < b; j++) {
-        let acc = 0;
-        for (let i = 0; i < b; i++) acc += W[o * inDim + k0 + i] * H[i * b + j];
-        R[o * inDim + k0 + j] = acc;
-      }
-    }
+    for (let i = 0; i < inDim; i++) row[i] = W[o * inDim + i];
+    rotateVector(row, f, Hm);
+    for (let i = 0; i < inDim; i++) R[o * inDim + i] = row[i];
   }
   return R;
 }

@@ -7,7 +7,8 @@ export interface OutTensor {
   data: Float32Array | Uint16Array | Int8Array | Uint8Array | Int32Array;
 }
 
-export function writeSafetensors(path: string, tensors: Map<string, OutTensor>, metadata: Record<string, string> = {}): void {
+/** Writes the file; returns where each tensor's bytes start in it. */
+export function writeSafetensors(path: string, tensors: Map<string, OutTensor>, metadata: Record<string, string> = {}): Map<string, number> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   const names = [...tensors.keys()].sort();
@@ -26,6 +27,8 @@ export function writeSafetensors(path: string, tensors: Map<string, OutTensor>, 
     parts.push(Buffer.from(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
   }
   writeFileSync(path, Buffer.concat(parts));
+  const base = 8 + Buffer.byteLength(json);
+  return new Map(names.map((n) => [n, base + (header[n] as { data_offsets: number[] }).data_offsets[0]]));
 }
 
 /** float32 -> IEEE half bits, round to nearest even. */

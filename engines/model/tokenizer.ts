@@ -26,6 +26,12 @@ export class Tokenizer {
     return enc.getIds();
   }
 
+  /** ids and, for each, the [start, end) range of the text (in UTF-16 units) it came from */
+  async encodeWithOffsets(text: string): Promise<{ ids: number[]; offsets: [number, number][] }> {
+    const enc = await this.tok.encode(text, null, { addSpecialTokens: false });
+    return { ids: enc.getIds(), offsets: enc.getOffsets() as [number, number][] };
+  }
+
   async decode(ids: number[]): Promise<string> {
     return this.tok.decode(ids, true);
   }

@@ -11,7 +11,7 @@ import type { ModelConfig } from "../model/config.js";
 import { SafetensorsFile } from "../model/safetensors.js";
 
 export const FORMAT = "mamba-edge-engine";
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 
 export type Recipe = "fp16" | "w8a8" | "w4a8" | "w4a16" | "w8a8-naive";
 
@@ -208,7 +208,10 @@ function checkConfig(path: string, c: Manifest["config"], weights: string): void
     }
     if (layers !== c.nLayer) throw new UserError(`${path}: config.nLayer is ${c.nLayer} but weights.safetensors holds ${layers} layers`);
     dim("embedding", 0, "vocabSize", c.vocabSize);
-    dim("embedding", 1, "dModel", c.dModel);
+    const emb = shape("embedding");
+    // float16 (vocab, d_model), or 4-bit groups packed two to a byte (vocab, d_model / group, group / 2)
+    const cols = emb.length === 3 ? emb[1] * emb[2] * 2 : emb[1];
+    if (cols !== c.dModel) throw new UserError(`${path}: config.dModel is ${c.dModel} but weights.safetensors: embedding has shape [${emb.join(",")}]`);
     const convDim = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
     for (let l = 0; l < c.nLayer; l++) {
       const p = `layers.${l}.`;

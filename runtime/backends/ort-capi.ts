@@ -33,10 +33,13 @@ const API = {
   ReleaseSession: 95,
   ReleaseValue: 96,
   ReleaseSessionOptions: 100,
+  AddSessionConfigEntry: 130,
   RegisterCustomOpsLibrary_V2: 228,
 } as const;
 /** The API version asked for: every entry above exists since version 14; 1.30 serves up to 23. */
 const API_VERSION = 16;
+/** session config key: where external data lives for a graph (default: the graph file's folder) */
+export const EXTERNAL_DATA_DIR = "session.model_external_initializers_file_folder_path";
 const ELEMENT = { float32: 1, int64: 7 } as const;
 
 interface Api {
@@ -109,6 +112,7 @@ async function loadApi(): Promise<Api | null> {
       ReleaseValue: "void f(void* p)",
       ReleaseSessionOptions: "void f(void* p)",
       RegisterCustomOpsLibrary_V2: `${S} f(void* options, const char* path)`,
+      AddSessionConfigEntry: `${S} f(void* options, const char* key, const char* value)`,
     };
     const fn = Object.fromEntries(
       (Object.keys(API) as (keyof typeof API)[]).map((k) => [
@@ -179,11 +183,13 @@ export class CapiSession {
    * Opens `modelPath` like the binding would (all graph optimizations, sequential, `threads` intra-op),
    * with the custom operators of the library `opsLibrary` registered if given; null where the C API is unavailable.
    */
-  static async open(modelPath: string, threads: number, opsLibrary?: string): Promise<CapiSession | null> {
+  /** `dataDir`: the folder the graph's external data locations are relative to (default: the graph's). */
+  static async open(modelPath: string, threads: number, opsLibrary?: string, dataDir?: string): Promise<CapiSession | null> {
     const a = await loadApi();
     if (!a) return null;
     const options = out(a, (o) => a.fn.CreateSessionOptions(o));
     try {
+      if (dataDir) check(a, a.fn.AddSessionConfigEntry(options, EXTERNAL_DATA_DIR, dataDir));
       if (opsLibrary) check(a, a.fn.RegisterCustomOpsLibrary_V2(options, opsLibrary));
       check(a, a.fn.SetIntraOpNumThreads(options, threads));
       check(a, a.fn.SetSessionGraphOptimizationLevel(options, 99 /* all */));

@@ -7,7 +7,7 @@
 // through the onnxruntime-node binding otherwise.
 import { existsSync } from "node:fs";
 import { cpus } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { InferenceSession, Tensor } from "onnxruntime-node";
 import { UserError } from "../../engines/errors.js";
 import { loadManifest, type Manifest } from "../../engines/package/manifest.js";
@@ -102,6 +102,8 @@ export class OrtBackend implements Backend {
       graphOptimizationLevel: "all",
       intraOpNumThreads: threads,
       executionMode: "sequential",
+      // the graphs name their external data from the package root (weights.safetensors, cpu/weights.bin)
+      extra: { session: { model_external_initializers_file_folder_path: resolve(dir) } },
     };
     const step = await openStep(ort, dir, manifest, threads, options, opts);
     const prefill = step.prefill ?? (await ort.InferenceSession.create(join(dir, "cpu", "prefill.onnx"), options));
@@ -228,9 +230,9 @@ async function openStep(
     else if (!lib) notFused = ` (fused operators not built: ${ORT_OPS_BUILD_HINT})`;
     else {
       try {
-        const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib);
+        const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib, resolve(dir));
         // the fused prefill graph came later than the fused step: an engine may have only the step
-        const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib) : null;
+        const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib, resolve(dir)) : null;
         if (capi)
           return {
             stepper: new CapiStepper(capi, c, true),
@@ -243,7 +245,7 @@ async function openStep(
     }
   }
   const stepPath = join(dir, "cpu", "step.onnx");
-  const capi = opts.binding ? null : await CapiSession.open(stepPath, threads);
+  const capi = opts.binding ? null : await CapiSession.open(stepPath, threads, undefined, resolve(dir));
   if (capi) return { stepper: new CapiStepper(capi, c, false), via: `C API${notFused}`, prefill: null };
   return { stepper: new BindingStepper(ort, await ort.InferenceSession.create(stepPath, options), c), via: "node binding", prefill: null };
 }

@@ -385,14 +385,53 @@ for E in [1536, 4096, 5120]:
 
     def run(fill):
         q = torch.full((M, E), fill, device=dev, dtype=torch.int8)
-        call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, s, y, M, None, q, None, 0)
+        call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, s, y, M, None, q, None, 0, 1)
         return q
     q = int8_twice(run)
     err = float("inf") if q is None else rel(q.double() * s, qdq(ref, s))
     record("Hadamard + int8 quantize", f"M={M} E={E} block={hb}", err, 2e-3)
     out = nan(M, E)
-    call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, 0.0, y, M, out, None, None, 0)
+    call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, 0.0, y, M, out, None, None, 0, 1)
     record("Hadamard (float)", f"M={M} E={E} block={hb}", rel(out, ref), 1e-5)
+
+# the rotation over the whole width, E = m · 2^k (m 12 or 20): H_m ⊗ H_b, H_m by Paley's construction
+def paley(order):
+    q = order - 1
+    res = {(x * x) % q for x in range(1, q)}
+    chi = lambda x: 0 if x == 0 else (1 if x in res else -1)
+    H = torch.zeros(order, order, dtype=torch.float64, device=dev)
+    for i in range(order):
+        for j in range(order):
+            s_ = (0 if j == 0 else 1) if i == 0 else (-1 if j == 0 else chi((j - i) % q))
+            H[i, j] = (1 if i == j else 0) + s_
+    assert torch.equal(H @ H.T, order * torch.eye(order, dtype=torch.float64, device=dev))
+    return H / math.sqrt(order)
+
+
+for E, hm in [(1536, 12), (3072, 12), (5120, 20)]:
+    M, s, hb = 3, 0.05, E // hm
+    y = torch.randn(M, E, device=dev)
+    ref = (y.double().view(M, hm, hb) @ hadamard(hb)).transpose(1, 2) @ paley(hm)  # (M, hb, hm)
+    ref = ref.transpose(1, 2).reshape(M, E)
+
+    def run(fill):
+        q = torch.full((M, E), fill, device=dev, dtype=torch.int8)
+        call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, s, y, M, None, q, None, 0, hm)
+        return q
+    q = int8_twice(run)
+    err = float("inf") if q is None else rel(q.double() * s, qdq(ref, s))
+    record("whole-width Hadamard + int8 quantize", f"M={M} E={E} = {hm}x{hb}", err, 2e-3)
+    out = nan(M, E)
+    call("me_k_row_post", E, None, 0, 0, 0, 0, None, 1e-5, hb, 0.0, y, M, out, None, None, 0, hm)
+    record("whole-width Hadamard (float)", f"M={M} E={E} = {hm}x{hb}", rel(out, ref), 1e-5)
+    # Mamba-2's gated RMSNorm before it (norm_before_gate 0, groups of E)
+    z, w = torch.randn(M, 2 * E, device=dev), torch.rand(E, device=dev) + 0.5
+    v = y.double() * silu(z[:, :E].double())
+    v = v / torch.sqrt((v ** 2).mean(1, keepdim=True) + 1e-5) * w.double()
+    refg = ((v.view(M, hm, hb) @ hadamard(hb)).transpose(1, 2) @ paley(hm)).transpose(1, 2).reshape(M, E)
+    out = nan(M, E)
+    call("me_k_row_post", E, z, 2 * E, 1, 0, E, w, 1e-5, hb, 0.0, y, M, out, None, None, 0, hm)
+    record("gated RMSNorm + whole-width Hadamard", f"M={M} E={E} = {hm}x{hb}", rel(out, refg), 2e-3)
 
 for nbg in [0, 1]:
     M, E, gs = 4, 1024, 512
@@ -403,7 +442,7 @@ for nbg in [0, 1]:
     if nbg:
         v = v * silu(z[:, :E].double())
     out = nan(M, E)
-    call("me_k_row_post", E, z, 2 * E, 1, nbg, gs, w, 1e-5, 0, 0.0, y, M, out, None, None, 0)
+    call("me_k_row_post", E, z, 2 * E, 1, nbg, gs, w, 1e-5, 0, 0.0, y, M, out, None, None, 0, 1)
     record("gated RMSNorm (Mamba-2)", f"M={M} E={E} group={gs} normBeforeGate={nbg}", rel(out, v), 2e-3)
 
 # batch 1, y already gated: the RMSNorm over the row from partial sums of squares (as the SSD step
@@ -417,7 +456,7 @@ for E in [1536, 5120]:
 
     def run(fill):
         q = torch.full((1, E), fill, device=dev, dtype=torch.int8)
-        call("me_k_row_post", E, None, 0, 0, 0, 0, w, 1e-5, hb, s, y, 1, None, q, part, part.numel())
+        call("me_k_row_post", E, None, 0, 0, 0, 0, w, 1e-5, hb, s, y, 1, None, q, part, part.numel(), 1)
         return q
     q = int8_twice(run)
     err = float("inf") if q is None else rel(q.double() * s, qdq(ref, s))
@@ -431,6 +470,15 @@ tok = torch.randint(0, V, (M,), device=dev, dtype=torch.int32)
 out = nan(M, Dm)
 call("me_k_embed", table, Dm, tok, M, out)
 record("embedding gather", f"M={M} D={Dm} V={V}", rel(out, table[tok.long()].double()), 0.0)
+# a 4-bit table (--embedding q4): groups of 128 along D, low nibble first, zero point 8
+grp = 128
+q4 = torch.randint(-8, 8, (V, Dm), device=dev, dtype=torch.int32)
+packed = ((q4[:, 0::2] + 8) | ((q4[:, 1::2] + 8) << 4)).to(torch.uint8).contiguous()
+sc4 = (torch.rand(V, Dm // grp, device=dev) + 0.1).contiguous()
+out = nan(M, Dm)
+call("me_k_embed_i4", packed, sc4, grp, Dm, tok, M, out)
+want = (q4.double() * sc4.double().repeat_interleave(grp, 1))[tok.long()]
+record("4-bit embedding gather", f"M={M} D={Dm} V={V} group={grp}", rel(out, want), 1e-7)
 logits = torch.randn(4, V, device=dev)
 for k in [1, 8, 40]:
     vals, idx = nan(4, k), torch.full((4, k), -1, device=dev, dtype=torch.int32)

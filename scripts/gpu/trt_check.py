@@ -152,7 +152,24 @@ def hadamard(i, a):
     if hb > 1:
         blocks = v.reshape(*v.shape[:-1], -1, hb)
         v = (blocks @ hadamard_matrix(hb) / hb**0.5).reshape(v.shape)
+        hm = int(a.get("hadamard_factor", 1))
+        if hm > 1:  # then H_hm (Paley) across the hm blocks: out[a', c] = sum_a H[a, a'] v[a, c]
+            blocks = v.reshape(*v.shape[:-1], hm, hb)
+            v = (paley(hm).T @ blocks / hm**0.5).reshape(v.shape)
     return {"out": out_of(v, a, "scale")}
+
+
+def paley(order):
+    """Paley-I Hadamard matrix of order q + 1 (q = 11, 19), as engines/builder/hadamard.ts builds it."""
+    q = order - 1
+    res = {(x * x) % q for x in range(1, q)}
+    chi = lambda x: 0 if x == 0 else (1 if x in res else -1)
+    H = torch.zeros(order, order, dtype=f64)
+    for i in range(order):
+        for j in range(order):
+            s = (0 if j == 0 else 1) if i == 0 else (-1 if j == 0 else chi((j - i) % q))
+            H[i, j] = (1 if i == j else 0) + s
+    return H
 
 
 PREFILL = ("ConvPrefill", "SelectiveScan", "SsdScan")

@@ -220,7 +220,7 @@ std::vector<Case> cases() {
   rms("rmsnorm_residual_i8", true, true, {{"scale", false, 0.03}, {"out_int8", true, 1}}, true);
   rms("rmsnorm_fq", false, false, {{"scale", false, 0.03}}, false);
 
-  auto had = [&](const char* name, bool prefill, bool gate, int64_t gs, std::vector<Attr> attrs, bool i8) {
+  auto had = [&](const char* name, bool prefill, bool gate, int64_t gs, std::vector<Attr> attrs, bool i8, int64_t E) {
     Case c{name, "HadamardQuant", attrs, {}, {}, {}};
     std::vector<int64_t> rows = prefill ? std::vector<int64_t>{kB, kT, E} : std::vector<int64_t>{kB, E};
     if (gate) c.attrs.push_back({"gate", true, 1});
@@ -232,9 +232,13 @@ std::vector<Case> cases() {
     c.runs = prefill ? decltype(c.runs){{1, 3}, {2, 9}} : decltype(c.runs){{1, 1}, {3, 1}};
     v.push_back(c);
   };
-  had("hadamard_i8", false, false, 0, {{"hadamard_block", true, 512}, {"scale", false, 0.02}, {"out_int8", true, 1}}, true);
-  had("gated_norm_hadamard_i8", true, true, E, {{"hadamard_block", true, 512}, {"scale", false, 0.03}, {"out_int8", true, 1}}, true);
-  had("gated_norm", false, true, D, {{"norm_before_gate", true, 1}}, false);
+  had("hadamard_i8", false, false, 0, {{"hadamard_block", true, 512}, {"scale", false, 0.02}, {"out_int8", true, 1}}, true, E);
+  had("gated_norm_hadamard_i8", true, true, E, {{"hadamard_block", true, 512}, {"scale", false, 0.03}, {"out_int8", true, 1}}, true, E);
+  had("gated_norm", false, true, D, {{"norm_before_gate", true, 1}}, false, E);
+  // the rotation over the whole width: 1536 = 12 · 128 (mamba-130m's d_inner)
+  had("whole_hadamard_i8", false, false, 0, {{"hadamard_block", true, 128}, {"hadamard_factor", true, 12}, {"scale", false, 0.02}, {"out_int8", true, 1}},
+      true, 1536);
+  had("gated_norm_whole_hadamard", true, true, 1536, {{"hadamard_block", true, 128}, {"hadamard_factor", true, 12}}, false, 1536);
   return v;
 }
 

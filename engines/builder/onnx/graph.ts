@@ -11,7 +11,9 @@ export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, FLOAT16: 10
 export type DataType = (typeof DT)[keyof typeof DT];
 
 export interface ExternalRef {
-  location: string; // relative to the .onnx file
+  /** relative to the folder the loader is told holds external data (the package root for cpu graphs) */
+  location: string;
+  /** read when the graph is serialized: a ref may be filled in after the graph is built */
   offset: number;
   length: number;
 }
@@ -19,6 +21,7 @@ export interface ExternalRef {
 export class Graph {
   private readonly nodes: onnxProto.onnx.INodeProto[] = [];
   private readonly inits: onnxProto.onnx.ITensorProto[] = [];
+  private readonly refs = new Map<onnxProto.onnx.ITensorProto, ExternalRef>();
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
@@ -75,17 +78,9 @@ export class Graph {
 
   /** An initializer whose bytes live in another file (the engine's weights.safetensors). */
   external(name: string, ref: ExternalRef, dims: number[], type: DataType): string {
-    this.inits.push({
-      name,
-      dims,
-      dataType: type,
-      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-      externalData: [
-        { key: "location", value: ref.location },
-        { key: "offset", value: String(ref.offset) },
-        { key: "length", value: String(ref.length) },
-      ],
-    });
+    const init = { name, dims, dataType: type, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL };
+    this.inits.push(init);
+    this.refs.set(init, ref);
     return name;
   }
 
@@ -116,6 +111,14 @@ export class Graph {
   }
 
   proto(): onnxProto.onnx.IGraphProto {
+    for (const [init, ref] of this.refs) {
+      if (ref.offset < 0) throw new Error(`${this.name}: external tensor ${init.name} was never placed in ${ref.location}`);
+      init.externalData = [
+        { key: "location", value: ref.location },
+        { key: "offset", value: String(ref.offset) },
+        { key: "length", value: String(ref.length) },
+      ];
+    }
     return { name: this.name, node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs };
   }
 

@@ -2,7 +2,7 @@
 // when the session loads (constant folding), and computes in float32.
 import type { Emitter } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
-import type { WeightFile } from "../onnx/weight-file.js";
+import { packageNames, type WeightFile } from "../onnx/weight-file.js";
 import { toHalf } from "../safetensors-writer.js";
 
 export function fp16Emitter(file: WeightFile): Emitter {
@@ -13,7 +13,12 @@ export function fp16Emitter(file: WeightFile): Emitter {
   const weight = (g: Graph, name: string, W: Float32Array, dims: number[]) => {
     const key = `${g.name}/${name}`;
     if (!cast.has(key))
-      cast.set(key, g.o("Cast", [g.external(`${name}.w16`, file.add(`${name}.w16`, half(W)), dims, DT.FLOAT16)], { to: DT.FLOAT }));
+      cast.set(
+        key,
+        g.o("Cast", [g.external(`${name}.w16`, file.fromPackage(`${name}.w16`, packageNames(name), half(W)), dims, DT.FLOAT16)], {
+          to: DT.FLOAT,
+        }),
+      );
     return cast.get(key)!;
   };
   return {
@@ -23,7 +28,7 @@ export function fp16Emitter(file: WeightFile): Emitter {
       return g.o("Gemm", inputs, { transB: 1 });
     },
     gather(g, ids, name, W, rows, cols) {
-      const table = g.external(`${name}.w16`, file.add(`${name}.w16`, half(W)), [rows, cols], DT.FLOAT16);
+      const table = g.external(`${name}.w16`, file.fromPackage(`${name}.w16`, packageNames(name), half(W)), [rows, cols], DT.FLOAT16);
       return g.o("Cast", [g.o("Gather", [table, ids], { axis: 0 })], { to: DT.FLOAT });
     },
   };

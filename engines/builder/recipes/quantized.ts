@@ -6,7 +6,7 @@ import type { Recipe } from "../../package/manifest.js";
 import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
-import type { WeightFile } from "../onnx/weight-file.js";
+import { packageNames, type WeightFile } from "../onnx/weight-file.js";
 import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, sortAndCluster } from "../quantize.js";
 import { emitRotation } from "./rotate.js";
 import type { OutTensor } from "../safetensors-writer.js";
@@ -166,12 +166,9 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
       const x = plan.rotated(name) ? emitRotation(g, file, xIn, inDim) : xIn;
       let p = laid.get(name);
       if (!p) {
-        if (w.kind === "int8") {
-          // MatMulInteger wants (in, out)
-          const t = new Int8Array(inDim * outDim);
-          for (let r = 0; r < outDim; r++) for (let i = 0; i < inDim; i++) t[i * outDim + r] = w.q[r * inDim + i];
-          p = { data: t, scale: w.scale };
-        } else p = { data: packNBits(w, outDim, inDim), scale: w.scale };
+        // int8: weights.safetensors' (out, in), transposed to MatMulInteger's (in, out) when the
+        // session loads (constant folding); 4-bit: the package's packing is MatMulNBits' own
+        p = { data: w.kind === "int8" ? w.q : packNBits(w, outDim, inDim), scale: w.scale };
         laid.set(name, p);
       }
       const b = bias ? g.external(`${name}.b`, file.add(`${name}.b`, bias), [outDim], DT.FLOAT) : null;
@@ -180,7 +177,8 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
       if (w.kind === "int8") {
         const zp = g.uint8([128], []);
         const xq = g.o("QuantizeLinear", [x, g.floats([sx!], []), zp]);
-        const wq = g.external(`${name}.wq`, file.add(`${name}.wq`, p.data), [inDim, outDim], DT.INT8);
+        const wOI = g.external(`${name}.wq`, file.fromPackage(`${name}.wq`, packageNames(name, ".weight"), p.data), [outDim, inDim], DT.INT8);
+        const wq = g.o("Transpose", [wOI], { perm: [1, 0] });
         const acc = g.o("Cast", [g.o("MatMulInteger", [xq, wq, zp])], { to: DT.FLOAT });
         y = g.o("Mul", [
           acc,
@@ -191,22 +189,7 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
         ]);
       } else {
         const xa = sx !== null ? qdq(g, x, sx) : x;
-        const blocks = Math.ceil(inDim / o.group);
-        const wq = g.external(`${name}.wq4`, file.add(`${name}.wq4`, p.data), [outDim, blocks, o.group / 2], DT.UINT8);
-        const sc = g.external(`${name}.ws`, file.add(`${name}.ws`, p.scale), [outDim * blocks], DT.FLOAT);
-        if (form?.fusedStep && sx === null) {
-          // the fused step's few rows: our MatMulQ4 (same weights and arithmetic as MatMulNBits in
-          // float), whose cost grows with the rows far less than MatMulNBits' (engines/ort-ops)
-          y = g.op("MatMulQ4", [xa, wq, sc], {}, 1, OPS_DOMAIN)[0];
-        } else {
-          // accuracy_level 4: int8 compute for w4a8; float for w4a16
-          y = g.o(
-            "MatMulNBits",
-            [xa, wq, sc],
-            { K: inDim, N: outDim, bits: 4, block_size: o.group, accuracy_level: sx !== null ? 4 : 0 },
-            "com.microsoft",
-          );
-        }
+        y = int4Linear(g, file, xa, name, p.data as Uint8Array, p.scale, outDim, inDim, o.group, form?.fusedStep === true && sx === null, sx !== null);
       }
       return b ? g.o("Add", [y, b]) : y;
     },
@@ -215,4 +198,37 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
       return s === null ? value : qdq(g, value, s);
     },
   };
+}
+
+/**
+ * x·Wᵀ for 4-bit W (packed as MatMulNBits takes it, in weights.safetensors under `name`.weight /
+ * .weight_scale, or the embedding's names for lm_head). `fewRows`: the fused step's few rows, where
+ * our MatMulQ4 (same weights and arithmetic as MatMulNBits in float) costs far less as rows grow
+ * (engines/ort-ops); `int8Compute`: MatMulNBits' accuracy_level 4 (int8 activations, w4a8).
+ */
+export function int4Linear(
+  g: Graph,
+  file: WeightFile,
+  x: string,
+  name: string,
+  packed: Uint8Array,
+  scale: Float32Array,
+  outDim: number,
+  inDim: number,
+  group: number,
+  fewRows: boolean,
+  int8Compute: boolean,
+): string {
+  const blocks = Math.ceil(inDim / group);
+  const dataNames = name === "lm_head" ? packageNames(name) : packageNames(name, ".weight");
+  const scaleNames = name === "lm_head" ? packageNames(name, ".scale") : packageNames(name, ".weight_scale");
+  const wq = g.external(`${name}.wq4`, file.fromPackage(`${name}.wq4`, dataNames, packed), [outDim, blocks, group / 2], DT.UINT8);
+  const sc = g.external(`${name}.ws`, file.fromPackage(`${name}.ws`, scaleNames, scale), [outDim * blocks], DT.FLOAT);
+  if (fewRows) return g.op("MatMulQ4", [x, wq, sc], {}, 1, OPS_DOMAIN)[0];
+  return g.o(
+    "MatMulNBits",
+    [x, wq, sc],
+    { K: inDim, N: outDim, bits: 4, block_size: group, accuracy_level: int8Compute ? 4 : 0 },
+    "com.microsoft",
+  );
 }

@@ -17,7 +17,7 @@ import { DT, Graph } from "../onnx/graph.js";
 import { WeightFile } from "../onnx/weight-file.js";
 import { fp16Emitter } from "../recipes/fp16.js";
 import type { QuantPlan, QuantWeights } from "../recipes/quantized.js";
-import { hadamardBlock } from "../quantize.js";
+import { rotationOf } from "../hadamard.js";
 import { toHalf } from "../safetensors-writer.js";
 import { checkModel } from "./check.js";
 import { TRT_DOMAIN, TRT_DOMAIN_VERSION } from "./ops.js";
@@ -234,7 +234,8 @@ function mamba1(ctx: Ctx, l: number, L: Mamba1Layer, u: Act, conv: string, ssm: 
   );
   let y: Act = so === null ? { v: ctx.to2(y3, E) } : { v: ctx.to2(y3, E), scale: so };
   if (rotated) {
-    const attrs = { hadamard_block: hadamardBlock(E), scale: { f: so! }, out_int8: 1 };
+    const f = rotationOf(E);
+    const attrs = { hadamard_block: f.b, hadamard_factor: f.m, scale: { f: so! }, out_int8: 1 };
     y = { v: custom(ctx, "HadamardQuant", [y.v], attrs, 1)[0], scale: so! };
   }
   return [lin.linear(g, y, `l${l}.out_proj`, L.outProj, L.outProjBias, c.dModel, E), convOut, hOut];
@@ -285,7 +286,8 @@ function mamba2(ctx: Ctx, l: number, L: Mamba2Layer, u: Act, conv: string, ssm: 
     norm_before_gate: c.normBeforeGate ? 1 : 0,
     group_size: gs,
     eps: { f: c.normEps },
-    hadamard_block: rotated ? hadamardBlock(E) : 0,
+    hadamard_block: rotated ? rotationOf(E).b : 0,
+    hadamard_factor: rotated ? rotationOf(E).m : 1,
     scale: { f: so ?? 0 },
     out_int8: so === null ? 0 : 1,
   };

@@ -10,8 +10,8 @@ import onnxProto from "onnx-proto";
 import type { ModelConfig } from "../../model/config.js";
 import { depthwiseConv, gatedNorm, OPS_DOMAIN, OPS_DOMAIN_VERSION, rmsNorm, silu, split } from "../onnx/export.js";
 import { DT, Graph } from "../onnx/graph.js";
-import { hadamard } from "../quantize.js";
-import { rotateBlocks } from "../recipes/rotate.js";
+import { sylvester } from "../hadamard.js";
+import { mixMatrix, rotateBlocks, rotateWhole } from "../recipes/rotate.js";
 import { checkModel } from "./check.js";
 import { CUSTOM_OPS, TRT_DOMAIN, withDefaults } from "./ops.js";
 
@@ -181,7 +181,9 @@ export function substituteForOrt(bytes: Uint8Array): Uint8Array {
         }
         if (a.hadamard_block > 1) {
           const hb = a.hadamard_block;
-          v = rotateBlocks(g, v, E, hb, g.floats(hadamard(hb), [hb, hb]));
+          const Hb = g.floats(sylvester(hb), [hb, hb]);
+          const m = a.hadamard_factor;
+          v = m > 1 ? rotateWhole(g, v, m, hb, Hb, g.floats(mixMatrix(m), [m, m])) : rotateBlocks(g, v, E, hb, Hb);
         }
         outs = [finish(v, a.scale, a.out_int8)];
         break;

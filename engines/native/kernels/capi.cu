@@ -100,8 +100,8 @@ int me_k_add_rmsnorm(float* hidden, const float* add, int M, int D, const float*
 }
 
 int me_k_row_post(int E, const float* z, int ldz, int gate, int normBeforeGate, int gs, const float* w, float eps, int hb, float scale,
-                  const float* y, int M, float* out, int8_t* outQ, const float* part, int nPart) {
-  RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale, part, nPart};
+                  const float* y, int M, float* out, int8_t* outQ, const float* part, int nPart, int hm) {
+  RowPost p{E, z, ldz, gate, normBeforeGate, gs, w, eps, hb, scale, part, nPart, hm};
   return done(rowNormRotateQuant(p, y, M, out, outQ, 0));
 }
 
@@ -185,6 +185,9 @@ int me_k_i4row_plan(int N, int K, int norm, int* out) {
 }
 
 int me_k_embed(const __half* table, int D, const int* tokens, int M, float* out) { return done(embed(table, D, tokens, M, out, 0)); }
+int me_k_embed_i4(const uint8_t* table, const float* scale, int group, int D, const int* tokens, int M, float* out) {
+  return done(embedI4(table, scale, group, D, tokens, M, out, 0));
+}
 
 int me_k_argmax(const float* logits, int M, int V, int* out, float* scratch) { return done(argmax(logits, M, V, out, scratch, 0)); }
 

@@ -67,6 +67,9 @@ struct NormIn {
   // into hidden (its ssOut), instead of a reduction over the row in every block
   const float* part;
   int nPart;
+  // the rotation over the whole row, E = hm · hb (hm 12 or 20; 0 or 1: blocks of hb only): after the
+  // blocks' transforms, the Paley Hadamard matrix H_hm mixes the hm blocks
+  int hm;
 };
 
 // x: float32 (W_F16 / W_I4) or int8 with scale xScale (W_I8). Decode (M <= 8 rows per launch,
@@ -167,11 +170,16 @@ struct RowPost {
   // squares (the SSD step's), so the rotation runs in E / hb blocks instead of one for the row
   const float* part;
   int nPart;
+  // the rotation over the whole row, E = hm · hb (hm 12 or 20; 0 or 1: blocks of hb only): after the
+  // blocks' transforms, the Paley Hadamard matrix H_hm mixes the hm blocks
+  int hm;
 };
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s);
 
 // ---- embedding, argmax, top-k -------------------------------------------------------------------
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s);
+// rows of a 4-bit table (vocab, D / group, group / 2), low nibble first, zero point 8, scales (vocab, D / group)
+cudaError_t embedI4(const uint8_t* table, const float* scale, int group, int D, const int* tokens, int M, float* out, cudaStream_t s);
 // scratch: 2 * 64 * M floats of device memory
 cudaError_t argmax(const float* logits, int M, int V, int* out, float* scratch, cudaStream_t s);
 // the k largest (value, then lowest index first) of each row: values (M, k), indices (M, k); k <= 256

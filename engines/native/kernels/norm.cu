@@ -131,6 +131,26 @@ __global__ void rotateKernel(RowPost p, const float* __restrict__ y, float* __re
     *(float4*)(out + e) = make_float4(qdq(r.x, p.scale), qdq(r.y, p.scale), qdq(r.z, p.scale), qdq(r.w, p.scale));
 }
 
+// Paley-I Hadamard matrices of orders 12 and 20 (q = 11, 19), one row per word: bit j set where
+// H[i][j] = -1 (the same matrices as engines/builder/hadamard.ts builds)
+__constant__ unsigned kPaley12[12] = {0x0, 0xb89, 0x713, 0xe25, 0xc4b, 0x897, 0x12f, 0x25d, 0x4b9, 0x971, 0x2e3, 0x5c5};
+__constant__ unsigned kPaley20[20] = {0x0,     0x9ea19, 0x3d433, 0x7a865, 0xf50c9, 0xea193, 0xd4327, 0xa864f, 0x50c9f, 0xa193d,
+                                      0x4327b, 0x864f5, 0xc9eb,  0x193d5, 0x327a9, 0x64f51, 0xc9ea1, 0x93d43, 0x27a87, 0x4f50d};
+
+// sm (hm blocks of hb) ← sm · (H_hm ⊗ I_hb): out[a' · hb + c] = Σ_a H[a][a'] · sm[a · hb + c]
+__device__ void mixBlocks(float* sm, int hm, int hb) {
+  const unsigned* rows = hm == 12 ? kPaley12 : kPaley20;
+  for (int c = threadIdx.x; c < hb; c += blockDim.x) {
+    float v[20];
+    for (int a = 0; a < hm; a++) v[a] = sm[a * hb + c];
+    for (int a2 = 0; a2 < hm; a2++) {
+      float acc = 0.f;
+      for (int a = 0; a < hm; a++) acc += (rows[a] >> a2 & 1u) ? -v[a] : v[a];
+      sm[a2 * hb + c] = acc;
+    }
+  }
+}
+
 __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __restrict__ out, int8_t* __restrict__ outQ) {
   extern __shared__ float sm[];  // one row
   __shared__ float scratch[32];
@@ -170,6 +190,11 @@ __global__ void rowPostKernel(RowPost p, const float* __restrict__ y, float* __r
       __syncthreads();
     }
     post = rsqrtf((float)p.hb);
+    if (p.hm > 1) {
+      mixBlocks(sm, p.hm, p.hb);
+      __syncthreads();
+      post = rsqrtf((float)p.hb * (float)p.hm);
+    }
   }
   for (int i = threadIdx.x; i < E; i += blockDim.x) emit((size_t)m * E + i, sm[i] * post, p.scale, out, outQ);
 }
@@ -178,7 +203,9 @@ cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* o
   if (p.nPart > 0 && (M != 1 || p.gate || !p.w || p.hb < 128 || p.hb > 4096)) return cudaErrorInvalidValue;
   if (p.hb > 1 && (p.E % p.hb != 0 || (p.hb & (p.hb - 1)) != 0)) return cudaErrorInvalidValue;
   if (p.gs > 0 && p.E % p.gs != 0) return cudaErrorInvalidValue;
-  if ((p.gs == 0 || p.nPart > 0) && !p.gate && p.hb >= 128 && p.hb <= 4096)
+  const bool whole = p.hm > 1;  // the mix across blocks needs the row in one CUDA block
+  if (whole && ((p.hm != 12 && p.hm != 20) || p.hm * p.hb != p.E || p.nPart > 0)) return cudaErrorInvalidValue;
+  if ((p.gs == 0 || p.nPart > 0) && !p.gate && !whole && p.hb >= 128 && p.hb <= 4096)
     return launch(rotateKernel, dim3(p.E / p.hb, M), p.hb / 4, (size_t)p.hb * sizeof(float), s, p, y, out, outQ);
   const size_t smem = (size_t)p.E * sizeof(float);
   if (smem > 48 * 1024) {
@@ -198,6 +225,26 @@ __global__ void embedKernel(const __half* __restrict__ table, int D, const int* 
 
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s) {
   return launch(embedKernel, M, 256, 0, s, table, D, tokens, out);
+}
+
+__global__ void embedI4Kernel(const uint8_t* __restrict__ table, const float* __restrict__ scale, int group, int D,
+                              const int* __restrict__ tokens, float* __restrict__ out) {
+  pdlWait();
+  pdlRelease();
+  const int m = blockIdx.x;
+  const size_t row = (size_t)tokens[m];
+  const uint8_t* bytes = table + row * (D / 2);
+  const float* s = scale + row * (D / group);
+  for (int i = threadIdx.x; i < D / 2; i += blockDim.x) {
+    const uint8_t b = bytes[i];
+    const float sc = s[2 * i / group];  // a group is even-sized: both nibbles share its scale
+    out[(size_t)m * D + 2 * i] = (float)((int)(b & 15) - 8) * sc;
+    out[(size_t)m * D + 2 * i + 1] = (float)((int)(b >> 4) - 8) * sc;
+  }
+}
+
+cudaError_t embedI4(const uint8_t* table, const float* scale, int group, int D, const int* tokens, int M, float* out, cudaStream_t s) {
+  return launch(embedI4Kernel, M, 256, 0, s, table, scale, group, D, tokens, out);
 }
 
 // (v, i) ranks above (bv, bi): larger value first, then the lower index

@@ -57,10 +57,19 @@ struct Layer {
   float* convQ = nullptr;  // per conv channel fake-quantization scales, or null
 };
 
-static int hadamardBlock(int n) {
-  int b = 1;
-  while (n % (b * 2) == 0) b *= 2;
-  return b;
+// the rotation of a width n (as engines/builder/hadamard.ts): n = hm · hb with hm 1, 12 or 20 and hb
+// a power of two, over the whole row; else blocks of the largest power of two dividing n (hm 1)
+static void hadamardOf(int n, int& hm, int& hb) {
+  for (int m : {1, 12, 20}) {
+    if (n % m) continue;
+    const int b = n / m;
+    if ((b & (b - 1)) == 0) {
+      hm = m, hb = b;
+      return;
+    }
+  }
+  hm = 1, hb = 1;
+  while (n % (hb * 2) == 0) hb *= 2;
 }
 
 struct Engine {
@@ -70,7 +79,11 @@ struct Engine {
   int maxBatch = 1, nSlots = 1, chunk = 512;
   std::vector<void*> allocs;
   int64_t weightBytes = 0;
-  const __half *embedding = nullptr, *lmHead = nullptr;
+  const __half* embedding = nullptr;  // float16 table, or null for a 4-bit one:
+  const uint8_t* embQ = nullptr;      // (vocab, D / embGroup, embGroup / 2), as I4 weights
+  const float* embScale = nullptr;    // (vocab, D / embGroup)
+  int embGroup = 0;
+  LinearW lmHead{};
   const float* normF = nullptr;
   std::vector<Layer> layers;
   float* states = nullptr;   // (nSlots + 1) slots; the last one absorbs padded batch rows
@@ -176,6 +189,36 @@ struct Tensors {
   const float* f32opt(const std::string& name, size_t count) { return find(name) ? f32(name, count) : nullptr; }
 };
 
+// 4-bit weights `q` (N, K/group, group/2) with their scales: packed into the tensor-core tile order
+// where the GEMV can use it
+static void loadI4(LinearW& W, Tensors& t, Engine& e, const std::string& q, const std::string& scaleName) {
+  const int N = W.N, K = W.K;
+  const Json* j = t.find(q);
+  const Json* shape = j->get("shape");
+  if (!shape || shape->arr.size() != 3) throw Error(t.path + ": tensor " + q + ": expected shape (out, blocks, group/2)");
+  W.type = W_I4;
+  W.group = (int)shape->arr[2].num * 2;
+  const int blocks = (int)shape->arr[1].num;
+  if (W.group % 32 != 0 || (long long)blocks * W.group != K)
+    throw Error(t.path + ": tensor " + q + ": 4-bit groups of " + std::to_string(W.group) + " over " + std::to_string(K) +
+                " inputs are not supported");
+  W.w = t.load(q, "U8", (size_t)N * K / 2);
+  W.scale = t.f32(scaleName, (size_t)N * blocks);
+  if (i4Packable(W)) {  // tensor-core tile order; the row-major copy is freed
+    void* packed = e.alloc<char>((size_t)N * K / 2);
+    CK(packI4(W, packed, 0));
+    CK(cudaDeviceSynchronize());
+    e.release(const_cast<void*>(W.w));
+    W.w = packed, W.packed = 1;
+    if (!e.gemvWs) {
+      e.gemvWs = e.alloc<float>(GEMV_WS_FLOATS);
+      e.gemvCount = e.alloc<unsigned>(GEMV_WS_TILES);
+      CK(cudaMemset(e.gemvCount, 0, GEMV_WS_TILES * sizeof(unsigned)));
+    }
+    W.ws = e.gemvWs, W.wsCount = e.gemvCount;
+  }
+}
+
 static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N, int K) {
   LinearW W{};
   W.N = N, W.K = K;
@@ -191,29 +234,7 @@ static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N,
       W.w = t.load(q, "I8", (size_t)N * K);
       W.scale = t.f32(q + "_scale", N);
     } else {
-      const Json* shape = j->get("shape");
-      if (!shape || shape->arr.size() != 3) throw Error(t.path + ": tensor " + q + ": expected shape (out, blocks, group/2)");
-      W.type = W_I4;
-      W.group = (int)shape->arr[2].num * 2;
-      const int blocks = (int)shape->arr[1].num;
-      if (W.group % 32 != 0 || (long long)blocks * W.group != K)
-        throw Error(t.path + ": tensor " + q + ": 4-bit groups of " + std::to_string(W.group) + " over " + std::to_string(K) +
-                    " inputs are not supported");
-      W.w = t.load(q, "U8", (size_t)N * K / 2);
-      W.scale = t.f32(q + "_scale", (size_t)N * blocks);
-      if (i4Packable(W)) {  // tensor-core tile order; the row-major copy is freed
-        void* packed = e.alloc<char>((size_t)N * K / 2);
-        CK(packI4(W, packed, 0));
-        CK(cudaDeviceSynchronize());
-        e.release(const_cast<void*>(W.w));
-        W.w = packed, W.packed = 1;
-        if (!e.gemvWs) {
-          e.gemvWs = e.alloc<float>(GEMV_WS_FLOATS);
-          e.gemvCount = e.alloc<unsigned>(GEMV_WS_TILES);
-          CK(cudaMemset(e.gemvCount, 0, GEMV_WS_TILES * sizeof(unsigned)));
-        }
-        W.ws = e.gemvWs, W.wsCount = e.gemvCount;
-      }
+      loadI4(W, t, e, q, q + "_scale");
     }
   } else {
     throw Error(t.path + ": tensor " + fp + " is missing");
@@ -272,8 +293,27 @@ static void loadEngine(Engine& e, const std::string& dir) {
   };
 
   Tensors t(dir + "/weights.safetensors", &e);
-  e.embedding = (const __half*)t.load("embedding", "F16", (size_t)c.vocab * c.D);
-  e.lmHead = t.find("lm_head") ? (const __half*)t.load("lm_head", "F16", (size_t)c.vocab * c.D) : e.embedding;
+  // the embedding and lm_head: float16 or 4-bit tables (a tied lm_head reads the embedding's)
+  const Json* emb = t.find("embedding");
+  const bool embI4 = emb && emb->get("dtype") && emb->get("dtype")->str == "U8";
+  if (embI4) {
+    const Json* shape = emb->get("shape");
+    if (!shape || shape->arr.size() != 3) throw Error(t.path + ": tensor embedding: expected shape (vocab, blocks, group/2)");
+    e.embGroup = (int)shape->arr[2].num * 2;
+    e.embQ = (const uint8_t*)t.load("embedding", "U8", (size_t)c.vocab * c.D / 2);
+    e.embScale = t.f32("embedding.scale", (size_t)c.vocab * (c.D / e.embGroup));
+  } else {
+    e.embedding = (const __half*)t.load("embedding", "F16", (size_t)c.vocab * c.D);
+  }
+  const std::string head = t.find("lm_head") ? "lm_head" : "embedding";
+  const Json* hj = t.find(head);
+  e.lmHead.N = c.vocab, e.lmHead.K = c.D;
+  if (hj->get("dtype") && hj->get("dtype")->str == "U8") {
+    loadI4(e.lmHead, t, e, head, head + ".scale");  // its own copy: packing reorders the bytes
+  } else {
+    e.lmHead.type = W_F16;
+    e.lmHead.w = head == "embedding" ? e.embedding : t.load(head, "F16", (size_t)c.vocab * c.D);
+  }
   e.normF = t.f32("norm_f", c.D);
   e.layers.resize(c.nLayer);
   for (int l = 0; l < c.nLayer; l++) {
@@ -399,7 +439,8 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
     CK(conv1dPrefill(e.proj, NP, c0, M, C, c.K, L.convW, L.convB, e.convState(slot, l), L.convQ, e.xc, xq, L.sXproj, s));
   }
 
-  const int hb = e.rotate ? hadamardBlock(c.E) : 0;
+  int hm = 1, hb = 0;
+  if (e.rotate) hadamardOf(c.E, hm, hb);
   const float outScale = e.actInt8 || e.qdqAct ? L.sOut : 0.f;
   // Mamba-2 at batch 1: the SSD step gates y and writes its partial sums of squares, from which the
   // gated RMSNorm is taken by out_proj (float activations without rotation: fp16, w4a16), where a
@@ -410,7 +451,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
       c.mamba2 && decode && M == 1 && (!L.gatedNorm || (c.gs == c.E && !c.normBeforeGate && ssdStepParts(c.H, c.P) <= GEMV_SS_PARTS));
   const bool gatedNormInOutProj =
       gatedNormFolds && hb == 0 && outScale == 0.f && !e.actInt8 && (!L.gatedNorm || takesPartialNorm(L.outProj));
-  const bool gatedNormInRotation = gatedNormFolds && hb >= 128 && hb <= 4096 && c.E % hb == 0;
+  const bool gatedNormInRotation = gatedNormFolds && hm == 1 && hb >= 128 && hb <= 4096 && c.E % hb == 0;
   // how many partial sums of squares of the gated y the SSD step writes (0: none)
   const int yParts = (gatedNormInOutProj || gatedNormInRotation) && L.gatedNorm ? ssdStepParts(c.H, c.P) : 0;
   if (!c.mamba2) {
@@ -434,7 +475,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
       CK(scan1Prefill(p, M, e.ssmState(slot, l), s));
     }
     if (e.rotate) {
-      RowPost rp{c.E, nullptr, 0, 0, 0, 0, nullptr, c.eps, hb, outScale};
+      RowPost rp{c.E, nullptr, 0, 0, 0, 0, nullptr, c.eps, hb, outScale, nullptr, 0, hm};
       CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
     }
   } else {
@@ -445,7 +486,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
       if (gatedNormInOutProj) p.y = e.act;  // out_proj's input as it is
       CK(ssdStep(p, M, ssmBase, ss, e.dSlots, s, yParts ? e.ssPartY : nullptr));
       if (gatedNormInRotation) {
-        RowPost rp{c.E, nullptr, 0, 0, 0, 0, L.gatedNorm, c.eps, hb, outScale, e.ssPartY, yParts};
+        RowPost rp{c.E, nullptr, 0, 0, 0, 0, L.gatedNorm, c.eps, hb, outScale, e.ssPartY, yParts, hm};
         CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
       }
     } else {
@@ -454,7 +495,7 @@ static void layer(Engine& e, int l, int M, bool decode, int slot) {
       else
         CK(ssdPrefill(p, M, e.ssmState(slot, l), s));
       // 4. gate, gated RMSNorm, Hadamard rotation, quantization
-      RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale};
+      RowPost rp{c.E, e.proj, NP, 1, c.normBeforeGate, L.gatedNorm ? c.gs : 0, L.gatedNorm, c.eps, hb, outScale, nullptr, 0, hm};
       CK(rowNormRotateQuant(rp, e.y, M, e.act, e.actInt8 ? e.actQ : nullptr, s));
     }
   }
@@ -478,13 +519,17 @@ static void head(Engine& e, int r0, int n, bool decode) {
   // decode: out_proj already added into hidden
   CK(addRmsnormQuant(e.hidden + (size_t)r0 * c.D, decode ? nullptr : e.out + (size_t)r0 * c.D, n, c.D, e.normF, c.eps, e.normed, nullptr,
                      0.f, e.st));
-  LinearW W{W_F16, c.vocab, c.D, e.lmHead, nullptr, 0, nullptr, 0};
+  const LinearW& W = e.lmHead;
   CK(decode ? gemv(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, nullptr, e.st) : linear(W, e.normed, c.D, 0.f, n, e.logits, c.vocab, e.st));
+}
+
+static cudaError_t embedRows(Engine& e, const int* tokens, int M) {
+  return e.embQ ? embedI4(e.embQ, e.embScale, e.embGroup, e.c.D, tokens, M, e.hidden, e.st) : embed(e.embedding, e.c.D, tokens, M, e.hidden, e.st);
 }
 
 static void decodeForward(Engine& e, int B) {
   e.ssParts = 0;  // the embedding leaves no partial sums: layer 0 normalizes on its own
-  CK(embed(e.embedding, e.c.D, e.dTokens, B, e.hidden, e.st));
+  CK(embedRows(e, e.dTokens, B));
   for (int l = 0; l < e.c.nLayer; l++) layer(e, l, B, true, 0);
   head(e, 0, B, true);
   CK(argmax(e.logits, B, e.c.vocab, e.dArg, e.argScratch, e.st));
@@ -523,7 +568,7 @@ static void prefill(Engine& e, int slot, const int32_t* tokens, int n, int allLo
   for (int t0 = 0; t0 < n; t0 += e.chunk) {
     const int T = std::min(e.chunk, n - t0);
     CK(cudaMemcpyAsync(e.dTokens, tokens + t0, T * 4, cudaMemcpyHostToDevice, e.st));
-    CK(embed(e.embedding, c.D, e.dTokens, T, e.hidden, e.st));
+    CK(embedRows(e, e.dTokens, T));
     for (int l = 0; l < c.nLayer; l++) layer(e, l, T, false, slot);
     const bool last = t0 + T == n;
     if (allLogits) {

@@ -35,6 +35,11 @@ export function buildCommand(y: Argv) {
           describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)",
         })
         .option("rtn", { type: "boolean", default: false, describe: "4-bit weights by round-to-nearest instead of GPTQ (an ablation)" })
+        .option("embedding", {
+          choices: ["fp16", "q4"] as const,
+          default: "fp16" as const,
+          describe: "the embedding and lm_head: float16, or 4-bit groups (a smaller engine, at a cost in perplexity)",
+        })
         .option("target", {
           type: "string",
           default: "cpu",
@@ -66,6 +71,7 @@ export function buildCommand(y: Argv) {
         calibLength: int("calib-len", args["calib-len"]),
         percentile: args.percentile,
         gptq: !args.rtn,
+        embedding: args.embedding,
         targets: parseTargets(args.target),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: (label, done, total) => {

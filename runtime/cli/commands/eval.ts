@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import { UserError } from "../../../engines/errors.js";
-import { evaluate } from "../../eval.js";
+import { clozeItems, evaluate } from "../../eval.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 import { progress } from "../progress.js";
 import { provenance, writeResult } from "../../bench/results.js";
@@ -9,7 +9,7 @@ import { provenance, writeResult } from "../../bench/results.js";
 export function evalCommand(y: Argv) {
   return y.command(
     "eval",
-    "perplexity and bits per byte of a text file (the whole text through one recurrent state)",
+    "perplexity, bits per byte and last-word accuracy on a text file (the whole text through one recurrent state)",
     (a) =>
       a
         .options(targetOptions)
@@ -26,7 +26,9 @@ export function evalCommand(y: Argv) {
       }
       const o = await openTarget(args);
       const tokenizer = openTokenizer(o);
-      let ids = await tokenizer.encode(text);
+      const enc = await tokenizer.encodeWithOffsets(text);
+      let ids = enc.ids;
+      const cloze = clozeItems(text, enc.offsets);
       let bytes = Buffer.byteLength(text, "utf8");
       if (args["max-tokens"] !== undefined) {
         const n = args["max-tokens"];
@@ -38,7 +40,7 @@ export function evalCommand(y: Argv) {
       }
       if (ids.length < 2) throw new UserError(`${args.text}: too short to score (${ids.length} tokens)`);
       const bar = progress("eval", ids.length - 1);
-      const r = await evaluate(o.backend, ids, bytes, 256, (done) => bar.update(done));
+      const r = await evaluate(o.backend, ids, bytes, 256, (done) => bar.update(done), cloze);
       bar.stop();
       const out = {
         tool: "mamba-edge eval",
@@ -54,7 +56,10 @@ export function evalCommand(y: Argv) {
       else {
         process.stdout.write(
           `${o.label} on ${args.text}: perplexity ${r.perplexity.toFixed(2)}, ${r.bitsPerByte.toFixed(4)} bits/byte ` +
-            `(${r.tokens} tokens, ${r.bytes} bytes, ${r.seconds.toFixed(1)} s, ${out.tokensPerSecond.toFixed(0)} tokens/s)\n`,
+            `(${r.tokens} tokens, ${r.bytes} bytes, ${r.seconds.toFixed(1)} s, ${out.tokensPerSecond.toFixed(0)} tokens/s)` +
+            `; next-token accuracy ${(100 * r.nextTokenAccuracy).toFixed(2)} %` +
+            (r.cloze ? `, last-word accuracy ${(100 * r.cloze.accuracy).toFixed(1)} % of ${r.cloze.items} sentence-final words` : "") +
+            "\n",
         );
       }
       if (args.out) process.stderr.write(`wrote ${writeResult("eval", out.backend, o.label, out)}\n`);
