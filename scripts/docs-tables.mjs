@@ -133,6 +133,53 @@ function quantAccuracy() {
   return out;
 }
 
+/**
+ * Every recipe and quantizer option on each demo model (scripts/bench-engines.sh and
+ * scripts/quant-ablations.sh): perplexity, next-token and last-word accuracy, and the weights
+ * against the model in float16.
+ */
+function quantVariants() {
+  const used = [];
+  const out = [
+    "| model | engine | perplexity | × fp16 | next-token acc. % | last-word acc. % | weights MB | float16 ÷ weights |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  const evals = cliRecords.filter((r) => r.tool === "mamba-edge eval");
+  const variantsOf = (model) =>
+    [...new Set(evals.map(modelOf).filter((m) => m.startsWith(`${model}-`)))]
+      .map((m) => m.slice(model.length + 1))
+      .filter((v) => VARIANTS[v])
+      .sort((a, b) => Object.keys(VARIANTS).indexOf(a) - Object.keys(VARIANTS).indexOf(b));
+  for (const model of ["mamba1-brown", "mamba2-brown", "mamba2-groups-brown"]) {
+    const base = get("eval", model, "fp16");
+    if (!base) continue;
+    const rows = [
+      ...RECIPES.filter((r) => r !== "fp32").map((r) => [label[r], get("eval", model, r)]),
+      ...variantsOf(model).map((v) => [VARIANTS[v], newest.get(`mamba-edge eval|${model}-${v}|${v.split("-")[0]}`)]),
+    ];
+    for (const [name, e] of rows) {
+      if (!e) continue;
+      used.push(e);
+      const pct = (x) => (x === undefined ? "–" : (100 * x).toFixed(2));
+      out.push(
+        `| ${model} | ${name} | ${num(e.perplexity, 2)} | ${(e.perplexity / base.perplexity).toFixed(3)} | ${pct(e.nextTokenAccuracy)} | ${pct(e.cloze?.accuracy)} | ${num(e.weightsMB, 2)} | ${e.weightsMB ? (e.float16MB / e.weightsMB).toFixed(2) : "–"} |`,
+      );
+    }
+  }
+  out.push("", provenance(used));
+  return out;
+}
+
+const VARIANTS = {
+  "w4a16-rtn": "w4a16, round-to-nearest (`--rtn`)",
+  "w4a16-actorder": "w4a16, GPTQ `--act-order`",
+  "w4a16-qinputs": "w4a16, GPTQ `--gptq-inputs quantized`",
+  "w4a16-q4emb": "w4a16 `--embedding q4`",
+  "w4a8-q4emb": "w4a8 `--embedding q4`",
+  "w8a8-quamba2": "w8a8 `--ssm-scales quamba2` (Quamba2's W8A8)",
+  "w4a8-pertensor": "w4a8 `--ssm-scales per-tensor`",
+};
+
 /** The daemon's load benchmark (scripts/load-bench.mjs): the named record, or the newest. */
 function load(file) {
   const r = file ? record("load", file) : records.filter((x) => x.kind === "load").pop();
@@ -315,6 +362,7 @@ const renderers = {
   "demo-results": demoResults,
   "random-130m": random130m,
   "quant-accuracy": quantAccuracy,
+  "quant-variants": quantVariants,
   load,
   "cuda-kernels": cudaKernels,
   "cuda-e2e": cudaEndToEnd,

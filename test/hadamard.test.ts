@@ -87,7 +87,10 @@ describe("Hadamard matrices", () => {
     for (let o = 0; o < outDim; o++) {
       let a = 0;
       let b = 0;
-      for (let i = 0; i < inDim; i++) (a += x[i] * W[o * inDim + i]), (b += xr[i] * R[o * inDim + i]);
+      for (let i = 0; i < inDim; i++) {
+        a += x[i] * W[o * inDim + i];
+        b += xr[i] * R[o * inDim + i];
+      }
       expect(b).toBeCloseTo(a, 5);
     }
   });

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { OrtBackend } from "../runtime/backends/ort.js";
-import { upperCholeskyOfInverse } from "../engines/builder/quantize.js";
+import { quantizeInt4Gptq, quantizeInt4Rtn, reconstructionError, upperCholeskyOfInverse } from "../engines/builder/quantize.js";
 import { MambaModel } from "../engines/model/model.js";
 import { SafetensorsFile } from "../engines/model/safetensors.js";
 import { float16WeightBytes } from "../engines/package/size.js";
@@ -158,6 +158,120 @@ describe("recipes on the demo model", () => {
     const r2 = cli(["build", join(root, "models", "mamba2-brown"), "--quant", "w4a16", "--out", join(scratch, "y.mamba")]);
     expect(r2.code).toBe(1);
     expect(r2.stderr.trim()).toMatch(/--calib: quantized recipes need a calibration text file/);
+  });
+});
+
+describe("Mamba-2's SSM-input scales under int8 activations", () => {
+  const build = (recipe: string, extra: string[]) => {
+    const out = join(scratch, `groups-${recipe}${extra.join("")}.mamba`);
+    const r = cli([
+      ...["build", join(fixtureRoot, "mamba2-groups"), "--quant", recipe, "--calib-tokens", calibTokens],
+      ...["--calib-samples", "8", "--calib-len", "64", "--out", out, ...extra],
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+  };
+
+  it("w4a8 (and w8a8 with --ssm-scales quamba2) take Quamba2's: x clustered per channel, B and C one scale per state group", () => {
+    for (const [recipe, extra] of [
+      ["w4a8", []],
+      ["w8a8", ["--ssm-scales", "quamba2"]],
+    ] as const) {
+      const m = build(recipe, [...extra]);
+      expect(m.quant.params.ssmScales).toBe("quamba2");
+      const G = m.config.nGroups;
+      expect(G).toBeGreaterThan(1);
+      expect(m.quant.scales["l0.B"]).toHaveLength(G);
+      expect(m.quant.scales["l0.C"]).toHaveLength(G);
+      expect(m.quant.scales["l0.x"]).toMatchObject({ tensor: "l0.x.scale" });
+    }
+  });
+
+  it("w8a8 (and w4a8 with --ssm-scales per-tensor) keep one scale per tensor", () => {
+    for (const [recipe, extra] of [
+      ["w8a8", []],
+      ["w4a8", ["--ssm-scales", "per-tensor"]],
+    ] as const) {
+      const m = build(recipe, [...extra]);
+      expect(m.quant.params.ssmScales).toBe("per-tensor");
+      for (const k of ["l0.x", "l0.B", "l0.C"]) expect(typeof m.quant.scales[k]).toBe("number");
+    }
+  });
+
+  it("refuses w8a8 with Quamba2's scales for the TensorRT target in one line", () => {
+    const r = cli([
+      ...["build", join(fixtureRoot, "mamba2-groups"), "--quant", "w8a8", "--ssm-scales", "quamba2", "--target", "cpu,trt"],
+      ...["--calib-tokens", calibTokens, "--out", join(scratch, "no.mamba")],
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^mamba-edge: --target trt: w8a8 with --ssm-scales quamba2 is not supported/);
+  });
+});
+
+describe("GPTQ variants", () => {
+  // correlated inputs (8 directions and a little noise) of very different sizes per column, as
+  // Mamba's are: 256 samples of 64
+  const inDim = 64;
+  const outDim = 32;
+  let seed = 3;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5;
+  const colScale = Float64Array.from({ length: inDim }, (_, i) => (i % 7 === 0 ? 8 : 1) * (0.5 + rand()));
+  const A = Float64Array.from({ length: 8 * inDim }, rand);
+  const X = new Float64Array(256 * inDim);
+  for (let t = 0; t < 256; t++) {
+    const z = Array.from({ length: 8 }, rand);
+    for (let i = 0; i < inDim; i++) {
+      let v = 0.05 * rand();
+      for (let k = 0; k < 8; k++) v += z[k] * A[k * inDim + i];
+      X[t * inDim + i] = v * colScale[i];
+    }
+  }
+  const xtx = new Float64Array(inDim * inDim);
+  for (let t = 0; t < 256; t++)
+    for (let i = 0; i < inDim; i++) for (let j = 0; j < inDim; j++) xtx[i * inDim + j] += X[t * inDim + i] * X[t * inDim + j];
+  const W = Float32Array.from({ length: outDim * inDim }, rand);
+
+  it("GPTQ leaves less output error than round-to-nearest, with and without act-order", () => {
+    const rtn = reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, 32), outDim, inDim, xtx, outDim);
+    const gptq = reconstructionError(W, quantizeInt4Gptq(W, outDim, inDim, 32, xtx), outDim, inDim, xtx, outDim);
+    const act = quantizeInt4Gptq(W, outDim, inDim, 32, xtx, 0.01, true);
+    const actErr = reconstructionError(W, act, outDim, inDim, xtx, outDim);
+    expect(gptq).toBeLessThan(0.8 * rtn);
+    expect(actErr).toBeLessThan(0.8 * rtn);
+    // act-order's groups keep their place: every value within its group's scale's range
+    for (let o = 0; o < outDim; o++) for (let i = 0; i < inDim; i++) expect(Math.abs(act.q[o * inDim + i])).toBeLessThanOrEqual(8);
+  });
+
+  it("the error measure is ‖XΔᵀ‖² / ‖XWᵀ‖² over the inputs", () => {
+    const q = quantizeInt4Rtn(W, outDim, inDim, 32);
+    let err = 0;
+    let ref = 0;
+    for (let t = 0; t < 256; t++)
+      for (let o = 0; o < outDim; o++) {
+        let y = 0;
+        let yq = 0;
+        for (let i = 0; i < inDim; i++) {
+          y += X[t * inDim + i] * W[o * inDim + i];
+          yq += X[t * inDim + i] * q.q[o * inDim + i] * q.scale[o * 2 + Math.floor(i / 32)];
+        }
+        err += (y - yq) ** 2;
+        ref += y * y;
+      }
+    expect(reconstructionError(W, q, outDim, inDim, xtx, outDim)).toBeCloseTo(err / ref, 10);
+  });
+
+  it("builds with --act-order and --gptq-inputs quantized, and records the per-layer errors", () => {
+    const out = join(scratch, "gptq-variants.mamba");
+    const r = cli([
+      ...["build", join(fixtureRoot, "mamba2-groups"), "--quant", "w4a16", "--calib-tokens", calibTokens, "--calib-samples", "8"],
+      ...["--calib-len", "64", "--act-order", "--gptq-inputs", "quantized", "--embedding", "fp16", "--out", out],
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/calibrating again/);
+    const p = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8")).quant.params;
+    expect(p).toMatchObject({ gptqActOrder: true, gptqInputs: "quantized" });
+    expect(p.reconstructionError.gptqMean).toBeLessThan(p.reconstructionError.rtnMean);
+    expect(Object.keys(p.reconstructionError.layers)).toContain("l0.in_proj");
   });
 });
 

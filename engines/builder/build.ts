@@ -53,6 +53,16 @@ export interface BuildOptions {
   percentile?: number;
   /** 4-bit weights by GPTQ (default) or round-to-nearest */
   gptq?: boolean;
+  /** GPTQ's column order: as stored (default) or by decreasing Hessian diagonal */
+  actOrder?: boolean;
+  /**
+   * GPTQ's Hessians from the float model's activations (default), or from a second calibration
+   * pass over the model with every layer already quantized (so each layer is fitted to the inputs
+   * it will see)
+   */
+  gptqInputs?: "float" | "quantized";
+  /** Mamba-2's SSM-input scales under int8 activations: Quamba2's (w4a8's default) or one per tensor (w8a8's) */
+  ssmScales?: "quamba2" | "per-tensor";
   /** the embedding and lm_head: float16 (default), or 4-bit groups */
   embedding?: EmbeddingFormat;
   /** graphs to write (default: cpu) */
@@ -79,6 +89,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
   const quantized = opts.recipe !== "fp16";
   const embedding = opts.embedding ?? "fp16";
+  const ssmScales = opts.ssmScales ?? (opts.recipe === "w4a8" ? "quamba2" : "per-tensor");
+  // the TensorRT graphs' int8 plugin chain takes one scale per SSM input
+  if (opts.targets?.includes("trt") && opts.recipe === "w8a8" && ssmScales === "quamba2")
+    throw new UserError(
+      "--target trt: w8a8 with --ssm-scales quamba2 is not supported by the TensorRT plugins (one scale per SSM input); use --ssm-scales per-tensor",
+    );
   if (!(EMBEDDINGS as readonly string[]).includes(embedding))
     throw new UserError(`--embedding: expected one of ${EMBEDDINGS.join(", ")}, found ${embedding}`);
   if (quantized && !opts.calibText && !opts.calibTokens)
@@ -123,24 +139,42 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         weightBits: opts.recipe.startsWith("w4") ? 4 : 8,
         activationBits: opts.recipe === "w4a16" ? 16 : 8,
         ...(opts.recipe.startsWith("w4")
-          ? { groupSize: 128, weightRounding: gptq ? "gptq" : "rtn", gptqDamp: gptq ? 0.01 : undefined }
+          ? {
+              groupSize: 128,
+              weightRounding: gptq ? "gptq" : "rtn",
+              ...(gptq ? { gptqDamp: 0.01, gptqActOrder: opts.actOrder ?? false, gptqInputs: opts.gptqInputs ?? "float" } : {}),
+            }
           : { weightScales: "per output channel" }),
         float16: [...(embedding === "q4" ? [] : ["embedding", "lm_head"]), "dt_proj"],
+        ...(c.arch === "mamba2" && (opts.recipe === "w8a8" || opts.recipe === "w4a8") ? { ssmScales } : {}),
       });
-      plan = quantPlan(
-        {
-          recipe: opts.recipe as Exclude<Recipe, "fp16">,
-          calib,
-          gptq,
-          group: 128,
-          arch: c.arch,
-          nHeads: c.nHeads,
-          headDim: c.headDim,
-          nGroups: c.nGroups,
-        },
-        canonical,
-        scales,
-      );
+      const planOptions = {
+        recipe: opts.recipe as Exclude<Recipe, "fp16">,
+        calib,
+        gptq,
+        actOrder: gptq && (opts.actOrder ?? false),
+        group: 128,
+        arch: c.arch,
+        nHeads: c.nHeads,
+        headDim: c.headDim,
+        nGroups: c.nGroups,
+        ssmScales,
+      };
+      if (gptq && opts.gptqInputs === "quantized") {
+        log("calibrating again, over the model with its layers quantized (GPTQ's Hessians)");
+        const first = quantPlan(planOptions, new Map(), {});
+        const again = await calibrate(dequantized(model, first), windows, tmp, {
+          percentile,
+          hessians: true,
+          rotate: rotates(opts.recipe),
+          onProgress: (d, t) => opts.progress?.("calibrating again", d, t),
+        });
+        for (const [n, st] of calib.stats) {
+          const xtx = again.stats.get(n)?.xtx;
+          if (xtx && !n.startsWith("lm_head")) st.xtx = xtx;
+        }
+      }
+      plan = quantPlan(planOptions, canonical, scales);
       em = quantEmitter(file, plan);
     }
     if (embedding === "q4") {
@@ -153,7 +187,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       canonical.delete("embedding");
       canonical.delete("lm_head");
       for (const [n, t] of tableTensors("embedding", tables.embedding, c.vocabSize, c.dModel)) canonical.set(n, t);
-      if (tables.lmHead !== tables.embedding) for (const [n, t] of tableTensors("lm_head", tables.lmHead, c.vocabSize, c.dModel)) canonical.set(n, t);
+      if (tables.lmHead !== tables.embedding)
+        for (const [n, t] of tableTensors("lm_head", tables.lmHead, c.vocabSize, c.dModel)) canonical.set(n, t);
       params.embedding = { bits: 4, groupSize: e.group, rounding: xtx ? "gptq" : "rtn", tied: tables.lmHead === tables.embedding };
       em = q4TableEmitter(em, file, tables.embedding, tables.lmHead);
     }
@@ -185,6 +220,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       trt = { domain: TRT_DOMAIN, opsVersion: TRT_DOMAIN_VERSION, opset: 21, pluginLimits: r.limits };
       if (r.limits.length)
         log(`warning: trt: the plugins refuse this model's sizes (${r.limits.join("; ")}): TensorRT cannot build a plan of it`);
+    }
+    if (plan?.errors.size) {
+      const e = [...plan.errors.values()];
+      const mean = (f: (x: { gptq: number; rtn: number }) => number) => e.reduce((a, x) => a + f(x), 0) / e.length;
+      params.reconstructionError = {
+        gptqMean: mean((x) => x.gptq),
+        rtnMean: mean((x) => x.rtn),
+        layers: Object.fromEntries([...plan.errors].map(([n, x]) => [n, [x.gptq, x.rtn]])),
+      };
+      log(
+        `GPTQ: relative output error ${mean((x) => x.gptq).toExponential(2)} on average per layer (round-to-nearest: ${mean((x) => x.rtn).toExponential(2)})`,
+      );
     }
     // canonical quantized tensors (what native backends load, and the cpu graphs' big matrices)
     const offsets = writeSafetensors(join(tmp, "weights.safetensors"), canonical, { format: FORMAT, recipe: opts.recipe });
@@ -271,6 +318,32 @@ function readCalibText(path: string): string {
   }
   if (text.trim().length === 0) throw new UserError(`${path}: calibration text is empty`);
   return text;
+}
+
+/** The model with its quantized layers' weights as the plan rounds them (for a second calibration). */
+function dequantized(model: MambaModel, plan: QuantPlan): MambaModel {
+  const c = model.config;
+  const deq = (name: string, W: Float32Array, outDim: number, inDim: number): Float32Array => {
+    const q = plan.weights(name, W, outDim, inDim);
+    if (!q) return W;
+    const out = new Float32Array(W.length);
+    const nG = q.kind === "int4" ? Math.ceil(inDim / q.group) : 1;
+    for (let o = 0; o < outDim; o++)
+      for (let i = 0; i < inDim; i++)
+        out[o * inDim + i] = q.q[o * inDim + i] * (q.kind === "int4" ? q.scale[o * nG + Math.floor(i / q.group)] : q.scale[o]);
+    return out;
+  };
+  const layers = model.weights.layers.map((L, l) => {
+    const r = { ...L };
+    r.inProj = deq(`l${l}.in_proj`, L.inProj, L.inProj.length / c.dModel, c.dModel);
+    r.outProj = deq(`l${l}.out_proj`, L.outProj, c.dModel, c.dInner);
+    if (c.arch === "mamba1") {
+      const m = L as Mamba1Layer;
+      (r as Mamba1Layer).xProj = deq(`l${l}.x_proj`, m.xProj, c.dtRank + 2 * c.dState, c.dInner);
+    }
+    return r;
+  });
+  return { config: c, weights: { ...model.weights, layers } } as unknown as MambaModel;
 }
 
 /**

@@ -75,7 +75,9 @@ export function quantizeInt4Rtn(W: Float32Array, outDim: number, inDim: number, 
  * GPTQ (Frantar et al. 2022): quantizes the inputs' columns one at a time and spreads each column's
  * rounding error over the columns not yet quantized, weighted by the inverse Hessian of the layer's
  * calibration inputs (H = XᵀX). Group scales are set when a group is reached, from the weights as
- * updated so far.
+ * updated so far. `actOrder`: columns in order of decreasing H diagonal (the inputs that matter most
+ * first, while the most columns are left to absorb their error), with each group's scale fixed
+ * beforehand from the original weights, so groups stay contiguous in the packed layout.
  */
 export function quantizeInt4Gptq(
   W0: Float32Array,
@@ -84,6 +86,7 @@ export function quantizeInt4Gptq(
   group: number,
   xtx: Float64Array,
   damp = 0.01,
+  actOrder = false,
 ): Int4Weights {
   const W = Float64Array.from(W0);
   const H = Float64Array.from(xtx);
@@ -97,20 +100,29 @@ export function quantizeInt4Gptq(
     }
     H[i * inDim + i] += damp * meanDiag;
   }
-  const U = upperCholeskyOfInverse(H, inDim);
   const nG = Math.ceil(inDim / group);
   const q = new Int8Array(W.length);
   const scale = new Float32Array(outDim * nG);
-  for (let i = 0; i < inDim; i++) {
-    if (i % group === 0) {
-      const g = i / group;
-      for (let o = 0; o < outDim; o++) {
-        let m = 0;
-        for (let k = i; k < Math.min(inDim, i + group); k++) m = Math.max(m, Math.abs(W[o * inDim + k]));
-        scale[o * nG + g] = m > 0 ? m / 7 : 1;
-      }
+  const setScales = (g: number) => {
+    for (let o = 0; o < outDim; o++) {
+      let m = 0;
+      for (let k = g * group; k < Math.min(inDim, (g + 1) * group); k++) m = Math.max(m, Math.abs(W[o * inDim + k]));
+      scale[o * nG + g] = m > 0 ? m / 7 : 1;
     }
-    const d = U[i * inDim + i];
+  };
+  // order[k]: the column quantized k-th; U is the factor of H with rows and columns in that order
+  const order = Array.from({ length: inDim }, (_, i) => i);
+  if (actOrder) {
+    order.sort((a, b) => H[b * inDim + b] - H[a * inDim + a] || a - b);
+    for (let g = 0; g < nG; g++) setScales(g);
+  }
+  const Hp = actOrder ? new Float64Array(inDim * inDim) : H;
+  if (actOrder) for (let i = 0; i < inDim; i++) for (let j = 0; j < inDim; j++) Hp[i * inDim + j] = H[order[i] * inDim + order[j]];
+  const U = upperCholeskyOfInverse(Hp, inDim);
+  for (let k = 0; k < inDim; k++) {
+    const i = order[k];
+    if (!actOrder && i % group === 0) setScales(i / group);
+    const d = U[k * inDim + k];
     const g = Math.floor(i / group);
     for (let o = 0; o < outDim; o++) {
       const w = W[o * inDim + i];
@@ -118,10 +130,37 @@ export function quantizeInt4Gptq(
       const qv = q4(w, s);
       q[o * inDim + i] = qv;
       const err = (w - qv * s) / d;
-      for (let k = i + 1; k < inDim; k++) W[o * inDim + k] -= err * U[i * inDim + k];
+      for (let k2 = k + 1; k2 < inDim; k2++) W[o * inDim + order[k2]] -= err * U[k * inDim + k2];
     }
   }
   return { q, scale, group };
+}
+
+/**
+ * The output error a quantization leaves, relative: tr(ΔHΔᵀ) / tr(WHWᵀ) with Δ = W − Ŵ and
+ * H = XᵀX, i.e. ‖XΔᵀ‖² / ‖XWᵀ‖² over the calibration inputs; estimated on up to `rows` evenly
+ * spaced output rows.
+ */
+export function reconstructionError(W: Float32Array, w: Int4Weights, outDim: number, inDim: number, xtx: Float64Array, rows = 64): number {
+  const nG = Math.ceil(inDim / w.group);
+  let err = 0;
+  let ref = 0;
+  const d = new Float64Array(inDim);
+  const step = Math.max(1, Math.floor(outDim / rows));
+  for (let o = 0; o < outDim; o += step) {
+    for (let i = 0; i < inDim; i++) d[i] = W[o * inDim + i] - w.q[o * inDim + i] * w.scale[o * nG + Math.floor(i / w.group)];
+    for (let i = 0; i < inDim; i++) {
+      let hd = 0;
+      let hw = 0;
+      for (let j = 0; j < inDim; j++) {
+        hd += xtx[i * inDim + j] * d[j];
+        hw += xtx[i * inDim + j] * W[o * inDim + j];
+      }
+      err += d[i] * hd;
+      ref += W[o * inDim + i] * hw;
+    }
+  }
+  return ref > 0 ? err / ref : 0;
 }
 
 /**
@@ -183,7 +222,7 @@ export function packNBits(w: Int4Weights, outDim: number, inDim: number): Uint8A
  * Quamba2's sort-and-cluster scales for a Mamba-2 SSM input x (nHeads × headDim channels): heads are
  * sorted by their calibrated range and cut into `headGroups` groups; within a group, channel
  * positions are sorted by range and cut into `channelGroups` clusters; each cluster gets one scale.
- * Returns a per-channel scale vector and the channel permutation that makes clusters contiguous.
+ * Returns a per-channel scale vector and the channel order that would make clusters contiguous.
  */
 export function sortAndCluster(channelAbsmax: Float32Array, nHeads: number, headDim: number, headGroups: number, channelGroups: number) {
   const headMax = Array.from({ length: nHeads }, (_, h) => Math.max(...channelAbsmax.subarray(h * headDim, (h + 1) * headDim)));

@@ -7,6 +7,7 @@ import type { Backend } from "./backend.js";
 import { RefBackend } from "./ref.js";
 import { UserError } from "../../engines/errors.js";
 import type { Manifest } from "../../engines/package/manifest.js";
+import { isWeightFile } from "../../engines/package/size.js";
 import { matchingPlan, type PlannedManifest } from "../../engines/package/plans.js";
 import type { ModelConfig } from "../../engines/model/config.js";
 import { MambaModel } from "../../engines/model/model.js";
@@ -22,7 +23,7 @@ export interface Opened {
   label: string;
   /** directory holding tokenizer.json, if any */
   tokenizerDir: string | null;
-  /** bytes of weights the backend holds (reference: float32 in memory; engine: package on disk) */
+  /** bytes of weights the backend holds (reference: float32 in memory; engine: its weight files on disk) */
   weightBytes: number;
   /** the engine's quantization recipe, or "fp32" for the reference */
   recipe: string;
@@ -180,7 +181,9 @@ function engineOpened(dir: string, backend: Backend & { manifest: Manifest }): O
     config: m.config,
     label: shortPath(dir),
     tokenizerDir: m.tokenizer ? dir : null,
-    weightBytes: Object.values(m.files).reduce((s, f) => s + f.bytes, 0),
+    weightBytes: Object.entries(m.files)
+      .filter(([name]) => isWeightFile(name))
+      .reduce((s, [, f]) => s + f.bytes, 0),
     recipe: m.quant.recipe,
   };
 }

@@ -2,13 +2,16 @@
 # Packs what the GPU check needs from this machine into .device/ (git-ignored; named in `carry`):
 # this Node binary, and the compiled dist/ with a pruned node_modules (the runtime's packages and
 # vitest's, for test/cuda.test.ts; Linux x64 binaries only), xz-compressed. The GPU machine has no
-# Node and no network, and what is carried there must stay small.
+# Node and no network, and what is carried there must stay small. --no-vitest leaves vitest out
+# (about half the packed size; gpu-check.sh then skips test/cuda.test.ts, saying so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .device
 npx tsc -p tsconfig.json
-# the production dependencies and vitest with its own, each package folder once
-mapfile -t packages < <(npm query ".prod, #vitest, #vitest *" | node -e '
+query=".prod, #vitest, #vitest *"
+[ "${1:-}" = --no-vitest ] && query=".prod"
+# the production dependencies (and vitest with its own), each package folder once
+mapfile -t packages < <(npm query "$query" | node -e '
   const { relative, sep } = require("node:path");
   const dirs = [...new Set(JSON.parse(require("node:fs").readFileSync(0, "utf8")).map((p) => relative(process.cwd(), p.path)))].sort();
   const pkgs = dirs.filter((d) => d.startsWith("node_modules" + sep));

@@ -236,8 +236,8 @@ std::vector<Case> cases() {
   had("gated_norm_hadamard_i8", true, true, E, {{"hadamard_block", true, 512}, {"scale", false, 0.03}, {"out_int8", true, 1}}, true, E);
   had("gated_norm", false, true, D, {{"norm_before_gate", true, 1}}, false, E);
   // the rotation over the whole width: 1536 = 12 · 128 (mamba-130m's d_inner)
-  had("whole_hadamard_i8", false, false, 0, {{"hadamard_block", true, 128}, {"hadamard_factor", true, 12}, {"scale", false, 0.02}, {"out_int8", true, 1}},
-      true, 1536);
+  had("whole_hadamard_i8", false, false, 0,
+      {{"hadamard_block", true, 128}, {"hadamard_factor", true, 12}, {"scale", false, 0.02}, {"out_int8", true, 1}}, true, 1536);
   had("gated_norm_whole_hadamard", true, true, 1536, {{"hadamard_block", true, 128}, {"hadamard_factor", true, 12}}, false, 1536);
   return v;
 }

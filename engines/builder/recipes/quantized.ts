@@ -7,7 +7,7 @@ import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, sortAndCluster } from "../quantize.js";
+import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionError, sortAndCluster } from "../quantize.js";
 import { emitRotation } from "./rotate.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { fp16Emitter } from "./fp16.js";
@@ -16,11 +16,17 @@ export interface QuantOptions {
   recipe: Exclude<Recipe, "fp16">;
   calib: Calibration;
   gptq: boolean; // 4-bit weights by GPTQ (else round-to-nearest)
+  actOrder?: boolean; // GPTQ's columns in order of decreasing Hessian diagonal
   group: number; // 4-bit group size
   arch: "mamba1" | "mamba2";
   nHeads: number;
   headDim: number;
   nGroups: number;
+  /**
+   * Mamba-2's SSM-input scales under int8 activations (w8a8, w4a8): Quamba2's (sort-and-cluster for
+   * x, one scale per state group for B and C), or one per tensor (Quamba's, an ablation)
+   */
+  ssmScales: "quamba2" | "per-tensor";
 }
 
 /** Whether a recipe rotates out_proj's input with a Hadamard transform. */
@@ -48,6 +54,8 @@ export interface QuantPlan {
   inputScale(name: string): number | null;
   /** the scale an SSM input (`l<i>.x`, `.B`, `.C`) is quantized with, or null where it is not */
   ssmScale(name: string, width: number): number | Float32Array | null;
+  /** per GPTQ'd layer: its relative output error over the calibration inputs, and round-to-nearest's */
+  readonly errors: Map<string, { gptq: number; rtn: number }>;
 }
 
 export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, scales: Record<string, unknown>): QuantPlan {
@@ -60,6 +68,7 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
   const actScale = new Map<string, number>();
   const ssm = new Map<string, number | Float32Array | null>();
   const prepared = new Map<string, QuantWeights>();
+  const errors = new Map<string, { gptq: number; rtn: number }>();
 
   const inputScale = (name: string) => {
     // x_proj reads the (already quantized) SSM input x: same scale, no second rounding
@@ -76,21 +85,25 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
     if (!int8Acts(o.recipe)) return null;
     const s = stat(name);
     const isX = name.endsWith(".x");
-    if (o.recipe === "w4a8" && o.arch === "mamba2" && isX) {
-      const { scale, perm } = sortAndCluster(s.channelAbsmax!, o.nHeads, o.headDim, 4, 4);
-      scales[name] = { clusters: "4 head groups × 4 channel clusters", permutation: perm };
+    const quamba2 = o.arch === "mamba2" && o.ssmScales === "quamba2" && (o.recipe === "w8a8" || o.recipe === "w4a8");
+    if (quamba2 && isX) {
+      // one scale per channel, the same within each cluster (the clusters need not be contiguous:
+      // applying a scale per channel costs the kernels the same as one per contiguous range)
+      const { scale } = sortAndCluster(s.channelAbsmax!, o.nHeads, o.headDim, 4, 4);
+      scales[name] = { clusters: "4 head groups × 4 channel clusters", tensor: `${name}.scale` };
       canonical.set(`${name}.scale`, { dtype: "F32", shape: [width], data: scale });
       return scale;
     }
-    if (o.recipe === "w4a8" && o.arch === "mamba2" && !isX && o.nGroups > 1) {
-      // per-state-group scales for B and C
+    if (quamba2 && !isX && o.nGroups > 1) {
+      // one scale per state group for B and C
       const N = width / o.nGroups;
       const scale = new Float32Array(width);
-      for (let gi = 0; gi < o.nGroups; gi++) {
-        const m = Math.max(...s.channelAbsmax!.subarray(gi * N, (gi + 1) * N));
-        scale.fill(Math.max(m, 1e-8) / 127, gi * N, (gi + 1) * N);
-      }
-      scales[name] = Array.from(new Set(scale));
+      const perGroup = Array.from(
+        { length: o.nGroups },
+        (_, gi) => Math.max(Math.max(...s.channelAbsmax!.subarray(gi * N, (gi + 1) * N)), 1e-8) / 127,
+      );
+      perGroup.forEach((v, gi) => scale.fill(v, gi * N, (gi + 1) * N));
+      scales[name] = perGroup;
       return scale;
     }
     const clip = isX && o.recipe !== "w8a8-naive" ? s.percentile! : s.absmax;
@@ -102,6 +115,7 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
 
   return {
     o,
+    errors,
     rotated: (name) => name.endsWith(".out_proj") && rotates(o.recipe),
     weights(name, W, outDim, inDim) {
       if (name === "lm_head" || name.endsWith(".dt_proj")) return null;
@@ -113,7 +127,13 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
           canonical.set(`${name}.weight`, { dtype: "I8", shape: [outDim, inDim], data: q.q });
         } else {
           const xtx = stat(name).xtx;
-          const q = o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, o.group, xtx) : quantizeInt4Rtn(W, outDim, inDim, o.group);
+          const q =
+            o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, o.group, xtx, 0.01, o.actOrder) : quantizeInt4Rtn(W, outDim, inDim, o.group);
+          if (o.gptq && xtx)
+            errors.set(name, {
+              gptq: reconstructionError(W, q, outDim, inDim, xtx),
+              rtn: reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, o.group), outDim, inDim, xtx),
+            });
           p = { kind: "int4", q: q.q, scale: q.scale, group: q.group };
           canonical.set(`${name}.weight`, {
             dtype: "U8",
@@ -177,7 +197,12 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
       if (w.kind === "int8") {
         const zp = g.uint8([128], []);
         const xq = g.o("QuantizeLinear", [x, g.floats([sx!], []), zp]);
-        const wOI = g.external(`${name}.wq`, file.fromPackage(`${name}.wq`, packageNames(name, ".weight"), p.data), [outDim, inDim], DT.INT8);
+        const wOI = g.external(
+          `${name}.wq`,
+          file.fromPackage(`${name}.wq`, packageNames(name, ".weight"), p.data),
+          [outDim, inDim],
+          DT.INT8,
+        );
         const wq = g.o("Transpose", [wOI], { perm: [1, 0] });
         const acc = g.o("Cast", [g.o("MatMulInteger", [xq, wq, zp])], { to: DT.FLOAT });
         y = g.o("Mul", [
@@ -189,7 +214,19 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
         ]);
       } else {
         const xa = sx !== null ? qdq(g, x, sx) : x;
-        y = int4Linear(g, file, xa, name, p.data as Uint8Array, p.scale, outDim, inDim, o.group, form?.fusedStep === true && sx === null, sx !== null);
+        y = int4Linear(
+          g,
+          file,
+          xa,
+          name,
+          p.data as Uint8Array,
+          p.scale,
+          outDim,
+          inDim,
+          o.group,
+          form?.fusedStep === true && sx === null,
+          sx !== null,
+        );
       }
       return b ? g.o("Add", [y, b]) : y;
     },

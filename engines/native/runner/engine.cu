@@ -524,7 +524,8 @@ static void head(Engine& e, int r0, int n, bool decode) {
 }
 
 static cudaError_t embedRows(Engine& e, const int* tokens, int M) {
-  return e.embQ ? embedI4(e.embQ, e.embScale, e.embGroup, e.c.D, tokens, M, e.hidden, e.st) : embed(e.embedding, e.c.D, tokens, M, e.hidden, e.st);
+  return e.embQ ? embedI4(e.embQ, e.embScale, e.embGroup, e.c.D, tokens, M, e.hidden, e.st)
+                : embed(e.embedding, e.c.D, tokens, M, e.hidden, e.st);
 }
 
 static void decodeForward(Engine& e, int B) {

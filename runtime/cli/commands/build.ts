@@ -35,6 +35,21 @@ export function buildCommand(y: Argv) {
           describe: "percentile of |x| that sets the SSM input's scale (w8a8, w4a8)",
         })
         .option("rtn", { type: "boolean", default: false, describe: "4-bit weights by round-to-nearest instead of GPTQ (an ablation)" })
+        .option("act-order", {
+          type: "boolean",
+          default: false,
+          describe: "GPTQ: quantize columns in order of decreasing Hessian diagonal (groups keep their place)",
+        })
+        .option("gptq-inputs", {
+          choices: ["float", "quantized"] as const,
+          default: "float" as const,
+          describe: "GPTQ's Hessians from the float model, or from a second calibration over the model with its layers quantized",
+        })
+        .option("ssm-scales", {
+          choices: ["quamba2", "per-tensor"] as const,
+          describe:
+            "Mamba-2 under w8a8 / w4a8: Quamba2's SSM-input scales (x clustered, B and C per state group; w4a8's default), or one per tensor (w8a8's default)",
+        })
         .option("embedding", {
           choices: ["fp16", "q4"] as const,
           default: "fp16" as const,
@@ -72,6 +87,9 @@ export function buildCommand(y: Argv) {
         percentile: args.percentile,
         gptq: !args.rtn,
         embedding: args.embedding,
+        ssmScales: args["ssm-scales"],
+        actOrder: args["act-order"],
+        gptqInputs: args["gptq-inputs"],
         targets: parseTargets(args.target),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: (label, done, total) => {

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import { UserError } from "../../../engines/errors.js";
 import { clozeItems, evaluate } from "../../eval.js";
+import { float16WeightBytes } from "../../../engines/package/size.js";
 import { openTarget, openTokenizer, targetOptions } from "../open.js";
 import { progress } from "../progress.js";
 import { provenance, writeResult } from "../../bench/results.js";
@@ -48,6 +49,8 @@ export function evalCommand(y: Argv) {
         backend: o.backend.info.name,
         recipe: o.recipe,
         text: args.text,
+        weightsMB: o.weightBytes / 1e6,
+        float16MB: float16WeightBytes(o.config) / 1e6,
         ...r,
         tokensPerSecond: r.tokens / r.seconds,
         ...provenance(),

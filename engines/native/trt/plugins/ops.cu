@@ -369,7 +369,8 @@ struct Hadamard {
     if (hb < 0) return "attribute hadamard_block is negative";
     const int hm = a.in("hadamard_factor");
     if (hm != 1 && ((hm != 12 && hm != 20) || (int64_t)hm * hb != E))
-      return "attribute hadamard_factor " + std::to_string(hm) + ": expected 1, or 12 or 20 with hadamard_block · factor = " + std::to_string(E);
+      return "attribute hadamard_factor " + std::to_string(hm) +
+             ": expected 1, or 12 or 20 with hadamard_block · factor = " + std::to_string(E);
     if (gs < 0 || (gs > 0 && E % gs)) return "attribute group_size " + std::to_string(gs) + " does not divide " + std::to_string(E);
     int k = 1;
     if (a.in("gate")) {
@@ -422,8 +423,8 @@ const std::vector<const OpDef*>& ops() {
   static const std::vector<AttrDef> ssd{{"dt_min", false, 0.f}, {"dt_max", false, 3.4e38f}, {"gate", true, 0.f}};
   static const std::vector<AttrDef> norm{
       {"eps", false, 1e-5f}, {"scale", false, 0.f}, {"out_int8", true, 0.f}, {"has_residual", true, 0.f}};
-  static const std::vector<AttrDef> had{{"gate", true, 0.f},    {"norm_before_gate", true, 0.f}, {"group_size", true, 0.f},
-                                        {"eps", false, 1e-5f},  {"hadamard_block", true, 0.f},   {"scale", false, 0.f},
+  static const std::vector<AttrDef> had{{"gate", true, 0.f},     {"norm_before_gate", true, 0.f}, {"group_size", true, 0.f},
+                                        {"eps", false, 1e-5f},   {"hadamard_block", true, 0.f},   {"scale", false, 0.f},
                                         {"out_int8", true, 0.f}, {"hadamard_factor", true, 1.f}};
   static const OpDef table[] = {
       def<Conv<true>>("ConvPrefill", conv),        def<Conv<false>>("ConvStep", conv),  def<Selective<true>>("SelectiveScan", sel),
