@@ -11,7 +11,8 @@ what=${1:-all}
 cli() { node bin/mamba-edge.js "$@"; }
 mkdir -p bench/tmp
 if [ "$what" = demo ] || [ "$what" = engines ] || [ "$what" = all ]; then
-  for m in mamba1-brown mamba2-brown; do
+  for m in mamba1-brown mamba2-brown mamba2-groups-brown; do
+    [ -d "models/$m" ] || continue
     if [ "$what" != engines ]; then
       cli eval --model models/$m --text data/brown/heldout.txt --out
       cli bench --model models/$m --out

@@ -3,9 +3,9 @@
 Brown corpus train split, written in Hugging Face layout (fp16 weights, tokenizer.json).
 
 Usage: python3 scripts/train_demo.py DATA_DIR OUT_DIR [--steps N] [--only mamba1|mamba2|mamba2-groups]
-mamba2-groups is a wider Mamba-2 demo with 4 state groups (B and C per group of 3 heads, as the
-large Mamba-2 checkpoints have), so that per-group quantization scales are exercised, and d_inner
-768 = 12 · 64, a width whose Hadamard rotation is not a power of two (as 1536 and 5120 are not).
+mamba2-groups is a Mamba-2 demo with 6 state groups (B and C per head, where mamba2-8b has 8 groups),
+so that per-group quantization scales are exercised, and d_inner 384 = 12 · 32, a width whose
+Hadamard rotation is not a power of two (as 1536 and 5120 are not).
 DATA_DIR holds train.txt / calib.txt / heldout.txt from `node scripts/brown-split.mjs`.
 Deterministic for a given machine and library versions: every seed is fixed.
 """
@@ -95,8 +95,8 @@ def make_model(arch):
     if arch == "mamba1":
         return MambaForCausalLM(MambaConfig(state_size=16, **common))
     if arch == "mamba2-groups":
-        common["hidden_size"] = 384
-        return Mamba2ForCausalLM(Mamba2Config(state_size=64, head_dim=64, num_heads=12, n_groups=4,
+        common["hidden_size"] = 192
+        return Mamba2ForCausalLM(Mamba2Config(state_size=64, head_dim=64, num_heads=6, n_groups=6,
                                               chunk_size=64, **common))
     return Mamba2ForCausalLM(Mamba2Config(state_size=64, head_dim=64, num_heads=8, n_groups=1,
                                           chunk_size=64, **common))
