@@ -23,11 +23,11 @@ describe("last-word accuracy", () => {
   });
 
   it("counts a word as right only when every one of its tokens is the argmax, as the logits say", async () => {
-    const text = readFileSync(join(root, "data", "brown", "heldout.txt"), "utf8").slice(0, 6000);
+    const text = readFileSync(join(root, "data", "brown", "heldout.txt"), "utf8").slice(0, 3500);
     const tok = Tokenizer.load(demo);
     const { ids, offsets } = await tok.encodeWithOffsets(text);
     const items = clozeItems(text, offsets);
-    expect(items.length).toBeGreaterThan(20);
+    expect(items.length).toBeGreaterThan(10);
     const model = MambaModel.load(demo);
     const r = await evaluate(new RefBackend(model), ids, Buffer.byteLength(text), 256, () => {}, items);
     // independently: one prefill over the text, every position's argmax
@@ -46,10 +46,10 @@ describe("last-word accuracy", () => {
   });
 
   it("is reported by `eval`", () => {
-    const r = cli(["eval", "--model", demo, "--text", join(root, "data", "brown", "heldout.txt"), "--max-tokens", "3000", "--json"]);
+    const r = cli(["eval", "--model", demo, "--text", join(root, "data", "brown", "heldout.txt"), "--max-tokens", "1500", "--json"]);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
-    expect(out.cloze.items).toBeGreaterThan(30);
+    expect(out.cloze.items).toBeGreaterThan(15);
     expect(out.cloze.accuracy).toBeGreaterThanOrEqual(0);
     expect(out.nextTokenAccuracy).toBeGreaterThan(0.1);
   });

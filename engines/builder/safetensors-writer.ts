@@ -8,7 +8,11 @@ export interface OutTensor {
 }
 
 /** Writes the file; returns where each tensor's bytes start in it. */
-export function writeSafetensors(path: string, tensors: Map<string, OutTensor>, metadata: Record<string, string> = {}): Map<string, number> {
+export function writeSafetensors(
+  path: string,
+  tensors: Map<string, OutTensor>,
+  metadata: Record<string, string> = {},
+): Map<string, number> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   const names = [...tensors.keys()].sort();

@@ -211,7 +211,8 @@ function checkConfig(path: string, c: Manifest["config"], weights: string): void
     const emb = shape("embedding");
     // float16 (vocab, d_model), or 4-bit groups packed two to a byte (vocab, d_model / group, group / 2)
     const cols = emb.length === 3 ? emb[1] * emb[2] * 2 : emb[1];
-    if (cols !== c.dModel) throw new UserError(`${path}: config.dModel is ${c.dModel} but weights.safetensors: embedding has shape [${emb.join(",")}]`);
+    if (cols !== c.dModel)
+      throw new UserError(`${path}: config.dModel is ${c.dModel} but weights.safetensors: embedding has shape [${emb.join(",")}]`);
     const convDim = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
     for (let l = 0; l < c.nLayer; l++) {
       const p = `layers.${l}.`;

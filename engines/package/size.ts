@@ -22,7 +22,9 @@ export function float16WeightBytes(c: ModelConfig): number {
       half((2 * E + 2 * GN + c.nHeads) * D + D * E) + // in_proj, out_proj
       single(D + conv * c.dConv + (c.convBias ? conv : 0) + 3 * c.nHeads + E); // norm, conv, A, D, dt_bias, gated norm
   }
-  const bias = c.projBias ? single(c.nLayer * (c.arch === "mamba1" ? 2 * E : 2 * E + 2 * c.nGroups * c.dState + c.nHeads) + c.nLayer * D) : 0;
+  const bias = c.projBias
+    ? single(c.nLayer * (c.arch === "mamba1" ? 2 * E : 2 * E + 2 * c.nGroups * c.dState + c.nHeads) + c.nLayer * D)
+    : 0;
   return table + single(D) + c.nLayer * layer + bias;
 }
 

@@ -232,7 +232,9 @@ async function openStep(
       try {
         const capi = await CapiSession.open(join(dir, "cpu", "step-fused.onnx"), threads, lib, resolve(dir));
         // the fused prefill graph came later than the fused step: an engine may have only the step
-        const pre = m.files["cpu/prefill-fused.onnx"] ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib, resolve(dir)) : null;
+        const pre = m.files["cpu/prefill-fused.onnx"]
+          ? await CapiSession.open(join(dir, "cpu", "prefill-fused.onnx"), threads, lib, resolve(dir))
+          : null;
         if (capi)
           return {
             stepper: new CapiStepper(capi, c, true),

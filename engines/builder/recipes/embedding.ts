@@ -51,8 +51,18 @@ export function q4TableEmitter(inner: Emitter, file: WeightFile, embedding: Q4Ta
     gather(g, ids, name, _W, rows, cols) {
       const t = embedding;
       const data = g.external(`${name}.q4`, file.fromPackage(`${name}.q4`, packageNames(name), t.packed), [rows, cols / 2], DT.UINT8);
-      const scale = g.external(`${name}.s`, file.fromPackage(`${name}.s`, packageNames(name, ".scale"), t.scale), [rows, cols / t.group], DT.FLOAT);
-      return g.o("GatherBlockQuantized", [data, ids, scale], { gather_axis: 0, quantize_axis: 1, block_size: t.group, bits: 4 }, "com.microsoft");
+      const scale = g.external(
+        `${name}.s`,
+        file.fromPackage(`${name}.s`, packageNames(name, ".scale"), t.scale),
+        [rows, cols / t.group],
+        DT.FLOAT,
+      );
+      return g.o(
+        "GatherBlockQuantized",
+        [data, ids, scale],
+        { gather_axis: 0, quantize_axis: 1, block_size: t.group, bits: 4 },
+        "com.microsoft",
+      );
     },
     linear(g, x, name, W, bias, outDim, inDim, form) {
       if (name !== "lm_head") return inner.linear(g, x, name, W, bias, outDim, inDim, form);

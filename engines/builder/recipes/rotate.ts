@@ -18,7 +18,14 @@ export function emitRotation(g: Graph, file: WeightFile, x: string, E: number): 
   };
   const Hb = matrix(`hadamard_${b}`, () => sylvester(b), b);
   if (m === 1) return rotateBlocks(g, x, E, b, Hb);
-  return rotateWhole(g, x, m, b, Hb, matrix(`hadamard_${m}_t`, () => mixMatrix(m), m));
+  return rotateWhole(
+    g,
+    x,
+    m,
+    b,
+    Hb,
+    matrix(`hadamard_${m}_t`, () => mixMatrix(m), m),
+  );
 }
 
 /** H_mᵀ, normalized: the matrix rotateWhole mixes blocks with. */

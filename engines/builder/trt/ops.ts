@@ -199,7 +199,16 @@ export const CUSTOM_OPS: Record<string, CustomOp> = {
   },
   HadamardQuant: {
     inputs: (a) => [act("y", [2, 3]), ...(a.gate ? [act("z", [2, 3])] : []), ...((a.group_size as number) > 0 ? [f32("w", 1)] : [])],
-    attrs: { gate: i(0), norm_before_gate: i(0), group_size: i(0), eps: f(1e-5), hadamard_block: i(0), hadamard_factor: i(1), scale: f(0), out_int8: i(0) },
+    attrs: {
+      gate: i(0),
+      norm_before_gate: i(0),
+      group_size: i(0),
+      eps: f(1e-5),
+      hadamard_block: i(0),
+      hadamard_factor: i(1),
+      scale: f(0),
+      out_int8: i(0),
+    },
     infer(ins, a, eq) {
       const [y] = ins;
       const t = actType(ins, this.inputs(a));
@@ -212,7 +221,8 @@ export const CUSTOM_OPS: Record<string, CustomOp> = {
       const hb = a.hadamard_block;
       if (hb > 1 && ((hb & (hb - 1)) !== 0 || E % hb)) throw new Error(`hadamard_block ${hb} is not a power of two dividing ${E}`);
       const hm = a.hadamard_factor;
-      if (![1, 12, 20].includes(hm) || (hm > 1 && hm * hb !== E)) throw new Error(`hadamard_factor ${hm}: expected 1, or 12 or 20 with hadamard_block · factor = ${E}`);
+      if (![1, 12, 20].includes(hm) || (hm > 1 && hm * hb !== E))
+        throw new Error(`hadamard_factor ${hm}: expected 1, or 12 or 20 with hadamard_block · factor = ${E}`);
       if (a.out_int8 && !(a.scale > 0)) throw new Error("out_int8 needs scale > 0");
       return [{ type: a.out_int8 ? INT8 : t, shape: y.shape }];
     },
