@@ -40,3 +40,12 @@ def finish(rows, path, what):
     good = sum(passed(r) for r in rows)
     print(f"{what}: {good}/{len(rows)} within tolerance")
     sys.exit(0 if rows and good == len(rows) else 1)
+
+
+def paley(order):
+    """Paley-I Hadamard matrix of order q + 1 (q = 11, 19), entries +-1, as engines/builder/hadamard.ts builds it."""
+    q = order - 1
+    res = {(x * x) % q for x in range(1, q)}
+    chi = lambda x: 0 if x == 0 else (1 if x in res else -1)
+    return [[(1 if i == j else 0) + ((0 if j == 0 else 1) if i == 0 else (-1 if j == 0 else chi((j - i) % q)))
+             for j in range(order)] for i in range(order)]

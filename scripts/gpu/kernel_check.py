@@ -396,14 +396,7 @@ for E in [1536, 4096, 5120]:
 
 # the rotation over the whole width, E = m · 2^k (m 12 or 20): H_m ⊗ H_b, H_m by Paley's construction
 def paley(order):
-    q = order - 1
-    res = {(x * x) % q for x in range(1, q)}
-    chi = lambda x: 0 if x == 0 else (1 if x in res else -1)
-    H = torch.zeros(order, order, dtype=torch.float64, device=dev)
-    for i in range(order):
-        for j in range(order):
-            s_ = (0 if j == 0 else 1) if i == 0 else (-1 if j == 0 else chi((j - i) % q))
-            H[i, j] = (1 if i == j else 0) + s_
+    H = torch.tensor(checks.paley(order), dtype=torch.float64, device=dev)
     assert torch.equal(H @ H.T, order * torch.eye(order, dtype=torch.float64, device=dev))
     return H / math.sqrt(order)
 

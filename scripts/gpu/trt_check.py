@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checks  # noqa: E402
+
 f64 = torch.float64
 NP = {"f32": np.float32, "f16": np.float16, "i8": np.int8}
 
@@ -160,16 +163,7 @@ def hadamard(i, a):
 
 
 def paley(order):
-    """Paley-I Hadamard matrix of order q + 1 (q = 11, 19), as engines/builder/hadamard.ts builds it."""
-    q = order - 1
-    res = {(x * x) % q for x in range(1, q)}
-    chi = lambda x: 0 if x == 0 else (1 if x in res else -1)
-    H = torch.zeros(order, order, dtype=f64)
-    for i in range(order):
-        for j in range(order):
-            s = (0 if j == 0 else 1) if i == 0 else (-1 if j == 0 else chi((j - i) % q))
-            H[i, j] = (1 if i == j else 0) + s
-    return H
+    return torch.tensor(checks.paley(order), dtype=f64)
 
 
 PREFILL = ("ConvPrefill", "SelectiveScan", "SsdScan")
