@@ -105,7 +105,7 @@ build_native() {
 # both demo models in every recipe, two builds at a time, a reduced calibration (32 × 256 tokens);
 # w4a16-q4: w4a16 with the embedding and lm_head in 4 bits (--embedding q4)
 recipes=(fp16 w8a8 w4a8 w4a16 w8a8-naive w4a16-q4)
-models=(mamba1-brown mamba2-brown)
+models=(mamba1-brown mamba2-brown mamba2-groups-brown)
 pairs=()
 for r in "${recipes[@]}"; do for m in "${models[@]}"; do pairs+=("models/$m=$ENG/$m-$r.mamba"); done; done
 build_engines() {
@@ -137,6 +137,7 @@ build_engines() {
 cuda_tests() {
   if [ ! -d node_modules/vitest ]; then
     echo "skipped: vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)"
+    echo '{"skipped": "vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)"}' > "$OUTDIR/vitest.json"
     return 0
   fi
   MAMBA_EDGE_REQUIRE_GPU=1 node node_modules/vitest/vitest.mjs run test/cuda.test.ts \

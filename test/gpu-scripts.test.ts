@@ -342,6 +342,18 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
       for (const s of ["kernels", "e2e", "vitest", "bench"]) expect(r.steps).toContain(`${s}\t1\tnot run: build failed`);
     });
 
+    it("GPU tests left out on purpose (vitest not packed) are a skip with its reason, not a failure", () => {
+      const why = "vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)";
+      const r = gpuCheck({ ...passing(), vitest: { json: { skipped: why } } });
+      expect(r.code, r.text).toBe(0);
+      expect(r.last).toBe("11 passed, 0 failed");
+      expect(r.record.summary.skipped).toEqual([`vitest: ${why}`]);
+      // the same marker from a step that failed is still a failure
+      const bad = gpuCheck({ ...passing(), vitest: { json: { skipped: why }, rc: 1 } });
+      expect(bad.code).not.toBe(0);
+      expect(bad.last).toBe("11 passed, 1 failed");
+    });
+
     it("the GPU tests failing to start (a GPU required, none seen) are a failure, not skipped tests", () => {
       const message =
         "cuda backend on a GPU: no CUDA GPU on this machine; not skipped: MAMBA_EDGE_REQUIRE_GPU=1 requires the native library and a GPU";

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { OrtBackend } from "../runtime/backends/ort.js";
-import { quantizeInt4Gptq, quantizeInt4Rtn, reconstructionError, upperCholeskyOfInverse } from "../engines/builder/quantize.js";
+import { groupFor, quantizeInt4Gptq, quantizeInt4Rtn, reconstructionError, upperCholeskyOfInverse } from "../engines/builder/quantize.js";
 import { MambaModel } from "../engines/model/model.js";
 import { SafetensorsFile } from "../engines/model/safetensors.js";
 import { float16WeightBytes } from "../engines/package/size.js";
@@ -169,7 +169,7 @@ describe("Mamba-2's SSM-input scales under int8 activations", () => {
       ...["--calib-samples", "8", "--calib-len", "64", "--out", out, ...extra],
     ]);
     expect(r.code, r.stderr).toBe(0);
-    return JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+    return { ...JSON.parse(readFileSync(join(out, "manifest.json"), "utf8")), dir: out };
   };
 
   it("w4a8 (and w8a8 with --ssm-scales quamba2) take Quamba2's: x clustered per channel, B and C one scale per state group", () => {
@@ -185,6 +185,15 @@ describe("Mamba-2's SSM-input scales under int8 activations", () => {
       expect(m.quant.scales["l0.C"]).toHaveLength(G);
       expect(m.quant.scales["l0.x"]).toMatchObject({ tensor: "l0.x.scale" });
     }
+  });
+
+  it("4-bit groups are whole: 64 over in_proj's 64 inputs, 128 over out_proj's 128 (the native kernels take no partial group)", () => {
+    expect([192, 384, 96, 256, 100].map((w) => groupFor(w))).toEqual([64, 128, 32, 128, 128]);
+    const m = build("w4a8", []);
+    const t = new SafetensorsFile(join(m.dir, "weights.safetensors")).tensors;
+    expect(m.config.dModel).toBe(64);
+    expect(t.get("l0.in_proj.weight")?.shape.slice(1)).toEqual([1, 32]);
+    expect(t.get("l0.out_proj.weight")?.shape.slice(1)).toEqual([1, 64]);
   });
 
   it("w8a8 (and w4a8 with --ssm-scales per-tensor) keep one scale per tensor", () => {

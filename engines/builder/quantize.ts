@@ -48,6 +48,16 @@ export interface Int4Weights {
   group: number;
 }
 
+/**
+ * The 4-bit group size for a matrix of `inDim` inputs: the largest of `preferred`, preferred / 2, ...
+ * down to 32 that divides inDim (the native kernels need whole groups), else `preferred` with a
+ * shorter last group (which only backend ort reads).
+ */
+export function groupFor(inDim: number, preferred = 128): number {
+  for (let g = preferred; g >= 32; g /= 2) if (inDim % g === 0) return g;
+  return preferred;
+}
+
 const q4 = (w: number, s: number) => Math.max(-8, Math.min(7, Math.round(w / s)));
 
 function groupScale(W: Float32Array, row: number, inDim: number, g0: number, g1: number): number {

@@ -95,6 +95,8 @@ def cases(step, rows, judge):
     bad = len(failed)
     if isinstance(rows, dict) and "unreadable" in rows:
         failed.append(rows["unreadable"])
+    elif isinstance(rows, dict) and "skipped" in rows and not why:
+        skipped.append(f"{step}: {rows['skipped']}")  # the step chose not to run, and said why
     elif rows is None:
         failed.append(why + ("" if s["note"] else ", no results written") if why else f"{step}: no results written")
     elif not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

@@ -5,7 +5,7 @@
 import type { Emitter } from "../onnx/export.js";
 import { DT } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn } from "../quantize.js";
+import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn } from "../quantize.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { UserError } from "../../errors.js";
 import { int4Linear } from "./quantized.js";
@@ -21,9 +21,8 @@ export interface Q4Table {
 
 /** The largest group of 128, 64 or 32 that divides d_model. */
 export function tableGroup(cols: number): number {
-  const g = [128, 64, 32].find((x) => cols % x === 0);
-  if (!g) throw new UserError(`--embedding q4: d_model ${cols} is not a multiple of 32`);
-  return g;
+  if (cols % 32 !== 0) throw new UserError(`--embedding q4: d_model ${cols} is not a multiple of 32`);
+  return groupFor(cols);
 }
 
 /**

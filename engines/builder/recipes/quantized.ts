@@ -7,7 +7,7 @@ import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionError, sortAndCluster } from "../quantize.js";
+import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionError, sortAndCluster } from "../quantize.js";
 import { emitRotation } from "./rotate.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { fp16Emitter } from "./fp16.js";
@@ -127,17 +127,18 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
           canonical.set(`${name}.weight`, { dtype: "I8", shape: [outDim, inDim], data: q.q });
         } else {
           const xtx = stat(name).xtx;
+          const group = groupFor(inDim, o.group);
           const q =
-            o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, o.group, xtx, 0.01, o.actOrder) : quantizeInt4Rtn(W, outDim, inDim, o.group);
+            o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, group, xtx, 0.01, o.actOrder) : quantizeInt4Rtn(W, outDim, inDim, group);
           if (o.gptq && xtx)
             errors.set(name, {
               gptq: reconstructionError(W, q, outDim, inDim, xtx),
-              rtn: reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, o.group), outDim, inDim, xtx),
+              rtn: reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, group), outDim, inDim, xtx),
             });
           p = { kind: "int4", q: q.q, scale: q.scale, group: q.group };
           canonical.set(`${name}.weight`, {
             dtype: "U8",
-            shape: [outDim, Math.ceil(inDim / o.group), o.group / 2],
+            shape: [outDim, Math.ceil(inDim / group), group / 2],
             data: packNBits(q, outDim, inDim),
           });
         }
@@ -158,7 +159,6 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
 
 /** The recipe's onnxruntime emitter over the shared plan. */
 export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
-  const o = plan.o;
   const half = fp16Emitter(file);
   // the layouts onnxruntime's operators take, made once per layer
   const laid = new Map<string, { data: Uint8Array | Int8Array; scale: Float32Array }>();
@@ -223,7 +223,7 @@ export function quantEmitter(file: WeightFile, plan: QuantPlan): Emitter {
           p.scale,
           outDim,
           inDim,
-          o.group,
+          w.group,
           form?.fusedStep === true && sx === null,
           sx !== null,
         );
