@@ -14,6 +14,7 @@ export default tseslint.config(
       "test/fixtures/",
       "engines/native/build/",
       "engines/ort-ops/build/",
+      "engines/quant-native/build/",
       ".trt-build/",
       ".trt-headers/",
       ".device/",

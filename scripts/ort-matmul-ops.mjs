@@ -26,7 +26,7 @@ const args = yargs(hideBin(process.argv))
   .strict()
   .parseSync();
 const lib = ortOpsLibraryPath();
-if (!lib) throw new Error("engines/ort-ops is not built (npm run build:ops)");
+if (!lib) throw new Error("engines/ort-ops is not built (npm run build:cpu)");
 const shapes = args.shapes.split(",").map((s) => s.split("x").map(Number));
 const rowCounts = args.rows.split(",").map(Number);
 const kinds = ["MatMul fp32", "MatMulNBits float", "MatMulNBits int8", "MatMulInteger", "MatMulQ4"];

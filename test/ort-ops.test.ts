@@ -16,7 +16,7 @@ import { opsRequired, skipWhen } from "./helpers/skip.js";
 import { expectSameTrace, stepTrace } from "./helpers/trace.js";
 
 const lib = ortOpsLibraryPath();
-const noOps = skipWhen(!lib, "the fused operators (engines/ort-ops) are not built or are switched off (npm run build:ops)", opsRequired);
+const noOps = skipWhen(!lib, "the fused operators (engines/ort-ops) are not built or are switched off (npm run build:cpu)", opsRequired);
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-ort-ops-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 

@@ -8,6 +8,8 @@ import { OrtBackend } from "../runtime/backends/ort.js";
 import { groupFor, quantizeInt4Gptq, quantizeInt4Rtn, reconstructionError, upperCholeskyOfInverse } from "../engines/builder/quantize.js";
 import { MambaModel } from "../engines/model/model.js";
 import { SafetensorsFile } from "../engines/model/safetensors.js";
+import { quantNative } from "../engines/builder/native.js";
+import { opsRequired, skipWhen } from "./helpers/skip.js";
 import { float16WeightBytes } from "../engines/package/size.js";
 import { cli, root } from "./helpers/cli.js";
 import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
@@ -250,6 +252,31 @@ describe("GPTQ variants", () => {
     // act-order's groups keep their place: every value within its group's scale's range
     for (let o = 0; o < outDim; o++) for (let i = 0; i < inDim; i++) expect(Math.abs(act.q[o * inDim + i])).toBeLessThanOrEqual(8);
   });
+
+  it.skipIf(skipWhen(!quantNative().lib, `native GPTQ: ${quantNative().why}`, opsRequired))(
+    "native GPTQ (engines/quant-native) gives the TypeScript version's weights, scales and error measure",
+    () => {
+      // wider than one 64-wide block of the native factorizations, a short last group, a dead input
+      const n = 200;
+      const out = 24;
+      const H = new Float64Array(n * n);
+      for (let t = 0; t < 400; t++) {
+        const base = rand();
+        const x = Float64Array.from({ length: n }, (_, i) => (i === 5 ? 0 : (rand() + base) * (1 + (i % 9))));
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) H[i * n + j] += x[i] * x[j];
+      }
+      const Wn = Float32Array.from({ length: out * n }, rand);
+      for (const act of [false, true]) {
+        const ts = quantizeInt4Gptq(Wn, out, n, 64, H, 0.01, act, "typescript");
+        const nat = quantizeInt4Gptq(Wn, out, n, 64, H, 0.01, act, "native");
+        expect(nat.q).toEqual(ts.q);
+        expect(nat.scale).toEqual(ts.scale);
+        const e = reconstructionError(Wn, nat, out, n, H, 64, "typescript");
+        expect(reconstructionError(Wn, nat, out, n, H, 64, "native")).toBeCloseTo(e, 12);
+        expect(e).toBeGreaterThan(0);
+      }
+    },
+  );
 
   it("the error measure is ‖XΔᵀ‖² / ‖XWᵀ‖² over the inputs", () => {
     const q = quantizeInt4Rtn(W, outDim, inDim, 32);

@@ -22,7 +22,7 @@ import { fixtureRoot, reference, relErr } from "./helpers/fixtures.js";
 
 const { onnx } = onnxProto;
 const lib = ortOpsLibraryPath();
-if (!lib) console.log("trt-graph: the onnxruntime runs skip: engines/ort-ops is not built (npm run build:ops)");
+if (!lib) console.log("trt-graph: the onnxruntime runs skip: engines/ort-ops is not built (npm run build:cpu)");
 const scratch = mkdtempSync(join(tmpdir(), "mamba-edge-trt-graph-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 

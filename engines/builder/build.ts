@@ -18,6 +18,7 @@ import { EMBEDDINGS, q4TableEmitter, quantizeTable, tableTensors, type Embedding
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
 import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
 import { foldNorm, rotateInputs } from "./quantize.js";
+import { quantNative } from "./native.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
 import { createHash } from "node:crypto";
 import { Tokenizer } from "../model/tokenizer.js";
@@ -76,6 +77,8 @@ export interface BuildResult {
   manifest: Manifest;
   seconds: number;
   bytes: number;
+  /** where GPTQ ran (null: the build ran none) */
+  gptq: "native" | "typescript" | null;
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -118,6 +121,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
     let plan: QuantPlan | null = null;
+    let gptqIn: BuildResult["gptq"] = null;
     if (quantized) {
       const ids = opts.calibText
         ? await Tokenizer.load(opts.modelDir).encode(text!)
@@ -125,6 +129,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const windows = calibrationWindows(ids, opts.calibSamples ?? 128, opts.calibLength ?? 512);
       const percentile = opts.percentile ?? 0.9995;
       const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
+      if (gptq) {
+        const n = quantNative();
+        gptqIn = n.lib ? "native" : "typescript";
+        if (!n.lib) log(`warning: GPTQ runs in TypeScript, many times slower: ${n.why}`);
+      }
       log(`calibrating on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens${gptq ? " (with GPTQ Hessians)" : ""}`);
       calib = await calibrate(model, windows, tmp, {
         percentile,
@@ -292,7 +301,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);
     const bytes = Object.values(files).reduce((s, f) => s + f.bytes, 0);
-    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes };
+    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes, gptq: gptqIn };
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;

@@ -1,6 +1,7 @@
 // The numeric pieces of the recipes: weight transforms (norm folding, Hadamard rotation), int8 and
 // 4-bit group quantization, GPTQ, and Quamba2's clustering of SSM-input channels.
 import { hadamardFactor, rotateVector, rotationOf } from "./hadamard.js";
+import { quantNative } from "./native.js";
 
 /** W (out, in) ← W · H (H the rotation of `inDim`, see hadamard.ts): so that (x·H)(W·H)ᵀ = x·Wᵀ. */
 export function rotateInputs(W: Float32Array, outDim: number, inDim: number): Float32Array {
@@ -97,7 +98,15 @@ export function quantizeInt4Gptq(
   xtx: Float64Array,
   damp = 0.01,
   actOrder = false,
+  impl: "native" | "typescript" = "native",
 ): Int4Weights {
+  const native = impl === "native" ? quantNative().lib : null;
+  if (native) {
+    const q = new Int8Array(W0.length);
+    const scale = new Float32Array(outDim * Math.ceil(inDim / group));
+    native.gptqInt4(W0, outDim, inDim, group, xtx, damp, actOrder, q, scale);
+    return { q, scale, group };
+  }
   const W = Float64Array.from(W0);
   const H = Float64Array.from(xtx);
   let meanDiag = 0;
@@ -151,12 +160,37 @@ export function quantizeInt4Gptq(
  * H = XᵀX, i.e. ‖XΔᵀ‖² / ‖XWᵀ‖² over the calibration inputs; estimated on up to `rows` evenly
  * spaced output rows.
  */
-export function reconstructionError(W: Float32Array, w: Int4Weights, outDim: number, inDim: number, xtx: Float64Array, rows = 64): number {
+export function reconstructionError(
+  W: Float32Array,
+  w: Int4Weights,
+  outDim: number,
+  inDim: number,
+  xtx: Float64Array,
+  rows = 64,
+  impl: "native" | "typescript" = "native",
+): number {
   const nG = Math.ceil(inDim / w.group);
   let err = 0;
   let ref = 0;
   const d = new Float64Array(inDim);
   const step = Math.max(1, Math.floor(outDim / rows));
+  const native = impl === "native" ? quantNative().lib : null;
+  if (native) {
+    // each sampled row's error and weights as vectors, their quadratic forms in one pass over H
+    const picked = Math.ceil(outDim / step);
+    const V = new Float64Array(2 * picked * inDim);
+    for (let r = 0, o = 0; o < outDim; o += step, r++)
+      for (let i = 0; i < inDim; i++) {
+        V[2 * r * inDim + i] = W[o * inDim + i] - w.q[o * inDim + i] * w.scale[o * nG + Math.floor(i / w.group)];
+        V[(2 * r + 1) * inDim + i] = W[o * inDim + i];
+      }
+    const f = native.quadraticForms(xtx, inDim, V, 2 * picked);
+    for (let r = 0; r < picked; r++) {
+      err += f[2 * r];
+      ref += f[2 * r + 1];
+    }
+    return ref > 0 ? err / ref : 0;
+  }
   for (let o = 0; o < outDim; o += step) {
     for (let i = 0; i < inDim; i++) d[i] = W[o * inDim + i] - w.q[o * inDim + i] * w.scale[o * nG + Math.floor(i / w.group)];
     for (let i = 0; i < inDim; i++) {

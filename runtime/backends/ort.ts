@@ -42,7 +42,7 @@ export function ortOpsLibraryPath(): string | null {
 
 const opsSwitchedOff = () => ["off", "0"].includes(process.env.MAMBA_EDGE_ORT_OPS ?? "");
 
-const ORT_OPS_BUILD_HINT = "npm run build:ops";
+const ORT_OPS_BUILD_HINT = "npm run build:cpu";
 
 /** The step graph to run and what runs it: "C API, fused operators", "C API" or "node binding" (+ why not fused); the fused prefill, if it opened. */
 interface StepChoice {

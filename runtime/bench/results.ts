@@ -3,7 +3,7 @@
 // README's tables.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus, hostname, platform, release, totalmem } from "node:os";
+import { availableParallelism, cpus, hostname, platform, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../paths.js";
 
@@ -12,7 +12,8 @@ export function provenance() {
     machine: {
       host: hostname(),
       cpu: cpus()[0]?.model?.trim() ?? "unknown",
-      cores: cpus().length,
+      // the cores this process may run on (fewer than the machine's under taskset or a cgroup)
+      cores: availableParallelism(),
       memoryGB: +(totalmem() / 2 ** 30).toFixed(1),
       os: `${platform()} ${release()}`,
       node: process.version,

@@ -2,13 +2,13 @@
 // given to `skipIf` goes through `skipWhen`, which prints its reason once (console.warn). Where the
 // run needs what is missing, it is a failure instead of a skip.
 
-/** Why this run needs the fused-operator library (engines/ort-ops), or false: under CI (CI=true)
+/** Why this run needs the CPU libraries (engines/ort-ops, engines/quant-native), or false: under CI (CI=true)
  *  or with MAMBA_EDGE_REQUIRE_OPS=1 (.ci/run, which builds it) a missing library is a failure. */
 export const opsRequired: string | false =
   process.env.MAMBA_EDGE_REQUIRE_OPS === "1"
-    ? "MAMBA_EDGE_REQUIRE_OPS=1 requires the fused operators"
+    ? "MAMBA_EDGE_REQUIRE_OPS=1 requires the CPU libraries (engines/ort-ops, engines/quant-native)"
     : process.env.CI === "true"
-      ? "CI=true requires the fused operators"
+      ? "CI=true requires the CPU libraries (engines/ort-ops, engines/quant-native)"
       : false;
 
 /** Why this run needs the native library and a GPU, or false: the GPU check (scripts/gpu-check.sh)

@@ -107,6 +107,9 @@ export function buildCommand(y: Argv) {
           engine: args.out.split(/[\\/]/).pop(),
           seconds: +r.seconds.toFixed(2),
           engineMB: +(r.bytes / 1e6).toFixed(2),
+          // the process's peak resident memory (Linux reports kilobytes)
+          peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+          gptq: r.gptq,
           calibration: r.manifest.calibration,
           ...provenance(),
         };

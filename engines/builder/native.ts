@@ -1,0 +1,65 @@
+// The builder's native linear algebra (engines/quant-native: GPTQ and the quadratic forms of its
+// error measure), called through koffi, which is loaded only here and only when a build needs it.
+// Where the library is not built (or MAMBA_EDGE_QUANT_NATIVE=off), quantize.ts runs its TypeScript
+// versions, which give the same results, many times slower.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+// engines/builder from source, dist/engines/builder compiled
+const root = [resolve(here, "..", ".."), resolve(here, "..", "..", "..")].find((r) => existsSync(join(r, "package.json"))) ?? here;
+export const QUANT_LIBRARY = join(root, "engines", "quant-native", "build", "libmamba_edge_quant.so");
+
+export interface QuantNative {
+  gptqInt4(
+    W: Float32Array,
+    outDim: number,
+    inDim: number,
+    group: number,
+    xtx: Float64Array,
+    damp: number,
+    actOrder: boolean,
+    q: Int8Array,
+    scale: Float32Array,
+  ): void;
+  quadraticForms(H: Float64Array, n: number, V: Float64Array, m: number): Float64Array;
+}
+
+let cached: { lib: QuantNative | null; why: string } | undefined;
+
+/** The native library, or null with the reason it is not used (said once per process by the caller). */
+export function quantNative(): { lib: QuantNative | null; why: string } {
+  if (cached) return cached;
+  const setting = process.env.MAMBA_EDGE_QUANT_NATIVE;
+  const path = setting && setting !== "off" ? setting : QUANT_LIBRARY;
+  if (setting === "off") return (cached = { lib: null, why: "MAMBA_EDGE_QUANT_NATIVE=off" });
+  if (!existsSync(path)) return (cached = { lib: null, why: `${path} is not built (npm run build:cpu)` });
+  try {
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    const l = koffi.load(path);
+    const gptq = l.func(
+      "int meq_gptq_int4(const float* W, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int threads, _Out_ int8_t* q, _Out_ float* scale)",
+    );
+    const forms = l.func("int meq_quadratic_forms(const double* H, int n, const double* V, int m, int threads, _Out_ double* out)");
+    const threads = availableParallelism();
+    const check = (rc: number, what: string) => {
+      if (rc !== 0) throw new Error(`${what}: ${rc === -2 ? "out of memory" : `native call failed (${rc})`}`);
+    };
+    const lib: QuantNative = {
+      gptqInt4(W, outDim, inDim, group, xtx, damp, actOrder, q, scale) {
+        check(gptq(W, outDim, inDim, group, xtx, damp, actOrder ? 1 : 0, threads, q, scale) as number, "GPTQ");
+      },
+      quadraticForms(H, n, V, m) {
+        const out = new Float64Array(m);
+        check(forms(H, n, V, m, threads, out) as number, "quadratic forms");
+        return out;
+      },
+    };
+    return (cached = { lib, why: "" });
+  } catch (e) {
+    return (cached = { lib: null, why: `${path} did not load (${(e as Error).message.split("\n")[0]})` });
+  }
+}

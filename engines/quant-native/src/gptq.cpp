@@ -1,0 +1,271 @@
+// GPTQ (Frantar et al. 2022) for the builder: the same algorithm as engines/builder/quantize.ts's
+// quantizeInt4Gptq, in double precision, with the cubic parts blocked and spread over threads:
+//   1. H ← XᵀX with dead inputs set to 1 and damping added; columns reordered (act-order);
+//   2. U, upper triangular with UᵀU = H⁻¹, as P R⁻¹ P where P reverses the order and P H P = R Rᵀ
+//      (one blocked Cholesky factorization and one blocked triangular inverse);
+//   3. the column recurrence, independent across output rows: each thread takes tiles of rows.
+// Also the quadratic forms vᵀHv of the error measure (reconstructionError in quantize.ts).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+#if defined(__x86_64__)
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+namespace {
+
+constexpr int kBlock = 64;  // tile edge of the blocked factorizations
+
+// fn(begin, end) over [0, count) in chunks of `chunk`, taken in turn by `threads` threads
+template <class F>
+void parallelFor(int count, int chunk, int threads, F fn) {
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int b; (b = next.fetch_add(chunk)) < count;) fn(b, std::min(count, b + chunk));
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; t++) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+// C[i][j] -= Σ_k A[i][k] · B[k][j] for i < rows, j < cols, k < depth (row strides lda, ldb, ldc)
+HOT void gemmSub(double* C, int ldc, const double* A, int lda, const double* B, int ldb, int rows, int cols, int depth) {
+  for (int i = 0; i < rows; i++) {
+    double* c = C + (size_t)i * ldc;
+    for (int k = 0; k < depth; k++) {
+      const double a = A[(size_t)i * lda + k];
+      const double* b = B + (size_t)k * ldb;
+#pragma omp simd
+      for (int j = 0; j < cols; j++) c[j] -= a * b[j];
+    }
+  }
+}
+
+// Lower Cholesky factor of the n × n symmetric A, in place (the upper triangle is left as it was):
+// right-looking by blocks of kBlock; the trailing update (most of the work) is spread over threads.
+// A pivot below `floor` is clamped to it, as the TypeScript version does.
+void cholesky(double* A, int n, int threads) {
+  std::vector<double> panelT;  // the panel transposed: (kBlock, n)
+  for (int k0 = 0; k0 < n; k0 += kBlock) {
+    const int k1 = std::min(n, k0 + kBlock), nb = k1 - k0;
+    // the diagonal block, unblocked
+    for (int j = k0; j < k1; j++) {
+      double* rj = A + (size_t)j * n;
+      double s = rj[j];
+      for (int k = k0; k < j; k++) s -= rj[k] * rj[k];
+      const double d = std::sqrt(std::max(s, 1e-12));
+      rj[j] = d;
+      for (int i = j + 1; i < k1; i++) {
+        double* ri = A + (size_t)i * n;
+        double t = ri[j];
+        for (int k = k0; k < j; k++) t -= ri[k] * rj[k];
+        ri[j] = t / d;
+      }
+    }
+    if (k1 == n) break;
+    // the panel below it: L[i][k0..k1) = A[i][k0..k1) · L_kk⁻ᵀ, rows independent
+    parallelFor(n - k1, 64, threads, [&](int b, int e) {
+      for (int i = k1 + b; i < k1 + e; i++) {
+        double* ri = A + (size_t)i * n;
+        for (int j = k0; j < k1; j++) {
+          const double* rj = A + (size_t)j * n;
+          double t = ri[j];
+          for (int k = k0; k < j; k++) t -= ri[k] * rj[k];
+          ri[j] = t / rj[j];
+        }
+      }
+    });
+    // trailing lower triangle: A[i][j] -= Σ_k L[i][k] L[j][k] for k1 ≤ j ≤ i
+    const int m = n - k1;
+    panelT.assign((size_t)nb * m, 0.0);
+    for (int j = 0; j < m; j++)
+      for (int k = 0; k < nb; k++) panelT[(size_t)k * m + j] = A[(size_t)(k1 + j) * n + k0 + k];
+    const int tiles = (m + kBlock - 1) / kBlock;
+    parallelFor(tiles, 1, threads, [&](int b, int) {
+      const int i0 = b * kBlock, i1 = std::min(m, i0 + kBlock);
+      // the tiles of this block row left of (and on) the diagonal
+      for (int j0 = 0; j0 < i1; j0 += kBlock) {
+        const int j1 = std::min(i1, j0 + kBlock);
+        gemmSub(A + (size_t)(k1 + i0) * n + k1 + j0, n, A + (size_t)(k1 + i0) * n + k0, n, panelT.data() + j0, m, i1 - i0, j1 - j0, nb);
+      }
+    });
+  }
+}
+
+// X = R⁻¹ for the lower triangular n × n R (row-major, upper triangle ignored); X is lower
+// triangular. Block columns are independent, so threads take them in turn; within one, block row I
+// is −R_II⁻¹ Σ_{J ≤ K < I} R_IK X_KJ.
+void lowerInverse(const double* R, double* X, int n, int threads) {
+  std::memset(X, 0, sizeof(double) * (size_t)n * n);
+  const int blocks = (n + kBlock - 1) / kBlock;
+  parallelFor(blocks, 1, threads, [&](int J, int) {
+    const int j0 = J * kBlock, j1 = std::min(n, j0 + kBlock), w = j1 - j0;
+    std::vector<double> acc((size_t)kBlock * kBlock);
+    for (int I = J; I < blocks; I++) {
+      const int i0 = I * kBlock, i1 = std::min(n, i0 + kBlock), h = i1 - i0;
+      // acc = −Σ_K R_IK X_KJ (K from J to I − 1); on the diagonal block, the identity
+      std::fill(acc.begin(), acc.end(), 0.0);
+      if (I == J)
+        for (int r = 0; r < h; r++) acc[(size_t)r * kBlock + r] = 1.0;
+      for (int K = J; K < I; K++) {
+        const int c0 = K * kBlock, c1 = std::min(n, c0 + kBlock);
+        gemmSub(acc.data(), kBlock, R + (size_t)i0 * n + c0, n, X + (size_t)c0 * n + j0, n, h, w, c1 - c0);
+      }
+      // X_IJ = R_II⁻¹ acc, by forward substitution down the rows
+      for (int r = 0; r < h; r++) {
+        const double* rr = R + (size_t)(i0 + r) * n + i0;
+        double* xr = X + (size_t)(i0 + r) * n + j0;
+        const double* ar = acc.data() + (size_t)r * kBlock;
+        for (int c = 0; c < w; c++) xr[c] = ar[c];
+        for (int k = 0; k < r; k++) {
+          const double a = rr[k];
+          const double* xk = X + (size_t)(i0 + k) * n + j0;
+#pragma omp simd
+          for (int c = 0; c < w; c++) xr[c] -= a * xk[c];
+        }
+        const double d = rr[r];
+        for (int c = 0; c < w; c++) xr[c] /= d;
+      }
+    }
+  });
+}
+
+// rounds halves up, as JavaScript's Math.round does
+inline int q4(double w, double s) { return (int)std::max(-8.0, std::min(7.0, std::floor(w / s + 0.5))); }
+
+// the recurrence over one tile of rows: Wt (rows, n) in quantization order, updated in place
+HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* order, int group, int nG, bool actOrder, int8_t* q,
+                    float* scale, int inDim) {
+  for (int k = 0; k < n; k++) {
+    const int i = order[k], g = i / group;
+    const double d = U[(size_t)k * n + k];
+    const double* u = U + (size_t)k * n;
+    for (int r = 0; r < rows; r++) {
+      double* w = Wt + (size_t)r * n;
+      float* sr = scale + (size_t)r * nG;
+      if (!actOrder && i % group == 0) {
+        // the group's scale from its weights as updated so far
+        double m = 0;
+        for (int c = k; c < std::min(n, k + group); c++) m = std::max(m, std::fabs(w[c]));
+        sr[g] = m > 0 ? (float)(m / 7) : 1.0f;
+      }
+      const double s = sr[g];
+      const int qv = q4(w[k], s);
+      q[(size_t)r * inDim + i] = (int8_t)qv;
+      const double err = (w[k] - qv * s) / d;
+#pragma omp simd
+      for (int c = k + 1; c < n; c++) w[c] -= err * u[c];
+    }
+  }
+}
+
+}  // namespace
+
+// 4-bit GPTQ of W (outDim, inDim) row-major with XᵀX (inDim, inDim): writes q (outDim, inDim) in
+// [-8, 7] and scale (outDim, ceil(inDim / group)), exactly as quantizeInt4Gptq defines them.
+// Returns 0, or -1 on bad arguments, -2 when memory runs out.
+EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int threads,
+                         int8_t* q, float* scale) {
+  if (!W0 || !xtx || !q || !scale || outDim <= 0 || inDim <= 0 || group <= 0 || threads <= 0) return -1;
+  try {
+    const int n = inDim, nG = (inDim + group - 1) / group;
+    std::vector<double> H(xtx, xtx + (size_t)n * n);
+    std::vector<char> dead(n, 0);
+    double meanDiag = 0;
+    for (int i = 0; i < n; i++) meanDiag += H[(size_t)i * n + i];
+    meanDiag /= n;
+    for (int i = 0; i < n; i++) {
+      if (H[(size_t)i * n + i] == 0) {
+        H[(size_t)i * n + i] = 1;  // an input that never fired: its weights do not matter
+        dead[i] = 1;
+      }
+      H[(size_t)i * n + i] += damp * meanDiag;
+    }
+    std::vector<int> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    if (actOrder)
+      std::sort(order.begin(), order.end(), [&](int a, int b) {
+        const double da = H[(size_t)a * n + a], db = H[(size_t)b * n + b];
+        return da > db || (da == db && a < b);
+      });
+    // A = P Hp P (Hp: H in quantization order), factored in place into R
+    std::vector<double> A((size_t)n * n);
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < n; j++) A[(size_t)i * n + j] = H[(size_t)order[n - 1 - i] * n + order[n - 1 - j]];
+    std::vector<double>().swap(H);
+    cholesky(A.data(), n, threads);
+    std::vector<double> X((size_t)n * n);
+    lowerInverse(A.data(), X.data(), n, threads);
+    std::vector<double>().swap(A);
+    // U = P X P: U[k][c] = X[n-1-k][n-1-c], upper triangular
+    std::vector<double> U((size_t)n * n, 0.0);
+    for (int k = 0; k < n; k++)
+      for (int c = k; c < n; c++) U[(size_t)k * n + c] = X[(size_t)(n - 1 - k) * n + (n - 1 - c)];
+    std::vector<double>().swap(X);
+    if (actOrder)  // static group scales from the original weights
+      for (int o = 0; o < outDim; o++)
+        for (int g = 0; g < nG; g++) {
+          double m = 0;
+          for (int c = g * group; c < std::min(n, (g + 1) * group); c++)
+            if (!dead[c]) m = std::max(m, (double)std::fabs(W0[(size_t)o * n + c]));
+          scale[(size_t)o * nG + g] = m > 0 ? (float)(m / 7) : 1.0f;
+        }
+    constexpr int kTile = 8;
+    parallelFor(outDim, kTile, threads, [&](int b, int e) {
+      std::vector<double> Wt((size_t)(e - b) * n);
+      for (int r = 0; r < e - b; r++)
+        for (int k = 0; k < n; k++) {
+          const int c = order[k];
+          Wt[(size_t)r * n + k] = dead[c] ? 0.0 : (double)W0[(size_t)(b + r) * n + c];
+        }
+      recurrence(Wt.data(), e - b, n, U.data(), order.data(), group, nG, actOrder != 0, q + (size_t)b * n, scale + (size_t)b * nG, n);
+    });
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return -2;
+  }
+}
+
+// out[r] = vᵣᵀ H vᵣ for the m vectors V (m, n) row-major and the symmetric H (n, n).
+EXPORT int meq_quadratic_forms(const double* H, int n, const double* V, int m, int threads, double* out) {
+  if (!H || !V || !out || n <= 0 || m <= 0 || threads <= 0) return -1;
+  try {
+    // H is read once: each thread takes rows of H and accumulates every vector's partial sum
+    const int parts = std::max(1, std::min(threads, n));
+    std::vector<double> partial((size_t)parts * m, 0.0);
+    std::atomic<int> slot{0};
+    const int chunk = (n + parts - 1) / parts;
+    parallelFor(n, chunk, parts, [&](int b, int e) {
+      double* acc = partial.data() + (size_t)slot.fetch_add(1) * m;
+      for (int i = b; i < e; i++) {
+        const double* h = H + (size_t)i * n;
+        for (int r = 0; r < m; r++) {
+          const double* v = V + (size_t)r * n;
+          double s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int j = 0; j < n; j++) s += h[j] * v[j];
+          acc[r] += v[i] * s;
+        }
+      }
+    });
+    for (int r = 0; r < m; r++) {
+      double s = 0;
+      for (int p = 0; p < parts; p++) s += partial[(size_t)p * m + r];
+      out[r] = s;
+    }
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return -2;
+  }
+}
