@@ -191,7 +191,7 @@ describe("Mamba-2's SSM-input scales under int8 activations", () => {
 
   it("4-bit groups are whole: 64 over in_proj's 64 inputs, 128 over out_proj's 128 (the native kernels take no partial group)", () => {
     expect([192, 384, 96, 256, 100].map((w) => groupFor(w))).toEqual([64, 128, 32, 128, 128]);
-    const m = build("w4a8", []);
+    const m = build("w4a8", ["--force"]);
     const t = new SafetensorsFile(join(m.dir, "weights.safetensors")).tensors;
     expect(m.config.dModel).toBe(64);
     expect(t.get("l0.in_proj.weight")?.shape.slice(1)).toEqual([1, 32]);
