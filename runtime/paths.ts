@@ -1,14 +1,8 @@
-// Where the package lives on disk: the root holds models/, engines/ (the native libraries' build
-// directories), data/ and bench/. Found from this file, compiled (dist/runtime) or run from source (runtime).
-import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+// Where the package's files are: the root (engines/paths.ts finds it), the demo model and its engine.
+import { join } from "node:path";
+import { packageRoot } from "../engines/paths.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const candidates = [resolve(here, ".."), resolve(here, "..", "..")];
-
-/** The package's root directory. */
-export const packageRoot = candidates.find((r) => existsSync(join(r, "package.json"))) ?? candidates[1];
+export { packageRoot };
 
 /** The bundled demo model. */
 export const defaultModelDir = join(packageRoot, "models", "mamba2-brown");

@@ -136,8 +136,9 @@ build_engines() {
 # the GPU tests of the suite; MAMBA_EDGE_REQUIRE_GPU=1 turns their skips into failures
 cuda_tests() {
   if [ ! -d node_modules/vitest ]; then
-    echo "skipped: vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)"
-    echo '{"skipped": "vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)"}' > "$OUTDIR/vitest.json"
+    why="vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)"
+    echo "skipped: $why"
+    printf '{"skipped": "%s"}\n' "$why" > "$OUTDIR/vitest.json"
     return 0
   fi
   MAMBA_EDGE_REQUIRE_GPU=1 node node_modules/vitest/vitest.mjs run test/cuda.test.ts \

@@ -256,7 +256,8 @@ describe("GPTQ variants", () => {
   it.skipIf(skipWhen(!quantNative().lib, `native GPTQ: ${quantNative().why}`, opsRequired))(
     "native GPTQ (engines/quant-native) gives the TypeScript version's weights, scales and error measure",
     () => {
-      // wider than one 64-wide block of the native factorizations, a short last group, a dead input
+      // wider than one 64-wide block of the native factorizations and one block of the recurrence, a
+      // short last group, a dead input
       const n = 200;
       const out = 24;
       const H = new Float64Array(n * n);
@@ -266,9 +267,14 @@ describe("GPTQ variants", () => {
         for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) H[i * n + j] += x[i] * x[j];
       }
       const Wn = Float32Array.from({ length: out * n }, rand);
-      for (const act of [false, true]) {
-        const ts = quantizeInt4Gptq(Wn, out, n, 64, H, 0.01, act, "typescript");
-        const nat = quantizeInt4Gptq(Wn, out, n, 64, H, 0.01, act, "native");
+      // groups of 64 and 48: the native recurrence's column blocks (whole groups) of 128 and 96
+      for (const [act, group] of [
+        [false, 64],
+        [true, 64],
+        [false, 48],
+      ] as const) {
+        const ts = quantizeInt4Gptq(Wn, out, n, group, H, 0.01, act, "typescript");
+        const nat = quantizeInt4Gptq(Wn, out, n, group, H, 0.01, act, "native");
         expect(nat.q).toEqual(ts.q);
         expect(nat.scale).toEqual(ts.scale);
         const e = reconstructionError(Wn, nat, out, n, H, 64, "typescript");
@@ -303,11 +309,22 @@ describe("GPTQ variants", () => {
       ...["--calib-len", "64", "--act-order", "--gptq-inputs", "quantized", "--embedding", "fp16", "--out", out],
     ]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/calibrating again/);
+    expect(r.stderr).toMatch(/each block's inputs from the blocks before it quantized/);
     const p = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8")).quant.params;
     expect(p).toMatchObject({ gptqActOrder: true, gptqInputs: "quantized" });
     expect(p.reconstructionError.gptqMean).toBeLessThan(p.reconstructionError.rtnMean);
     expect(Object.keys(p.reconstructionError.layers)).toContain("l0.in_proj");
+    // against the float model's inputs: block 0 sees the same embedding, block 1 the quantized block 0's outputs
+    const floatOut = join(scratch, "gptq-variants-float.mamba");
+    const f = cli([
+      ...["build", join(fixtureRoot, "mamba2-groups"), "--quant", "w4a16", "--calib-tokens", calibTokens, "--calib-samples", "8"],
+      ...["--calib-len", "64", "--act-order", "--embedding", "fp16", "--out", floatOut],
+    ]);
+    expect(f.code, f.stderr).toBe(0);
+    const fl = JSON.parse(readFileSync(join(floatOut, "manifest.json"), "utf8")).quant.params.reconstructionError.layers;
+    const ql = p.reconstructionError.layers;
+    expect(ql["l0.in_proj"]).toEqual(fl["l0.in_proj"]);
+    expect(ql["l1.in_proj"][0]).not.toBe(fl["l1.in_proj"][0]);
   });
 });
 

@@ -5,9 +5,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "../errors.js";
 import { FORMAT, FORMAT_VERSION, sha256File, type Manifest, type Recipe } from "../package/manifest.js";
-import { MambaModel } from "../model/model.js";
-import { randomModel, SHAPES } from "../model/random.js";
-import type { Mamba1Layer, Mamba2Layer } from "../model/weights.js";
+import type { ModelConfig } from "../model/config.js";
+import { openSource } from "../model/model.js";
+import { randomSource, SHAPES } from "../model/random.js";
+import type { Mamba1Layer, Mamba2Layer, Weights } from "../model/weights.js";
 import { buildGraph, OPS_DOMAIN, OPS_DOMAIN_VERSION, type Emitter } from "./onnx/export.js";
 import { Graph } from "./onnx/graph.js";
 import { WeightFile } from "./onnx/weight-file.js";
@@ -16,7 +17,7 @@ import { TRT_DOMAIN, TRT_DOMAIN_VERSION } from "./trt/ops.js";
 import { fp16Emitter } from "./recipes/fp16.js";
 import { EMBEDDINGS, q4TableEmitter, quantizeTable, tableTensors, type EmbeddingFormat } from "./recipes/embedding.js";
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
-import { calibrate, calibrationWindows, type Calibration } from "./calibrate.js";
+import { BlockCalibration, calibrationWindows, type Calibration } from "./calibrate.js";
 import { foldNorm, rotateInputs } from "./quantize.js";
 import { quantNative } from "./native.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
@@ -57,9 +58,8 @@ export interface BuildOptions {
   /** GPTQ's column order: as stored (default) or by decreasing Hessian diagonal */
   actOrder?: boolean;
   /**
-   * GPTQ's Hessians from the float model's activations (default), or from a second calibration
-   * pass over the model with every layer already quantized (so each layer is fitted to the inputs
-   * it will see)
+   * GPTQ's Hessians from the float model's activations (default), or from each block's inputs with
+   * the blocks before it already quantized (the calibration streams move on through the quantized block)
    */
   gptqInputs?: "float" | "quantized";
   /** Mamba-2's SSM-input scales under int8 activations: Quamba2's (w4a8's default) or one per tensor (w8a8's) */
@@ -79,6 +79,8 @@ export interface BuildResult {
   bytes: number;
   /** where GPTQ ran (null: the build ran none) */
   gptq: "native" | "typescript" | null;
+  /** seconds spent reading (or making) the weights, running the calibration, quantizing, and the rest (graphs, files) */
+  phases: { read: number; calibrate: number; quantize: number; write: number };
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -104,15 +106,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     throw new UserError("--calib: quantized recipes need a calibration text file (or --calib-tokens)");
   const text = quantized ? readCalibText((opts.calibText ?? opts.calibTokens)!) : null;
   log(`loading ${opts.modelDir}`);
-  const model = opts.random ? randomModel(opts.modelDir) : MambaModel.load(opts.modelDir);
-  const c = model.config;
+  const src = opts.random ? randomSource(opts.modelDir) : openSource(opts.modelDir);
+  const c = src.config;
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   const targets = opts.targets ?? ["cpu"];
   mkdirSync(tmp, { recursive: true });
   try {
-    if (quantized) transformWeights(model, opts.recipe);
-    const canonical = canonicalTensors(model, opts.recipe); // after the exact rewrites
+    const weights = { ...src.head(), layers: [] } as Weights<Mamba1Layer | Mamba2Layer>;
+    const canonical = headTensors(c, weights);
     const scales: Record<string, unknown> = {};
     const params: Record<string, unknown> = {};
     // cpu graphs name their external data from the package root (the ort backend tells onnxruntime
@@ -121,26 +123,34 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
     let plan: QuantPlan | null = null;
+    let cal: BlockCalibration | null = null;
     let gptqIn: BuildResult["gptq"] = null;
+    const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
+    const refit = gptq && opts.gptqInputs === "quantized";
     if (quantized) {
       const ids = opts.calibText
         ? await Tokenizer.load(opts.modelDir).encode(text!)
         : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
       const windows = calibrationWindows(ids, opts.calibSamples ?? 128, opts.calibLength ?? 512);
       const percentile = opts.percentile ?? 0.9995;
-      const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
       if (gptq) {
         const n = quantNative();
         gptqIn = n.lib ? "native" : "typescript";
         if (!n.lib) log(`warning: GPTQ runs in TypeScript, many times slower: ${n.why}`);
       }
-      log(`calibrating on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens${gptq ? " (with GPTQ Hessians)" : ""}`);
-      calib = await calibrate(model, windows, tmp, {
-        percentile,
-        hessians: gptq,
-        rotate: rotates(opts.recipe),
-        onProgress: (d, t) => opts.progress?.("calibrating", d, t),
-      });
+      log(
+        `calibrating and quantizing block by block on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens` +
+          (gptq ? ` (GPTQ${refit ? ", each block's inputs from the blocks before it quantized" : ""})` : ""),
+      );
+      cal = await BlockCalibration.start(
+        c,
+        weights.embedding,
+        windows,
+        tmp,
+        { percentile, hessians: gptq, rotate: rotates(opts.recipe), onProgress: (d, t) => opts.progress?.("calibrating", d, t) },
+        c.nLayer * (refit ? 2 : 1),
+      );
+      calib = { stats: cal.stats, samples: cal.samples, length: cal.length };
       Object.assign(params, {
         percentile: opts.recipe === "w8a8-naive" || opts.recipe === "w4a16" ? null : percentile,
         hadamard: rotates(opts.recipe),
@@ -157,42 +167,60 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         float16: [...(embedding === "q4" ? [] : ["embedding", "lm_head"]), "dt_proj"],
         ...(c.arch === "mamba2" && (opts.recipe === "w8a8" || opts.recipe === "w4a8") ? { ssmScales } : {}),
       });
-      const planOptions = {
-        recipe: opts.recipe as Exclude<Recipe, "fp16">,
-        calib,
-        gptq,
-        actOrder: gptq && (opts.actOrder ?? false),
-        group: 128,
-        arch: c.arch,
-        nHeads: c.nHeads,
-        headDim: c.headDim,
-        nGroups: c.nGroups,
-        ssmScales,
-      };
-      if (gptq && opts.gptqInputs === "quantized") {
-        log("calibrating again, over the model with its layers quantized (GPTQ's Hessians)");
-        const first = quantPlan(planOptions, new Map(), {});
-        const again = await calibrate(dequantized(model, first), windows, tmp, {
-          percentile,
-          hessians: true,
-          rotate: rotates(opts.recipe),
-          onProgress: (d, t) => opts.progress?.("calibrating again", d, t),
-        });
-        for (const [n, st] of calib.stats) {
-          const xtx = again.stats.get(n)?.xtx;
-          if (xtx && !n.startsWith("lm_head")) st.xtx = xtx;
-        }
-      }
-      plan = quantPlan(planOptions, canonical, scales);
+      plan = quantPlan(
+        {
+          recipe: opts.recipe as Exclude<Recipe, "fp16">,
+          calib,
+          gptq,
+          actOrder: gptq && (opts.actOrder ?? false),
+          group: 128,
+          arch: c.arch,
+          nHeads: c.nHeads,
+          headDim: c.headDim,
+          nGroups: c.nGroups,
+          ssmScales,
+        },
+        canonical,
+        scales,
+      );
       em = quantEmitter(file, plan);
     }
+    // one block at a time: read, rewrite, calibrate, quantize; only the quantized weights are kept
+    const phases = { read: (performance.now() - t0) / 1000, calibrate: 0, quantize: 0, write: 0 };
+    const timed = async <T>(phase: keyof typeof phases, f: () => T | Promise<T>): Promise<T> => {
+      const t = performance.now();
+      try {
+        return await f();
+      } finally {
+        phases[phase] += (performance.now() - t) / 1000;
+      }
+    };
+    for (let l = 0; l < c.nLayer; l++) {
+      const L = await timed("read", () => src.layer(l));
+      if (quantized) transformLayer(c, L, opts.recipe);
+      layerTensors(canonical, c, l, L, opts.recipe);
+      if (cal && plan) {
+        const outputs = await timed("calibrate", () => cal.observe(l, L));
+        await timed("quantize", () => quantizeBlock(plan, c, l, L));
+        cal.advance(refit ? await timed("calibrate", () => cal.run(l, dequantizedBlock(plan, c, l, L))) : outputs);
+        for (const [n, st] of cal.stats) if (n.startsWith(`l${l}.`)) delete st.xtx;
+        dropMatrices(L);
+      }
+      weights.layers.push(L);
+    }
+    src.close();
+    if (cal && embedding === "q4" && gptq) await timed("calibrate", () => cal.observeHead(weights.normF));
     if (embedding === "q4") {
       // by GPTQ over lm_head's calibration inputs where there are Hessians (a tied table serves both)
       const xtx = calib?.stats.get("lm_head")?.xtx;
       log(`quantizing the embedding and lm_head to 4 bits${xtx ? " (GPTQ)" : ""}`);
-      const w = model.weights;
-      const e = quantizeTable(w.embedding, c.vocabSize, c.dModel, w.lmHead === w.embedding ? xtx : undefined);
-      const tables = { embedding: e, lmHead: w.lmHead === w.embedding ? e : quantizeTable(w.lmHead, c.vocabSize, c.dModel, xtx) };
+      const w = weights;
+      const tied = w.lmHead === w.embedding;
+      const e = await timed("quantize", () => quantizeTable(w.embedding, c.vocabSize, c.dModel, tied ? xtx : undefined));
+      const tables = {
+        embedding: e,
+        lmHead: tied ? e : await timed("quantize", () => quantizeTable(w.lmHead, c.vocabSize, c.dModel, xtx)),
+      };
       canonical.delete("embedding");
       canonical.delete("lm_head");
       for (const [n, t] of tableTensors("embedding", tables.embedding, c.vocabSize, c.dModel)) canonical.set(n, t);
@@ -216,7 +244,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       for (const [name, mode, fused] of graphs) {
         log(`exporting cpu/${name}.onnx`);
         const g = new Graph(`mamba_edge_${name.replace("-", "_")}`);
-        buildGraph(g, c, model.weights, file, em, mode, { fused });
+        buildGraph(g, c, weights as Weights<Mamba1Layer>, file, em, mode, { fused });
         cpuGraphs.push([name, g, fused]);
       }
       graphFiles.push(...graphs.map(([name]) => `cpu/${name}.onnx`), "cpu/weights.bin");
@@ -224,7 +252,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // TensorRT graphs over the same quantized weights (the plan quantizes each layer once)
     let trt: TrtManifest | undefined;
     if (targets.includes("trt")) {
-      const r = await writeTrtGraphs(tmp, c, model.weights, plan, log);
+      const r = await writeTrtGraphs(tmp, c, weights as Weights<Mamba1Layer>, plan, log);
       graphFiles.push(...r.files);
       trt = { domain: TRT_DOMAIN, opsVersion: TRT_DOMAIN_VERSION, opset: 21, pluginLimits: r.limits };
       if (r.limits.length)
@@ -301,8 +329,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);
     const bytes = Object.values(files).reduce((s, f) => s + f.bytes, 0);
-    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes, gptq: gptqIn };
+    phases.write = (performance.now() - t0) / 1000 - phases.read - phases.calibrate - phases.quantize;
+    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes, gptq: gptqIn, phases };
   } catch (e) {
+    src.close();
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
@@ -329,9 +359,13 @@ function readCalibText(path: string): string {
   return text;
 }
 
-/** The model with its quantized layers' weights as the plan rounds them (for a second calibration). */
-function dequantized(model: MambaModel, plan: QuantPlan): MambaModel {
-  const c = model.config;
+/** Quantizes block l's linear layers (once: every graph then takes them from the plan). */
+function quantizeBlock(plan: QuantPlan, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): void {
+  for (const [name, W, outDim, inDim] of blockMatrices(c, l, L)) plan.weights(name, W, outDim, inDim);
+}
+
+/** Block l with its linear layers' weights as the plan rounds them (for the next block's inputs). */
+function dequantizedBlock(plan: QuantPlan, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): Mamba1Layer | Mamba2Layer {
   const deq = (name: string, W: Float32Array, outDim: number, inDim: number): Float32Array => {
     const q = plan.weights(name, W, outDim, inDim);
     if (!q) return W;
@@ -342,69 +376,74 @@ function dequantized(model: MambaModel, plan: QuantPlan): MambaModel {
         out[o * inDim + i] = q.q[o * inDim + i] * (q.kind === "int4" ? q.scale[o * nG + Math.floor(i / q.group)] : q.scale[o]);
     return out;
   };
-  const layers = model.weights.layers.map((L, l) => {
-    const r = { ...L };
-    r.inProj = deq(`l${l}.in_proj`, L.inProj, L.inProj.length / c.dModel, c.dModel);
-    r.outProj = deq(`l${l}.out_proj`, L.outProj, c.dModel, c.dInner);
-    if (c.arch === "mamba1") {
-      const m = L as Mamba1Layer;
-      (r as Mamba1Layer).xProj = deq(`l${l}.x_proj`, m.xProj, c.dtRank + 2 * c.dState, c.dInner);
-    }
-    return r;
-  });
-  return { config: c, weights: { ...model.weights, layers } } as unknown as MambaModel;
+  const r = { ...L } as Record<string, unknown>;
+  const field = { in_proj: "inProj", out_proj: "outProj", x_proj: "xProj" } as const;
+  for (const [name, W, outDim, inDim] of blockMatrices(c, l, L))
+    r[field[name.slice(name.indexOf(".") + 1) as keyof typeof field]] = deq(name, W, outDim, inDim);
+  return r as unknown as Mamba1Layer | Mamba2Layer;
+}
+
+/** Block l's quantized matrices: name, weights, out, in. */
+function blockMatrices(c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): [string, Float32Array, number, number][] {
+  const m: [string, Float32Array, number, number][] = [[`l${l}.in_proj`, L.inProj, L.inProj.length / c.dModel, c.dModel]];
+  if (c.arch === "mamba1") m.push([`l${l}.x_proj`, (L as Mamba1Layer).xProj, c.dtRank + 2 * c.dState, c.dInner]);
+  m.push([`l${l}.out_proj`, L.outProj, c.dModel, c.dInner]);
+  return m;
+}
+
+/** Frees a quantized block's float matrices: the plan holds what the graphs use. */
+function dropMatrices(L: Mamba1Layer | Mamba2Layer): void {
+  L.inProj = L.outProj = new Float32Array(0);
+  if ("xProj" in L) L.xProj = new Float32Array(0);
 }
 
 /**
- * Exact rewrites before quantization: each block's RMSNorm weight moves into in_proj (the norm then
+ * Exact rewrites before quantization: the block's RMSNorm weight moves into in_proj (the norm then
  * has unit weight), and for Hadamard recipes out_proj's weight absorbs the rotation its input gets.
  */
-function transformWeights(model: MambaModel, recipe: Recipe): void {
-  const c = model.config;
-  for (const L of model.weights.layers) {
-    const inDim = c.dModel;
-    L.inProj = foldNorm(L.inProj, L.inProj.length / inDim, inDim, L.norm);
-    L.norm = new Float32Array(c.dModel).fill(1);
-    if (rotates(recipe)) L.outProj = rotateInputs(L.outProj, c.dModel, c.dInner);
-  }
+function transformLayer(c: ModelConfig, L: Mamba1Layer | Mamba2Layer, recipe: Recipe): void {
+  L.inProj = foldNorm(L.inProj, L.inProj.length / c.dModel, c.dModel, L.norm);
+  L.norm = new Float32Array(c.dModel).fill(1);
+  if (rotates(recipe)) L.outProj = rotateInputs(L.outProj, c.dModel, c.dInner);
 }
 
-/** weights.safetensors: matrices in the recipe's precision, everything else float32. */
-function canonicalTensors(model: MambaModel, recipe: Recipe): Map<string, OutTensor> {
-  const c = model.config;
-  const w = model.weights;
+// weights.safetensors: matrices in the recipe's precision, everything else float32 (quantized
+// recipes add their own matrices, int8 / packed int4 + scales, as they quantize)
+const isMatrix = (name: string) => /(in_proj|out_proj|x_proj)\.weight$/.test(name);
+
+function headTensors(c: ModelConfig, w: Omit<Weights<unknown>, "layers">): Map<string, OutTensor> {
   const t = new Map<string, OutTensor>();
-  // quantized recipes add their own matrices (int8 / packed int4 + scales) as they quantize
+  t.set("embedding", { dtype: "F16", shape: [c.vocabSize, c.dModel], data: toHalf(w.embedding) });
+  if (w.lmHead !== w.embedding) t.set("lm_head", { dtype: "F16", shape: [c.vocabSize, c.dModel], data: toHalf(w.lmHead) });
+  t.set("norm_f", { dtype: "F32", shape: [c.dModel], data: w.normF });
+  return t;
+}
+
+function layerTensors(t: Map<string, OutTensor>, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer, recipe: Recipe): void {
   const matrix = (name: string, data: Float32Array, shape: number[]) => {
-    if (recipe === "fp16" || !name.match(/(in_proj|out_proj|x_proj)\.weight$/)) t.set(name, { dtype: "F16", shape, data: toHalf(data) });
+    if (recipe === "fp16" || !isMatrix(name)) t.set(name, { dtype: "F16", shape, data: toHalf(data) });
   };
   const vector = (name: string, data: Float32Array | null, shape: number[]) => {
     if (data) t.set(name, { dtype: "F32", shape, data });
   };
-  matrix("embedding", w.embedding, [c.vocabSize, c.dModel]);
-  if (w.lmHead !== w.embedding) matrix("lm_head", w.lmHead, [c.vocabSize, c.dModel]);
-  vector("norm_f", w.normF, [c.dModel]);
-  w.layers.forEach((L, l) => {
-    const p = `layers.${l}.`;
-    vector(`${p}norm`, L.norm, [c.dModel]);
-    vector(`${p}in_proj.bias`, L.inProjBias, [L.inProjBias?.length ?? 0]);
-    vector(`${p}conv.weight`, L.convW, [L.convW.length / c.dConv, c.dConv]);
-    vector(`${p}conv.bias`, L.convB, [L.convB?.length ?? 0]);
-    vector(`${p}A`, L.A, c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads]);
-    vector(`${p}D`, L.D, [L.D.length]);
-    vector(`${p}out_proj.bias`, L.outProjBias, [c.dModel]);
-    matrix(`${p}in_proj.weight`, L.inProj, [L.inProj.length / c.dModel, c.dModel]);
-    matrix(`${p}out_proj.weight`, L.outProj, [c.dModel, c.dInner]);
-    if (c.arch === "mamba1") {
-      const m = L as Mamba1Layer;
-      matrix(`${p}x_proj.weight`, m.xProj, [c.dtRank + 2 * c.dState, c.dInner]);
-      matrix(`${p}dt_proj.weight`, m.dtProj, [c.dInner, c.dtRank]);
-      vector(`${p}dt_proj.bias`, m.dtProjBias, [c.dInner]);
-    } else {
-      const m = L as Mamba2Layer;
-      vector(`${p}dt_bias`, m.dtBias, [c.nHeads]);
-      vector(`${p}gated_norm`, m.gatedNorm, [c.dInner]);
-    }
-  });
-  return t;
+  const p = `layers.${l}.`;
+  vector(`${p}norm`, L.norm, [c.dModel]);
+  vector(`${p}in_proj.bias`, L.inProjBias, [L.inProjBias?.length ?? 0]);
+  vector(`${p}conv.weight`, L.convW, [L.convW.length / c.dConv, c.dConv]);
+  vector(`${p}conv.bias`, L.convB, [L.convB?.length ?? 0]);
+  vector(`${p}A`, L.A, c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads]);
+  vector(`${p}D`, L.D, [L.D.length]);
+  vector(`${p}out_proj.bias`, L.outProjBias, [c.dModel]);
+  matrix(`${p}in_proj.weight`, L.inProj, [L.inProj.length / c.dModel, c.dModel]);
+  matrix(`${p}out_proj.weight`, L.outProj, [c.dModel, c.dInner]);
+  if (c.arch === "mamba1") {
+    const m = L as Mamba1Layer;
+    matrix(`${p}x_proj.weight`, m.xProj, [c.dtRank + 2 * c.dState, c.dInner]);
+    matrix(`${p}dt_proj.weight`, m.dtProj, [c.dInner, c.dtRank]);
+    vector(`${p}dt_proj.bias`, m.dtProjBias, [c.dInner]);
+  } else {
+    const m = L as Mamba2Layer;
+    vector(`${p}dt_bias`, m.dtBias, [c.nHeads]);
+    vector(`${p}gated_norm`, m.gatedNorm, [c.dInner]);
+  }
 }

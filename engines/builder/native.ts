@@ -1,17 +1,14 @@
-// The builder's native linear algebra (engines/quant-native: GPTQ and the quadratic forms of its
-// error measure), called through koffi, which is loaded only here and only when a build needs it.
+// The builder's native linear algebra (engines/quant-native: GPTQ, the quadratic forms of its
+// error measure, the calibration inputs' XᵀX), called through koffi, which is loaded only here and only when a build needs it.
 // Where the library is not built (or MAMBA_EDGE_QUANT_NATIVE=off), quantize.ts runs its TypeScript
 // versions, which give the same results, many times slower.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { packageRoot } from "../paths.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-// engines/builder from source, dist/engines/builder compiled
-const root = [resolve(here, "..", ".."), resolve(here, "..", "..", "..")].find((r) => existsSync(join(r, "package.json"))) ?? here;
-export const QUANT_LIBRARY = join(root, "engines", "quant-native", "build", "libmamba_edge_quant.so");
+export const QUANT_LIBRARY = join(packageRoot, "engines", "quant-native", "build", "libmamba_edge_quant.so");
 
 export interface QuantNative {
   gptqInt4(
@@ -26,6 +23,8 @@ export interface QuantNative {
     scale: Float32Array,
   ): void;
   quadraticForms(H: Float64Array, n: number, V: Float64Array, m: number): Float64Array;
+  /** acc (n, n) += XᵀX for X (rows, n) */
+  gramAdd(X: Float32Array, rows: number, n: number, acc: Float64Array): void;
 }
 
 let cached: { lib: QuantNative | null; why: string } | undefined;
@@ -44,6 +43,7 @@ export function quantNative(): { lib: QuantNative | null; why: string } {
       "int meq_gptq_int4(const float* W, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int threads, _Out_ int8_t* q, _Out_ float* scale)",
     );
     const forms = l.func("int meq_quadratic_forms(const double* H, int n, const double* V, int m, int threads, _Out_ double* out)");
+    const gram = l.func("int meq_gram_add(const float* X, int rows, int n, int threads, double* acc)");
     const threads = availableParallelism();
     const check = (rc: number, what: string) => {
       if (rc !== 0) throw new Error(`${what}: ${rc === -2 ? "out of memory" : `native call failed (${rc})`}`);
@@ -56,6 +56,9 @@ export function quantNative(): { lib: QuantNative | null; why: string } {
         const out = new Float64Array(m);
         check(forms(H, n, V, m, threads, out) as number, "quadratic forms");
         return out;
+      },
+      gramAdd(X, rows, n, acc) {
+        check(gram(X, rows, n, threads, acc) as number, "XᵀX");
       },
     };
     return (cached = { lib, why: "" });

@@ -169,42 +169,53 @@ export function reconstructionError(
   rows = 64,
   impl: "native" | "typescript" = "native",
 ): number {
-  const nG = Math.ceil(inDim / w.group);
-  let err = 0;
-  let ref = 0;
-  const d = new Float64Array(inDim);
+  return reconstructionErrors(W, [w], outDim, inDim, xtx, rows, impl)[0];
+}
+
+/** reconstructionError of several roundings of the same W, in one pass over H (the reference ‖XWᵀ‖² computed once). */
+export function reconstructionErrors(
+  W: Float32Array,
+  ws: Int4Weights[],
+  outDim: number,
+  inDim: number,
+  xtx: Float64Array,
+  rows = 64,
+  impl: "native" | "typescript" = "native",
+): number[] {
+  const k = ws.length + 1; // vectors per sampled row: each rounding's error, then W itself
   const step = Math.max(1, Math.floor(outDim / rows));
-  const native = impl === "native" ? quantNative().lib : null;
-  if (native) {
-    // each sampled row's error and weights as vectors, their quadratic forms in one pass over H
-    const picked = Math.ceil(outDim / step);
-    const V = new Float64Array(2 * picked * inDim);
-    for (let r = 0, o = 0; o < outDim; o += step, r++)
-      for (let i = 0; i < inDim; i++) {
-        V[2 * r * inDim + i] = W[o * inDim + i] - w.q[o * inDim + i] * w.scale[o * nG + Math.floor(i / w.group)];
-        V[(2 * r + 1) * inDim + i] = W[o * inDim + i];
-      }
-    const f = native.quadraticForms(xtx, inDim, V, 2 * picked);
-    for (let r = 0; r < picked; r++) {
-      err += f[2 * r];
-      ref += f[2 * r + 1];
-    }
-    return ref > 0 ? err / ref : 0;
-  }
-  for (let o = 0; o < outDim; o += step) {
-    for (let i = 0; i < inDim; i++) d[i] = W[o * inDim + i] - w.q[o * inDim + i] * w.scale[o * nG + Math.floor(i / w.group)];
+  const picked = Math.ceil(outDim / step);
+  const V = new Float64Array(k * picked * inDim);
+  for (let r = 0, o = 0; o < outDim; o += step, r++)
     for (let i = 0; i < inDim; i++) {
-      let hd = 0;
-      let hw = 0;
-      for (let j = 0; j < inDim; j++) {
-        hd += xtx[i * inDim + j] * d[j];
-        hw += xtx[i * inDim + j] * W[o * inDim + j];
-      }
-      err += d[i] * hd;
-      ref += W[o * inDim + i] * hw;
+      const x = W[o * inDim + i];
+      ws.forEach((w, v) => {
+        V[(k * r + v) * inDim + i] = x - w.q[o * inDim + i] * w.scale[o * Math.ceil(inDim / w.group) + Math.floor(i / w.group)];
+      });
+      V[(k * r + k - 1) * inDim + i] = x;
     }
+  const native = impl === "native" ? quantNative().lib : null;
+  // each vector's quadratic form vᵀHv, natively in one pass over H
+  const f = native ? native.quadraticForms(xtx, inDim, V, k * picked) : quadraticForms(xtx, inDim, V, k * picked);
+  const sums = new Float64Array(k);
+  for (let r = 0; r < picked; r++) for (let v = 0; v < k; v++) sums[v] += f[k * r + v];
+  const ref = sums[k - 1];
+  return ws.map((_, v) => (ref > 0 ? sums[v] / ref : 0));
+}
+
+function quadraticForms(H: Float64Array, n: number, V: Float64Array, m: number): Float64Array {
+  const out = new Float64Array(m);
+  for (let r = 0; r < m; r++) {
+    const v = V.subarray(r * n, (r + 1) * n);
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      let h = 0;
+      for (let j = 0; j < n; j++) h += H[i * n + j] * v[j];
+      s += v[i] * h;
+    }
+    out[r] = s;
   }
-  return ref > 0 ? err / ref : 0;
+  return out;
 }
 
 /**

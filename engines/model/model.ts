@@ -10,7 +10,7 @@ import { mamba2Mixer } from "./mamba2.js";
 import { linear, rmsnorm } from "./ops.js";
 import type { Segment } from "./segments.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "./state.js";
-import { loadWeights, type Mamba1Layer, type Mamba2Layer, type Weights } from "./weights.js";
+import { checkpointSource, loadWeights, type Mamba1Layer, type Mamba2Layer, type ModelSource, type Weights } from "./weights.js";
 
 export class MambaModel {
   readonly shape: StateShape;
@@ -32,16 +32,7 @@ export class MambaModel {
 
   /** Loads a checkpoint directory (Hugging Face or state-spaces layout). */
   static load(dir: string): MambaModel {
-    const cfgPath = join(dir, "config.json");
-    if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
-    if (!existsSync(cfgPath)) throw new UserError(`${cfgPath}: missing (expected a Hugging Face or state-spaces Mamba checkpoint)`);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(readFileSync(cfgPath, "utf8"));
-    } catch (e) {
-      throw new UserError(`${cfgPath}: not valid JSON (${(e as Error).message})`);
-    }
-    const config = parseConfig(raw, cfgPath);
+    const config = readConfig(dir);
     return new MambaModel(config, loadWeights(dir, config));
   }
 
@@ -108,4 +99,23 @@ export class MambaModel {
     const h = rmsnorm(hidden.subarray(fromRow * c.dModel, (fromRow + rows) * c.dModel), rows, c.dModel, this.weights.normF, c.normEps);
     return linear(h, rows, c.dModel, this.weights.lmHead, c.vocabSize, null);
   }
+}
+
+/** A checkpoint directory's config.json, checked. */
+export function readConfig(dir: string): ModelConfig {
+  const cfgPath = join(dir, "config.json");
+  if (!existsSync(dir)) throw new UserError(`${dir}: no such directory`);
+  if (!existsSync(cfgPath)) throw new UserError(`${cfgPath}: missing (expected a Hugging Face or state-spaces Mamba checkpoint)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(cfgPath, "utf8"));
+  } catch (e) {
+    throw new UserError(`${cfgPath}: not valid JSON (${(e as Error).message})`);
+  }
+  return parseConfig(raw, cfgPath);
+}
+
+/** A checkpoint's weights, read one layer at a time. */
+export function openSource(dir: string): ModelSource {
+  return checkpointSource(dir, readConfig(dir));
 }

@@ -5,7 +5,7 @@ import { parseConfig } from "./config.js";
 import { shared } from "./parallel.js";
 import { MambaModel } from "./model.js";
 import { seededRandom } from "./rng.js";
-import type { Mamba1Layer, Mamba2Layer, Weights } from "./weights.js";
+import { materialize, type Mamba1Layer, type Mamba2Layer, type ModelSource } from "./weights.js";
 
 /** Hugging Face configs of the public checkpoints (state-spaces/mamba-*-hf, mamba2-*). */
 export const SHAPES: Record<string, Record<string, unknown>> = {
@@ -38,50 +38,77 @@ export const SHAPES: Record<string, Record<string, unknown>> = {
 };
 
 export function randomModel(name: string, seed = 0): MambaModel {
+  const src = randomSource(name, seed, shared);
+  return new MambaModel(src.config, materialize(src));
+}
+
+/**
+ * Random weights of a published shape, made one tensor at a time: each tensor draws from its own
+ * place in one seeded stream (layers in order, then the embedding), so a layer can be made alone and
+ * is the same whichever order they are asked for. `alloc`: where the arrays live.
+ */
+export function randomSource(name: string, seed = 0, alloc: (n: number) => Float32Array = (n) => new Float32Array(n)): ModelSource {
   const raw = SHAPES[name];
   if (!raw) throw new UserError(`unknown shape ${name} (expected one of ${Object.keys(SHAPES).join(", ")})`);
   const c = parseConfig(raw, name);
-  const rand = seededRandom(seed);
-  const normal = (n: number, std: number) => {
-    const a = shared(n);
+  // three draws per value, the tensors of a layer in this order
+  const convDim = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
+  const sizes =
+    c.arch === "mamba1"
+      ? [2 * c.dInner * c.dModel, c.dInner * c.dConv, (c.dtRank + 2 * c.dState) * c.dInner, c.dInner * c.dtRank, c.dModel * c.dInner]
+      : [(c.dInner + convDim + c.nHeads) * c.dModel, convDim * c.dConv, c.dModel * c.dInner];
+  const perLayer = sizes.reduce((a, b) => a + b, 0);
+  const normal = (n: number, std: number, at: number) => {
+    const rand = seededRandom(seed, 3 * at);
+    const a = alloc(n);
     for (let i = 0; i < n; i++) a[i] = (rand() + rand() + rand() - 1.5) * 2 * std; // ~N(0, std²)
     return a;
   };
   const fill = (n: number, v: number) => new Float32Array(n).fill(v);
   const A = (n: number, per: number) => Float32Array.from({ length: n }, (_, i) => -((i % per) + 1)); // S4D-real
-  const layers = Array.from({ length: c.nLayer }, () => {
-    if (c.arch === "mamba1") {
+  return {
+    config: c,
+    close() {},
+    head() {
+      const embedding = normal(c.vocabSize * c.dModel, 0.02, c.nLayer * perLayer);
+      return { embedding, normF: fill(c.dModel, 1), lmHead: embedding };
+    },
+    layer(l) {
+      let at = l * perLayer;
+      const next = (n: number, std: number) => {
+        const a = normal(n, std, at);
+        at += n;
+        return a;
+      };
+      if (c.arch === "mamba1") {
+        return {
+          norm: fill(c.dModel, 1),
+          inProj: next(sizes[0], 0.02),
+          inProjBias: null,
+          convW: next(sizes[1], 0.2),
+          convB: fill(c.dInner, 0),
+          xProj: next(sizes[2], 0.02),
+          dtProj: next(sizes[3], 0.1),
+          dtProjBias: fill(c.dInner, -4),
+          A: A(c.dInner * c.dState, c.dState),
+          D: fill(c.dInner, 1),
+          outProj: next(sizes[4], 0.02),
+          outProjBias: null,
+        } satisfies Mamba1Layer;
+      }
       return {
         norm: fill(c.dModel, 1),
-        inProj: normal(2 * c.dInner * c.dModel, 0.02),
+        inProj: next(sizes[0], 0.02),
         inProjBias: null,
-        convW: normal(c.dInner * c.dConv, 0.2),
-        convB: fill(c.dInner, 0),
-        xProj: normal((c.dtRank + 2 * c.dState) * c.dInner, 0.02),
-        dtProj: normal(c.dInner * c.dtRank, 0.1),
-        dtProjBias: fill(c.dInner, -4),
-        A: A(c.dInner * c.dState, c.dState),
-        D: fill(c.dInner, 1),
-        outProj: normal(c.dModel * c.dInner, 0.02),
+        convW: next(sizes[1], 0.2),
+        convB: fill(convDim, 0),
+        dtBias: fill(c.nHeads, -4),
+        A: A(c.nHeads, c.nHeads),
+        D: fill(c.nHeads, 1),
+        gatedNorm: fill(c.dInner, 1),
+        outProj: next(sizes[2], 0.02),
         outProjBias: null,
-      } satisfies Mamba1Layer;
-    }
-    const convDim = c.dInner + 2 * c.nGroups * c.dState;
-    return {
-      norm: fill(c.dModel, 1),
-      inProj: normal((c.dInner + convDim + c.nHeads) * c.dModel, 0.02),
-      inProjBias: null,
-      convW: normal(convDim * c.dConv, 0.2),
-      convB: fill(convDim, 0),
-      dtBias: fill(c.nHeads, -4),
-      A: A(c.nHeads, c.nHeads),
-      D: fill(c.nHeads, 1),
-      gatedNorm: fill(c.dInner, 1),
-      outProj: normal(c.dModel * c.dInner, 0.02),
-      outProjBias: null,
-    } satisfies Mamba2Layer;
-  });
-  const embedding = normal(c.vocabSize * c.dModel, 0.02);
-  const weights = { embedding, layers, normF: fill(c.dModel, 1), lmHead: embedding } as Weights<Mamba1Layer> | Weights<Mamba2Layer>;
-  return new MambaModel(c, weights);
+      } satisfies Mamba2Layer;
+    },
+  };
 }

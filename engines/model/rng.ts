@@ -1,7 +1,11 @@
 // The one seeded generator: random demo weights and the sampler draw from the same stream for a seed.
-/** splitmix32: a tiny seeded generator with good statistical quality; uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
+/**
+ * splitmix32: a tiny seeded generator with good statistical quality; uniform in [0, 1). `skip`: start
+ * as if that many numbers had been drawn already (the state advances by a constant per draw, so any
+ * point of the stream is reached at once: random weights are made one tensor at a time).
+ */
+export function seededRandom(seed: number, skip = 0): () => number {
+  let s = (seed + Math.imul((skip % 4294967296) >>> 0, 0x9e3779b9)) >>> 0;
   return () => {
     s = (s + 0x9e3779b9) >>> 0;
     let z = s;

@@ -107,19 +107,56 @@ function negExp(a: Float32Array): Float32Array {
   return a.map((v) => -Math.exp(v));
 }
 
-export function loadWeights(dir: string, c: ModelConfig): Weights<Mamba1Layer> | Weights<Mamba2Layer> {
-  const src = new TensorSource(openCheckpoint(dir), dir);
+/** A model's weights, read one layer at a time (the builder never holds a whole float model). */
+export interface ModelSource {
+  readonly config: ModelConfig;
+  /** the embedding, the final norm and lm_head (the embedding itself when tied) */
+  head(): Omit<Weights<unknown>, "layers">;
+  /** layer l's weights, read (or made) afresh on each call */
+  layer(l: number): Mamba1Layer | Mamba2Layer;
+  close(): void;
+}
+
+/** Every layer of a source in memory. */
+export function materialize(src: ModelSource): Weights<Mamba1Layer> | Weights<Mamba2Layer> {
   try {
-    const embName = c.layout === "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";
-    const altEmb = c.layout === "hf" ? "backbone.embedding.weight" : "backbone.embeddings.weight";
-    const embedding = src.get(embName, [c.vocabSize, c.dModel], altEmb);
-    const layers = [];
-    for (let i = 0; i < c.nLayer; i++) {
+    const layers = Array.from({ length: src.config.nLayer }, (_, l) => src.layer(l));
+    return { ...src.head(), layers } as Weights<Mamba1Layer> | Weights<Mamba2Layer>;
+  } finally {
+    src.close();
+  }
+}
+
+export function loadWeights(dir: string, c: ModelConfig): Weights<Mamba1Layer> | Weights<Mamba2Layer> {
+  return materialize(checkpointSource(dir, c));
+}
+
+/** A checkpoint's tensors, read from its safetensors files as they are asked for. */
+export function checkpointSource(dir: string, c: ModelConfig): ModelSource {
+  const src = new TensorSource(openCheckpoint(dir), dir);
+  const opt = (name: string, shape: number[], on: boolean) => (on ? src.get(name, shape) : null);
+  return {
+    config: c,
+    close: () => src.close(),
+    head() {
+      const embName = c.layout === "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";
+      const altEmb = c.layout === "hf" ? "backbone.embedding.weight" : "backbone.embeddings.weight";
+      const embedding = src.get(embName, [c.vocabSize, c.dModel], altEmb);
+      const normF = src.get("backbone.norm_f.weight", [c.dModel]);
+      let lmHead = embedding;
+      if (!c.tiedEmbeddings) {
+        if (!src.has("lm_head.weight")) {
+          throw new UserError(`${dir}: tensor lm_head.weight is missing (the config says the head is not tied to the embedding)`);
+        }
+        lmHead = src.get("lm_head.weight", [c.vocabSize, c.dModel]);
+      }
+      return { embedding, normF, lmHead };
+    },
+    layer(i) {
       const p = `backbone.layers.${i}.`;
       const m = `${p}mixer.`;
-      const opt = (name: string, shape: number[], on: boolean) => (on ? src.get(name, shape) : null);
       if (c.arch === "mamba1") {
-        layers.push({
+        return {
           norm: src.get(`${p}norm.weight`, [c.dModel]),
           inProj: src.get(`${m}in_proj.weight`, [2 * c.dInner, c.dModel]),
           inProjBias: opt(`${m}in_proj.bias`, [2 * c.dInner], c.projBias),
@@ -132,35 +169,23 @@ export function loadWeights(dir: string, c: ModelConfig): Weights<Mamba1Layer> |
           D: src.get(`${m}D`, [c.dInner]),
           outProj: src.get(`${m}out_proj.weight`, [c.dModel, c.dInner]),
           outProjBias: opt(`${m}out_proj.bias`, [c.dModel], c.projBias),
-        } satisfies Mamba1Layer);
-      } else {
-        const convDim = c.dInner + 2 * c.nGroups * c.dState;
-        const projDim = c.dInner + convDim + c.nHeads;
-        layers.push({
-          norm: src.get(`${p}norm.weight`, [c.dModel]),
-          inProj: src.get(`${m}in_proj.weight`, [projDim, c.dModel]),
-          inProjBias: opt(`${m}in_proj.bias`, [projDim], c.projBias),
-          convW: src.get(`${m}conv1d.weight`, [convDim, 1, c.dConv]),
-          convB: opt(`${m}conv1d.bias`, [convDim], c.convBias),
-          dtBias: src.get(`${m}dt_bias`, [c.nHeads]),
-          A: negExp(src.get(`${m}A_log`, [c.nHeads])),
-          D: src.get(`${m}D`, [c.nHeads]),
-          gatedNorm: c.gatedNormGroup > 0 ? src.get(`${m}norm.weight`, [c.dInner]) : new Float32Array(c.dInner).fill(1),
-          outProj: src.get(`${m}out_proj.weight`, [c.dModel, c.dInner]),
-          outProjBias: opt(`${m}out_proj.bias`, [c.dModel], c.projBias),
-        } satisfies Mamba2Layer);
+        } satisfies Mamba1Layer;
       }
-    }
-    const normF = src.get("backbone.norm_f.weight", [c.dModel]);
-    let lmHead = embedding;
-    if (!c.tiedEmbeddings) {
-      if (!src.has("lm_head.weight")) {
-        throw new UserError(`${dir}: tensor lm_head.weight is missing (the config says the head is not tied to the embedding)`);
-      }
-      lmHead = src.get("lm_head.weight", [c.vocabSize, c.dModel]);
-    }
-    return { embedding, layers, normF, lmHead } as Weights<Mamba1Layer> | Weights<Mamba2Layer>;
-  } finally {
-    src.close();
-  }
+      const convDim = c.dInner + 2 * c.nGroups * c.dState;
+      const projDim = c.dInner + convDim + c.nHeads;
+      return {
+        norm: src.get(`${p}norm.weight`, [c.dModel]),
+        inProj: src.get(`${m}in_proj.weight`, [projDim, c.dModel]),
+        inProjBias: opt(`${m}in_proj.bias`, [projDim], c.projBias),
+        convW: src.get(`${m}conv1d.weight`, [convDim, 1, c.dConv]),
+        convB: opt(`${m}conv1d.bias`, [convDim], c.convBias),
+        dtBias: src.get(`${m}dt_bias`, [c.nHeads]),
+        A: negExp(src.get(`${m}A_log`, [c.nHeads])),
+        D: src.get(`${m}D`, [c.nHeads]),
+        gatedNorm: c.gatedNormGroup > 0 ? src.get(`${m}norm.weight`, [c.dInner]) : new Float32Array(c.dInner).fill(1),
+        outProj: src.get(`${m}out_proj.weight`, [c.dModel, c.dInner]),
+        outProjBias: opt(`${m}out_proj.bias`, [c.dModel], c.projBias),
+      } satisfies Mamba2Layer;
+    },
+  };
 }

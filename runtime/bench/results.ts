@@ -17,6 +17,8 @@ export function provenance() {
       memoryGB: +(totalmem() / 2 ** 30).toFixed(1),
       os: `${platform()} ${release()}`,
       node: process.version,
+      // how the run was set up where the figures alone would mislead (e.g. pinned to fewer cores)
+      ...(process.env.MAMBA_EDGE_RECORD_NOTE ? { note: process.env.MAMBA_EDGE_RECORD_NOTE } : {}),
     },
     date: new Date().toISOString(),
     commit: gitCommit(),

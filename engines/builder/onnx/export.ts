@@ -44,7 +44,6 @@ export interface LinearForm {
 interface Ctx {
   g: Graph;
   c: ModelConfig;
-  w: Weights<Mamba1Layer> | Weights<Mamba2Layer>;
   file: WeightFile;
   em: Emitter;
   mode: "step" | "prefill";
@@ -99,28 +98,14 @@ export function buildGraph(
   opts: { fused?: boolean } = {},
 ): void {
   const fused = opts.fused ?? false;
-  const ctx: Ctx = { g, c, w, file, em, mode, fused };
+  const ctx: Ctx = { g, c, file, em, mode, fused };
   const linear = linearOf(ctx);
-  const B: number | string = mode === "step" ? "batch" : 1;
   const rows: number | string = mode === "step" ? "batch" : "tokens";
-  const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
-  const ssmShape = graphSsmShape(c);
-
   const tokens = g.input("tokens", DT.INT64, [rows]);
   const eps = g.floats([c.normEps], []);
   let hidden = em.gather(g, tokens, "embedding", w.embedding, c.vocabSize, c.dModel); // (rows, dModel)
 
-  for (let l = 0; l < c.nLayer; l++) {
-    const conv = g.input(`conv_${l}`, DT.FLOAT, [B, c.dConv - 1, convC]);
-    const ssm = g.input(`ssm_${l}`, DT.FLOAT, [B, ...ssmShape]);
-    const L = w.layers[l];
-    const u = rmsNorm(g, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
-    const [out, convOut, ssmOut] =
-      c.arch === "mamba1" ? mamba1(ctx, l, L as Mamba1Layer, u, conv, ssm) : mamba2(ctx, l, L as Mamba2Layer, u, conv, ssm);
-    hidden = g.o("Add", [hidden, out]);
-    g.output(convOut, `conv_${l}_out`, DT.FLOAT, [B, c.dConv - 1, convC]);
-    g.output(ssmOut, `ssm_${l}_out`, DT.FLOAT, [B, ...ssmShape]);
-  }
+  for (let l = 0; l < c.nLayer; l++) hidden = block(ctx, l, w.layers[l], hidden, eps);
 
   const normF = f32(ctx, "norm_f", w.normF, [c.dModel]);
   if (mode === "step") {
@@ -134,6 +119,32 @@ export function buildGraph(
     const hl = rmsNorm(g, lastRow, normF, eps);
     g.output(linear(g, hl, "lm_head", w.lmHead, null, c.vocabSize, c.dModel), "last_logits", DT.FLOAT, [1, c.vocabSize]);
   }
+}
+
+/** Block l (RMSNorm, mixer, residual add) over `hidden`, its states as the graph's inputs and outputs conv_l / ssm_l. */
+function block(ctx: Ctx, l: number, L: Mamba1Layer | Mamba2Layer, hidden: string, eps: string): string {
+  const { g, c, mode } = ctx;
+  const B: number | string = mode === "step" ? "batch" : 1;
+  const convC = c.arch === "mamba1" ? c.dInner : c.dInner + 2 * c.nGroups * c.dState;
+  const ssmShape = graphSsmShape(c);
+  const conv = g.input(`conv_${l}`, DT.FLOAT, [B, c.dConv - 1, convC]);
+  const ssm = g.input(`ssm_${l}`, DT.FLOAT, [B, ...ssmShape]);
+  const u = rmsNorm(g, hidden, f32(ctx, `l${l}.norm`, L.norm, [c.dModel]), eps);
+  const [out, convOut, ssmOut] =
+    c.arch === "mamba1" ? mamba1(ctx, l, L as Mamba1Layer, u, conv, ssm) : mamba2(ctx, l, L as Mamba2Layer, u, conv, ssm);
+  g.output(convOut, `conv_${l}_out`, DT.FLOAT, [B, c.dConv - 1, convC]);
+  g.output(ssmOut, `ssm_${l}_out`, DT.FLOAT, [B, ...ssmShape]);
+  return g.o("Add", [hidden, out]);
+}
+
+/**
+ * Block l alone as a prefill graph: `hidden` (tokens, dModel), the residual stream before it, to
+ * `hidden_out` after it (the builder's calibration runs the model one block at a time).
+ */
+export function buildBlockGraph(g: Graph, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer, file: WeightFile, em: Emitter): void {
+  const ctx: Ctx = { g, c, file, em, mode: "prefill", fused: false };
+  const hidden = g.input("hidden", DT.FLOAT, ["tokens", c.dModel]);
+  g.output(block(ctx, l, L, hidden, g.floats([c.normEps], [])), "hidden_out", DT.FLOAT, ["tokens", c.dModel]);
 }
 
 /**

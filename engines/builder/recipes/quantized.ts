@@ -7,7 +7,7 @@ import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionError, sortAndCluster } from "../quantize.js";
+import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionErrors, sortAndCluster } from "../quantize.js";
 import { emitRotation } from "./rotate.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { fp16Emitter } from "./fp16.js";
@@ -70,9 +70,10 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
   const prepared = new Map<string, QuantWeights>();
   const errors = new Map<string, { gptq: number; rtn: number }>();
 
-  const inputScale = (name: string) => {
-    // x_proj reads the (already quantized) SSM input x: same scale, no second rounding
+  const inputScale = (name: string, inDim: number) => {
+    // x_proj reads the (already quantized) SSM input x, of its width: same scale, no second rounding
     const m = name.match(/^(l\d+)\.x_proj$/);
+    if (m) memoSsmScale(`${m[1]}.x`, inDim);
     if (m && actScale.has(`${m[1]}.x`)) return actScale.get(`${m[1]}.x`)!;
     // out_proj's input carries Mamba's largest outliers: even after the Hadamard rotation a few
     // values set the absolute max, so its scale is a percentile too (not in the naive ablation)
@@ -113,6 +114,13 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
     return sc;
   };
 
+  // once per input: every graph quantizes it alike
+  const memoSsmScale = (name: string, width: number) => {
+    if (!ssm.has(name)) ssm.set(name, ssmScale(name, width));
+    return ssm.get(name)!;
+  };
+  const inDims = new Map<string, number>();
+
   return {
     o,
     errors,
@@ -121,6 +129,8 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
       if (name === "lm_head" || name.endsWith(".dt_proj")) return null;
       let p = prepared.get(name);
       if (!p) {
+        if (W.length !== outDim * inDim)
+          throw new Error(`${name}: ${W.length} weights for (${outDim}, ${inDim}), or its float weights were dropped`);
         if (int8Weights(o.recipe)) {
           const q = quantizeInt8(W, outDim, inDim);
           p = { kind: "int8", q: q.q, scale: q.scale };
@@ -130,11 +140,10 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
           const group = groupFor(inDim, o.group);
           const q =
             o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, group, xtx, 0.01, o.actOrder) : quantizeInt4Rtn(W, outDim, inDim, group);
-          if (o.gptq && xtx)
-            errors.set(name, {
-              gptq: reconstructionError(W, q, outDim, inDim, xtx),
-              rtn: reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, group), outDim, inDim, xtx),
-            });
+          if (o.gptq && xtx) {
+            const [gptq, rtn] = reconstructionErrors(W, [q, quantizeInt4Rtn(W, outDim, inDim, group)], outDim, inDim, xtx);
+            errors.set(name, { gptq, rtn });
+          }
           p = { kind: "int4", q: q.q, scale: q.scale, group: q.group };
           canonical.set(`${name}.weight`, {
             dtype: "U8",
@@ -143,17 +152,19 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
           });
         }
         canonical.set(`${name}.weight_scale`, { dtype: "F32", shape: [p.scale.length], data: p.scale });
-        if (int8Acts(o.recipe)) scales[name] = inputScale(name);
+        if (int8Acts(o.recipe)) scales[name] = inputScale(name, inDim);
         prepared.set(name, p);
+        inDims.set(name, inDim);
       }
       return p;
     },
-    inputScale: (name) => (int8Acts(o.recipe) ? inputScale(name) : null),
-    ssmScale(name, width) {
-      // once per input: every graph quantizes it alike
-      if (!ssm.has(name)) ssm.set(name, ssmScale(name, width));
-      return ssm.get(name)!;
+    inputScale(name) {
+      if (!int8Acts(o.recipe)) return null;
+      const inDim = inDims.get(name);
+      if (inDim === undefined && name.endsWith(".x_proj")) throw new Error(`${name}: input scale asked for before its weights`);
+      return inputScale(name, inDim ?? 0);
     },
+    ssmScale: memoSsmScale,
   };
 }
 

@@ -3,7 +3,8 @@
 //   1. H ← XᵀX with dead inputs set to 1 and damping added; columns reordered (act-order);
 //   2. U, upper triangular with UᵀU = H⁻¹, as P R⁻¹ P where P reverses the order and P H P = R Rᵀ
 //      (one blocked Cholesky factorization and one blocked triangular inverse);
-//   3. the column recurrence, independent across output rows: each thread takes tiles of rows.
+//   3. the column recurrence, independent across output rows: each thread takes tiles of rows, and
+//      applies each block of columns' errors to the columns after it as one matrix product.
 // Also the quadratic forms vᵀHv of the error measure (reconstructionError in quantize.ts).
 #include <algorithm>
 #include <atomic>
@@ -12,42 +13,48 @@
 #include <cstring>
 #include <new>
 #include <numeric>
-#include <thread>
 #include <vector>
 
-#define EXPORT extern "C" __attribute__((visibility("default")))
-#if defined(__x86_64__)
-#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT
-#endif
+#include "parallel.h"
 
 namespace {
 
 constexpr int kBlock = 64;  // tile edge of the blocked factorizations
 
-// fn(begin, end) over [0, count) in chunks of `chunk`, taken in turn by `threads` threads
-template <class F>
-void parallelFor(int count, int chunk, int threads, F fn) {
-  std::atomic<int> next{0};
-  auto work = [&] {
-    for (int b; (b = next.fetch_add(chunk)) < count;) fn(b, std::min(count, b + chunk));
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; t++) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
-
-// C[i][j] -= Σ_k A[i][k] · B[k][j] for i < rows, j < cols, k < depth (row strides lda, ldb, ldc)
+// C[i][j] -= Σ_k A[i][k] · B[k][j] for i < rows, j < cols, k < depth (row strides lda, ldb, ldc).
+// By strips of 8 columns of B, each kept in cache while every 4 rows of A take their 4 × 8 of C
+// (held in registers) from it.
 HOT void gemmSub(double* C, int ldc, const double* A, int lda, const double* B, int ldb, int rows, int cols, int depth) {
-  for (int i = 0; i < rows; i++) {
-    double* c = C + (size_t)i * ldc;
-    for (int k = 0; k < depth; k++) {
-      const double a = A[(size_t)i * lda + k];
-      const double* b = B + (size_t)k * ldb;
+  constexpr int MR = 4, NR = 8;
+  for (int j0 = 0; j0 < cols; j0 += NR) {
+    const int jw = std::min(NR, cols - j0);
+    for (int i0 = 0; i0 < rows; i0 += MR) {
+      const int iw = std::min(MR, rows - i0);
+      if (iw == MR && jw == NR) {
+        double acc[MR][NR] = {};
+        for (int k = 0; k < depth; k++) {
+          const double* b = B + (size_t)k * ldb + j0;
+          for (int r = 0; r < MR; r++) {
+            const double a = A[(size_t)(i0 + r) * lda + k];
 #pragma omp simd
-      for (int j = 0; j < cols; j++) c[j] -= a * b[j];
+            for (int j = 0; j < NR; j++) acc[r][j] += a * b[j];
+          }
+        }
+        for (int r = 0; r < MR; r++) {
+          double* c = C + (size_t)(i0 + r) * ldc + j0;
+#pragma omp simd
+          for (int j = 0; j < NR; j++) c[j] -= acc[r][j];
+        }
+      } else {
+        for (int r = 0; r < iw; r++) {
+          double* c = C + (size_t)(i0 + r) * ldc + j0;
+          for (int j = 0; j < jw; j++) {
+            double t = 0;
+            for (int k = 0; k < depth; k++) t += A[(size_t)(i0 + r) * lda + k] * B[(size_t)k * ldb + j0 + j];
+            c[j] -= t;
+          }
+        }
+      }
     }
   }
 }
@@ -144,29 +151,39 @@ void lowerInverse(const double* R, double* X, int n, int threads) {
 // rounds halves up, as JavaScript's Math.round does
 inline int q4(double w, double s) { return (int)std::max(-8.0, std::min(7.0, std::floor(w / s + 0.5))); }
 
-// the recurrence over one tile of rows: Wt (rows, n) in quantization order, updated in place
+// the recurrence over one tile of rows: Wt (rows, n) in quantization order, updated in place. By
+// blocks of whole groups, about 128 columns: each column's error updates the rest of its block at
+// once, and the columns after the block in one product at its end (GPTQ's lazy batch updates: the
+// same sums, regrouped; a group's scale sees every update made before its first column).
 HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* order, int group, int nG, bool actOrder, int8_t* q,
                     float* scale, int inDim) {
-  for (int k = 0; k < n; k++) {
-    const int i = order[k], g = i / group;
-    const double d = U[(size_t)k * n + k];
-    const double* u = U + (size_t)k * n;
-    for (int r = 0; r < rows; r++) {
-      double* w = Wt + (size_t)r * n;
-      float* sr = scale + (size_t)r * nG;
-      if (!actOrder && i % group == 0) {
-        // the group's scale from its weights as updated so far
-        double m = 0;
-        for (int c = k; c < std::min(n, k + group); c++) m = std::max(m, std::fabs(w[c]));
-        sr[g] = m > 0 ? (float)(m / 7) : 1.0f;
-      }
-      const double s = sr[g];
-      const int qv = q4(w[k], s);
-      q[(size_t)r * inDim + i] = (int8_t)qv;
-      const double err = (w[k] - qv * s) / d;
+  const int kLazy = group * std::max(1, 128 / group);
+  std::vector<double> err((size_t)rows * kLazy);
+  for (int k0 = 0; k0 < n; k0 += kLazy) {
+    const int k1 = std::min(n, k0 + kLazy);
+    for (int k = k0; k < k1; k++) {
+      const int i = order[k], g = i / group;
+      const double d = U[(size_t)k * n + k];
+      const double* u = U + (size_t)k * n;
+      for (int r = 0; r < rows; r++) {
+        double* w = Wt + (size_t)r * n;
+        float* sr = scale + (size_t)r * nG;
+        if (!actOrder && i % group == 0) {
+          // the group's scale from its weights as updated so far
+          double m = 0;
+          for (int c = k; c < std::min(n, k + group); c++) m = std::max(m, std::fabs(w[c]));
+          sr[g] = m > 0 ? (float)(m / 7) : 1.0f;
+        }
+        const double s = sr[g];
+        const int qv = q4(w[k], s);
+        q[(size_t)r * inDim + i] = (int8_t)qv;
+        const double e = (w[k] - qv * s) / d;
+        err[(size_t)r * kLazy + (k - k0)] = e;
 #pragma omp simd
-      for (int c = k + 1; c < n; c++) w[c] -= err * u[c];
+        for (int c = k + 1; c < k1; c++) w[c] -= e * u[c];
+      }
     }
+    if (k1 < n) gemmSub(Wt + k1, n, err.data(), kLazy, U + (size_t)k0 * n + k1, n, rows, n - k1, k1 - k0);
   }
 }
 
@@ -221,7 +238,7 @@ EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, cons
             if (!dead[c]) m = std::max(m, (double)std::fabs(W0[(size_t)o * n + c]));
           scale[(size_t)o * nG + g] = m > 0 ? (float)(m / 7) : 1.0f;
         }
-    constexpr int kTile = 8;
+    constexpr int kTile = 32;  // rows per task: U is read once per tile
     parallelFor(outDim, kTile, threads, [&](int b, int e) {
       std::vector<double> Wt((size_t)(e - b) * n);
       for (int r = 0; r < e - b; r++)

@@ -43,7 +43,7 @@ export function buildCommand(y: Argv) {
         .option("gptq-inputs", {
           choices: ["float", "quantized"] as const,
           default: "float" as const,
-          describe: "GPTQ's Hessians from the float model, or from a second calibration over the model with its layers quantized",
+          describe: "GPTQ's Hessians from the float model's activations, or from each block's inputs with the blocks before it quantized",
         })
         .option("ssm-scales", {
           choices: ["quamba2", "per-tensor"] as const,
@@ -110,6 +110,7 @@ export function buildCommand(y: Argv) {
           // the process's peak resident memory (Linux reports kilobytes)
           peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
           gptq: r.gptq,
+          phases: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, +v.toFixed(1)])),
           calibration: r.manifest.calibration,
           ...provenance(),
         };
