@@ -108,6 +108,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   log(`loading ${opts.modelDir}`);
   const src = opts.random ? randomSource(opts.modelDir) : openSource(opts.modelDir);
   const c = src.config;
+  // the calibration tokens before any weights are read: a bad file costs no wait
+  let ids: number[] | null = null;
+  try {
+    if (quantized)
+      ids = opts.calibText ? await Tokenizer.load(opts.modelDir).encode(text!) : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
+  } catch (e) {
+    src.close();
+    throw e;
+  }
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   const targets = opts.targets ?? ["cpu"];
@@ -128,10 +137,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
     const refit = gptq && opts.gptqInputs === "quantized";
     if (quantized) {
-      const ids = opts.calibText
-        ? await Tokenizer.load(opts.modelDir).encode(text!)
-        : parseTokenFile(opts.calibTokens!, text!, c.vocabSize);
-      const windows = calibrationWindows(ids, opts.calibSamples ?? 128, opts.calibLength ?? 512);
+      const windows = calibrationWindows(ids!, opts.calibSamples ?? 128, opts.calibLength ?? 512);
       const percentile = opts.percentile ?? 0.9995;
       if (gptq) {
         const n = quantNative();
@@ -147,7 +153,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         weights.embedding,
         windows,
         tmp,
-        { percentile, hessians: gptq, rotate: rotates(opts.recipe), onProgress: (d, t) => opts.progress?.("calibrating", d, t) },
+        {
+          percentile,
+          hessians: gptq,
+          rotate: rotates(opts.recipe),
+          onProgress: (d, t) => opts.progress?.("calibrating and quantizing", d, t),
+        },
         c.nLayer * (refit ? 2 : 1),
       );
       calib = { stats: cal.stats, samples: cal.samples, length: cal.length };

@@ -74,6 +74,7 @@ export function buildCommand(y: Argv) {
       // the builder is only loaded by this command
       const { build, parseTargets } = await import("../../../engines/builder/build.js");
       let bar: Progress | null = null;
+      const started = provenance(); // the commit the build ran from, not one made while it ran
       const r = await build({
         modelDir: (args.model ?? args.random)!,
         random: args.random !== undefined,
@@ -112,7 +113,7 @@ export function buildCommand(y: Argv) {
           gptq: r.gptq,
           phases: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, +v.toFixed(1)])),
           calibration: r.manifest.calibration,
-          ...provenance(),
+          ...started,
         };
         process.stderr.write(`wrote ${writeResult("build", args.quant, `${rec.model}-${args.quant}`, rec)}\n`);
       }
