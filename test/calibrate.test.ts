@@ -24,16 +24,11 @@ describe.each(["mamba1-untied-dtrank", "mamba2-groups"])("block calibration on %
     Array.from({ length: 37 }, (_, i) => (i * 13 + 5) % c.vocabSize),
     Array.from({ length: 20 }, (_, i) => (i * 29 + 1) % c.vocabSize),
   ];
+  const start = (runs: number) =>
+    BlockCalibration.start(c, model.weights.embedding, windows, scratch, { percentile: 0.999, hessians: true, rotate: false }, runs);
 
   it("carries each window's residual stream through every block as the reference does", async () => {
-    const cal = await BlockCalibration.start(
-      c,
-      model.weights.embedding,
-      windows,
-      scratch,
-      { percentile: 0.999, hessians: true, rotate: false },
-      c.nLayer,
-    );
+    const cal = await start(c.nLayer);
     for (let l = 0; l < c.nLayer; l++) cal.advance(await cal.observe(l, model.weights.layers[l]));
     // the stream after the last block, through the head, gives the reference's logits
     windows.forEach((w, i) => {
@@ -46,14 +41,7 @@ describe.each(["mamba1-untied-dtrank", "mamba2-groups"])("block calibration on %
   });
 
   it("collects block 0's input statistics: absmax and XᵀX of the normed embedding", async () => {
-    const cal = await BlockCalibration.start(
-      c,
-      model.weights.embedding,
-      windows,
-      scratch,
-      { percentile: 0.999, hessians: true, rotate: false },
-      1,
-    );
+    const cal = await start(1);
     const L = model.weights.layers[0];
     await cal.observe(0, L);
     const st = cal.stats.get("l0.in_proj")!;

@@ -225,12 +225,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       // by GPTQ over lm_head's calibration inputs where there are Hessians (a tied table serves both)
       const xtx = calib?.stats.get("lm_head")?.xtx;
       log(`quantizing the embedding and lm_head to 4 bits${xtx ? " (GPTQ)" : ""}`);
-      const w = weights;
-      const tied = w.lmHead === w.embedding;
-      const e = await timed("quantize", () => quantizeTable(w.embedding, c.vocabSize, c.dModel, tied ? xtx : undefined));
+      const tied = weights.lmHead === weights.embedding;
+      const e = await timed("quantize", () => quantizeTable(weights.embedding, c.vocabSize, c.dModel, tied ? xtx : undefined));
       const tables = {
         embedding: e,
-        lmHead: tied ? e : await timed("quantize", () => quantizeTable(w.lmHead, c.vocabSize, c.dModel, xtx)),
+        lmHead: tied ? e : await timed("quantize", () => quantizeTable(weights.lmHead, c.vocabSize, c.dModel, xtx)),
       };
       canonical.delete("embedding");
       canonical.delete("lm_head");
@@ -372,7 +371,7 @@ function readCalibText(path: string): string {
 
 /** Quantizes block l's linear layers (once: every graph then takes them from the plan). */
 function quantizeBlock(plan: QuantPlan, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): void {
-  for (const [name, W, outDim, inDim] of blockMatrices(c, l, L)) plan.weights(name, W, outDim, inDim);
+  for (const [name, key, outDim, inDim] of blockMatrices(c, l, L)) plan.weights(name, field(L, key), outDim, inDim);
 }
 
 /** Block l with its linear layers' weights as the plan rounds them (for the next block's inputs). */
@@ -387,18 +386,19 @@ function dequantizedBlock(plan: QuantPlan, c: ModelConfig, l: number, L: Mamba1L
         out[o * inDim + i] = q.q[o * inDim + i] * (q.kind === "int4" ? q.scale[o * nG + Math.floor(i / q.group)] : q.scale[o]);
     return out;
   };
-  const r = { ...L } as Record<string, unknown>;
-  const field = { in_proj: "inProj", out_proj: "outProj", x_proj: "xProj" } as const;
-  for (const [name, W, outDim, inDim] of blockMatrices(c, l, L))
-    r[field[name.slice(name.indexOf(".") + 1) as keyof typeof field]] = deq(name, W, outDim, inDim);
+  const r: Record<string, unknown> = { ...L };
+  for (const [name, key, outDim, inDim] of blockMatrices(c, l, L)) r[key] = deq(name, field(L, key), outDim, inDim);
   return r as unknown as Mamba1Layer | Mamba2Layer;
 }
 
-/** Block l's quantized matrices: name, weights, out, in. */
-function blockMatrices(c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): [string, Float32Array, number, number][] {
-  const m: [string, Float32Array, number, number][] = [[`l${l}.in_proj`, L.inProj, L.inProj.length / c.dModel, c.dModel]];
-  if (c.arch === "mamba1") m.push([`l${l}.x_proj`, (L as Mamba1Layer).xProj, c.dtRank + 2 * c.dState, c.dInner]);
-  m.push([`l${l}.out_proj`, L.outProj, c.dModel, c.dInner]);
+type MatrixKey = "inProj" | "outProj" | "xProj";
+const field = (L: Mamba1Layer | Mamba2Layer, key: MatrixKey) => (L as Mamba1Layer)[key];
+
+/** Block l's quantized matrices: name, field, out, in. */
+function blockMatrices(c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer): [string, MatrixKey, number, number][] {
+  const m: [string, MatrixKey, number, number][] = [[`l${l}.in_proj`, "inProj", L.inProj.length / c.dModel, c.dModel]];
+  if (c.arch === "mamba1") m.push([`l${l}.x_proj`, "xProj", c.dtRank + 2 * c.dState, c.dInner]);
+  m.push([`l${l}.out_proj`, "outProj", c.dModel, c.dInner]);
   return m;
 }
 

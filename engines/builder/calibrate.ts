@@ -44,10 +44,15 @@ const isSsmInput = (name: string) => /\.(x|B|C)$/.test(name);
 /** Values kept whole for percentiles and per-channel maxima: the SSM inputs and out_proj's input. */
 const keepsValues = (name: string) => isSsmInput(name) || name.endsWith(".out_proj");
 
-/** XᵀX in native code (symmetric, half the work of the graph's product), where the library is built. */
-const nativeGram = () => quantNative().lib;
-/** Whether a tensor's values leave the graph: to be kept whole, or for their XᵀX in native code. */
-const outputsValues = (name: string, hessians: boolean) => keepsValues(name) || (hessians && !isSsmInput(name) && !!nativeGram());
+/**
+ * What the graph gives out for an observed tensor besides its absolute max: its values (kept whole,
+ * or for their XᵀX in native code, symmetric and half the work of the graph's product, where the
+ * library is built), or XᵀX from the graph.
+ */
+function observation(name: string, hessians: boolean): { keeps: boolean; values: boolean; xtx: "native" | "graph" | null } {
+  const xtx = hessians && !isSsmInput(name) ? (quantNative().lib ? "native" : "graph") : null;
+  return { keeps: keepsValues(name), values: keepsValues(name) || xtx === "native", xtx };
+}
 
 /** Float32 emitter that also exposes every observed value as a graph output. */
 function observingEmitter(
@@ -65,10 +70,10 @@ function observingEmitter(
   const observe = (g: Graph, name: string, x: string, width: number) => {
     if (observed.has(name)) return;
     observed.set(name, width);
+    const o = observation(name, hessians);
     g.output(g.o("ReduceMax", [g.o("Abs", [x])], { keepdims: 0 }), `absmax/${name}`, DT.FLOAT, []);
-    if (outputsValues(name, hessians)) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
-    if (hessians && !isSsmInput(name) && !nativeGram())
-      g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
+    if (o.values) g.output(x, `values/${name}`, DT.FLOAT, ["tokens", width]);
+    if (o.xtx === "graph") g.output(g.o("MatMul", [g.o("Transpose", [x], { perm: [1, 0] }), x]), `xtx/${name}`, DT.FLOAT, [width, width]);
   };
   return {
     observe,
@@ -202,23 +207,24 @@ export class BlockCalibration {
     let session: InferenceSession | null = null;
     try {
       session = await ort.InferenceSession.create(graph, { graphOptimizationLevel: "all" });
-      const hessian = (n: string) => opts.hessians && !isSsmInput(n);
+      const kinds = new Map([...observed.keys()].map((n) => [n, observation(n, opts.hessians)]));
       const fetch = [
         ...(outputs ? ["hidden_out"] : []),
-        ...[...observed.keys()].flatMap((n) =>
-          [`absmax/${n}`, outputsValues(n, opts.hessians) ? `values/${n}` : null, hessian(n) && !nativeGram() ? `xtx/${n}` : null].filter(
-            (x): x is string => !!x,
-          ),
-        ),
+        ...[...kinds].flatMap(([n, o]) => [
+          `absmax/${n}`,
+          ...(o.values ? [`values/${n}`] : []),
+          ...(o.xtx === "graph" ? [`xtx/${n}`] : []),
+        ]),
       ];
       const histograms = new Map<string, AbsHistogram>(); // every |x| of the tensor, for its percentile
       for (const [name, width] of observed) {
+        const o = kinds.get(name)!;
         this.stats.set(name, {
           absmax: 0,
-          ...(keepsValues(name) ? { channelAbsmax: new Float32Array(width) } : {}),
-          ...(hessian(name) ? { xtx: new Float64Array(width * width) } : {}),
+          ...(o.keeps ? { channelAbsmax: new Float32Array(width) } : {}),
+          ...(o.xtx ? { xtx: new Float64Array(width * width) } : {}),
         });
-        if (keepsValues(name)) histograms.set(name, new AbsHistogram());
+        if (o.keeps) histograms.set(name, new AbsHistogram());
       }
       const result: Float32Array[] = [];
       for (const h of this.stream) {
@@ -250,15 +256,12 @@ function accumulate(s: ActStats, out: Record<string, Tensor>, name: string, widt
       if (a > s.channelAbsmax[ch]) s.channelAbsmax[ch] = a;
     }
   }
-  if (s.xtx) {
-    const gram = nativeGram();
-    if (gram) {
-      const v = out[`values/${name}`].data as Float32Array;
-      gram.gramAdd(v, v.length / width, width, s.xtx);
-    } else {
-      const h = out[`xtx/${name}`].data as Float32Array;
-      for (let k = 0; k < h.length; k++) s.xtx[k] += h[k];
-    }
+  if (s.xtx && out[`xtx/${name}`]) {
+    const h = out[`xtx/${name}`].data as Float32Array;
+    for (let k = 0; k < h.length; k++) s.xtx[k] += h[k];
+  } else if (s.xtx) {
+    const v = out[`values/${name}`].data as Float32Array;
+    quantNative().lib!.gramAdd(v, v.length / width, width, s.xtx);
   }
 }
 

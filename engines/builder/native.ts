@@ -1,5 +1,6 @@
 // The builder's native linear algebra (engines/quant-native: GPTQ, the quadratic forms of its
-// error measure, the calibration inputs' XᵀX), called through koffi, which is loaded only here and only when a build needs it.
+// error measure, the calibration inputs' XᵀX), called through koffi, which is loaded only here and
+// only when a build needs it.
 // Where the library is not built (or MAMBA_EDGE_QUANT_NATIVE=off), quantize.ts runs its TypeScript
 // versions, which give the same results, many times slower.
 import { existsSync } from "node:fs";
