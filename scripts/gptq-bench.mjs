@@ -26,7 +26,7 @@ const time = (f) => {
   const r = f();
   return [r, (performance.now() - t0) / 1000];
 };
-const [qn, native] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, 0.01, false, "native"));
+const [qn, native] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, { impl: "native" }));
 const [, errS] = time(() => reconstructionError(W, qn, outDim, inDim, H, 64, "native"));
 const rec = {
   tool: "scripts/gptq-bench.mjs",
@@ -38,7 +38,7 @@ const rec = {
 };
 console.log(`GPTQ ${outDim} × ${inDim}: native ${native.toFixed(2)} s; error measure ${errS.toFixed(2)} s`);
 if (process.argv.includes("--typescript")) {
-  const [qt, ts] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, 0.01, false, "typescript"));
+  const [qt, ts] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, { impl: "typescript" }));
   let same = 0;
   for (let i = 0; i < qt.q.length; i++) same += qt.q[i] === qn.q[i] ? 1 : 0;
   Object.assign(rec, { typescriptSeconds: +ts.toFixed(3), speedup: +(ts / native).toFixed(1), sameWeights: same / qt.q.length });

@@ -13,6 +13,7 @@ cli() { node bin/mamba-edge.js "$@"; }
 mkdir -p bench/tmp
 variants=(
   "w4a16-rtn:w4a16:--rtn"
+  "w4a16-absmax:w4a16:--group-scales absmax"
   "w4a16-actorder:w4a16:--act-order"
   "w4a16-qinputs:w4a16:--gptq-inputs quantized"
   "w4a16-q4emb:w4a16:--embedding q4"

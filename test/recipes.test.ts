@@ -245,7 +245,7 @@ describe("GPTQ variants", () => {
   it("GPTQ leaves less output error than round-to-nearest, with and without act-order", () => {
     const rtn = reconstructionError(W, quantizeInt4Rtn(W, outDim, inDim, 32), outDim, inDim, xtx, outDim);
     const gptq = reconstructionError(W, quantizeInt4Gptq(W, outDim, inDim, 32, xtx), outDim, inDim, xtx, outDim);
-    const act = quantizeInt4Gptq(W, outDim, inDim, 32, xtx, 0.01, true);
+    const act = quantizeInt4Gptq(W, outDim, inDim, 32, xtx, { actOrder: true });
     const actErr = reconstructionError(W, act, outDim, inDim, xtx, outDim);
     expect(gptq).toBeLessThan(0.8 * rtn);
     expect(actErr).toBeLessThan(0.8 * rtn);
@@ -268,21 +268,58 @@ describe("GPTQ variants", () => {
       }
       const Wn = Float32Array.from({ length: out * n }, rand);
       // groups of 64 and 48: the native recurrence's column blocks (whole groups) of 128 and 96
-      for (const [act, group] of [
-        [false, 64],
-        [true, 64],
-        [false, 48],
+      for (const [actOrder, group, scales] of [
+        [false, 64, "search"],
+        [true, 64, "search"],
+        [false, 48, "search"],
+        [false, 64, "absmax"],
+        [true, 48, "absmax"],
       ] as const) {
-        const ts = quantizeInt4Gptq(Wn, out, n, group, H, 0.01, act, "typescript");
-        const nat = quantizeInt4Gptq(Wn, out, n, group, H, 0.01, act, "native");
+        const ts = quantizeInt4Gptq(Wn, out, n, group, H, { actOrder, scales, impl: "typescript" });
+        const nat = quantizeInt4Gptq(Wn, out, n, group, H, { actOrder, scales, impl: "native" });
         expect(nat.q).toEqual(ts.q);
         expect(nat.scale).toEqual(ts.scale);
+        const rtnTs = quantizeInt4Rtn(Wn, out, n, group, scales, "typescript");
+        const rtnNat = quantizeInt4Rtn(Wn, out, n, group, scales, "native");
+        expect(rtnNat.q).toEqual(rtnTs.q);
+        expect(rtnNat.scale).toEqual(rtnTs.scale);
         const e = reconstructionError(Wn, nat, out, n, H, 64, "typescript");
         expect(reconstructionError(Wn, nat, out, n, H, 64, "native")).toBeCloseTo(e, 12);
         expect(e).toBeGreaterThan(0);
       }
     },
   );
+
+  it("searched group scales: each the least squared rounding error of its candidates, less error than absmax's", () => {
+    const search = quantizeInt4Rtn(W, outDim, inDim, 32, "search", "typescript");
+    const absmax = quantizeInt4Rtn(W, outDim, inDim, 32, "absmax", "typescript");
+    const sq = (q: { q: Int8Array; scale: Float32Array }, o: number, g: number, s = q.scale[o * 2 + g]) => {
+      let e = 0;
+      for (let i = g * 32; i < (g + 1) * 32; i++)
+        e += (W[o * inDim + i] - Math.max(-8, Math.min(7, Math.round(W[o * inDim + i] / s))) * s) ** 2;
+      return e;
+    };
+    let [eS, eA] = [0, 0];
+    for (let o = 0; o < outDim; o++)
+      for (let g = 0; g < 2; g++) {
+        const vals = Array.from(W.subarray(o * inDim + g * 32, o * inDim + (g + 1) * 32));
+        const s0 = Math.max(Math.max(...vals) / 7, -Math.min(...vals) / 8);
+        // absmax: the largest |w| maps to 7; search: no candidate from s0 down by 1 % steps does better
+        expect(absmax.scale[o * 2 + g]).toBe(Math.fround(Math.max(...vals.map(Math.abs)) / 7));
+        const chosen = sq(search, o, g);
+        for (let i = 0; i < 40; i++) expect(chosen).toBeLessThanOrEqual(sq(search, o, g, s0 * (1 - i * 0.01)) * (1 + 1e-6));
+        // the codes are the rounding at the scale
+        for (let i = g * 32; i < (g + 1) * 32; i++)
+          expect(search.q[o * inDim + i]).toBe(Math.max(-8, Math.min(7, Math.round(W[o * inDim + i] / search.scale[o * 2 + g]))) | 0);
+        eS += chosen;
+        eA += sq(absmax, o, g);
+      }
+    expect(eS).toBeLessThan(0.9 * eA);
+    // and the layer's output error over the inputs
+    expect(reconstructionError(W, search, outDim, inDim, xtx, outDim)).toBeLessThan(
+      reconstructionError(W, absmax, outDim, inDim, xtx, outDim),
+    );
+  });
 
   it("the error measure is ‖XΔᵀ‖² / ‖XWᵀ‖² over the inputs", () => {
     const q = quantizeInt4Rtn(W, outDim, inDim, 32);

@@ -18,7 +18,7 @@ import { fp16Emitter } from "./recipes/fp16.js";
 import { EMBEDDINGS, q4TableEmitter, quantizeTable, tableTensors, type EmbeddingFormat } from "./recipes/embedding.js";
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
 import { BlockCalibration, calibrationWindows, type Calibration } from "./calibrate.js";
-import { foldNorm, rotateInputs } from "./quantize.js";
+import { foldNorm, rotateInputs, type GroupScales } from "./quantize.js";
 import { quantNative } from "./native.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
 import { createHash } from "node:crypto";
@@ -62,6 +62,8 @@ export interface BuildOptions {
    * the blocks before it already quantized (the calibration streams move on through the quantized block)
    */
   gptqInputs?: "float" | "quantized";
+  /** 4-bit groups' scales: searched for the least rounding error (default), or from the largest |w| */
+  groupScales?: GroupScales;
   /** Mamba-2's SSM-input scales under int8 activations: Quamba2's (w4a8's default) or one per tensor (w8a8's) */
   ssmScales?: "quamba2" | "per-tensor";
   /** the embedding and lm_head: float16 (default), or 4-bit groups */
@@ -95,6 +97,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const quantized = opts.recipe !== "fp16";
   const embedding = opts.embedding ?? "fp16";
   const ssmScales = opts.ssmScales ?? (opts.recipe === "w4a8" ? "quamba2" : "per-tensor");
+  const groupScales = opts.groupScales ?? "search";
   // the TensorRT graphs' int8 plugin chain takes one scale per SSM input
   if (opts.targets?.includes("trt") && opts.recipe === "w8a8" && ssmScales === "quamba2")
     throw new UserError(
@@ -171,6 +174,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         ...(opts.recipe.startsWith("w4")
           ? {
               groupSize: 128,
+              groupScales,
               weightRounding: gptq ? "gptq" : "rtn",
               ...(gptq ? { gptqDamp: 0.01, gptqActOrder: opts.actOrder ?? false, gptqInputs: opts.gptqInputs ?? "float" } : {}),
             }
@@ -185,6 +189,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           gptq,
           actOrder: gptq && (opts.actOrder ?? false),
           group: 128,
+          groupScales,
           arch: c.arch,
           nHeads: c.nHeads,
           headDim: c.headDim,
@@ -226,17 +231,23 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const xtx = calib?.stats.get("lm_head")?.xtx;
       log(`quantizing the embedding and lm_head to 4 bits${xtx ? " (GPTQ)" : ""}`);
       const tied = weights.lmHead === weights.embedding;
-      const e = await timed("quantize", () => quantizeTable(weights.embedding, c.vocabSize, c.dModel, tied ? xtx : undefined));
+      const e = await timed("quantize", () => quantizeTable(weights.embedding, c.vocabSize, c.dModel, groupScales, tied ? xtx : undefined));
       const tables = {
         embedding: e,
-        lmHead: tied ? e : await timed("quantize", () => quantizeTable(weights.lmHead, c.vocabSize, c.dModel, xtx)),
+        lmHead: tied ? e : await timed("quantize", () => quantizeTable(weights.lmHead, c.vocabSize, c.dModel, groupScales, xtx)),
       };
       canonical.delete("embedding");
       canonical.delete("lm_head");
       for (const [n, t] of tableTensors("embedding", tables.embedding, c.vocabSize, c.dModel)) canonical.set(n, t);
       if (tables.lmHead !== tables.embedding)
         for (const [n, t] of tableTensors("lm_head", tables.lmHead, c.vocabSize, c.dModel)) canonical.set(n, t);
-      params.embedding = { bits: 4, groupSize: e.group, rounding: xtx ? "gptq" : "rtn", tied: tables.lmHead === tables.embedding };
+      params.embedding = {
+        bits: 4,
+        groupSize: e.group,
+        rounding: xtx ? "gptq" : "rtn",
+        groupScales,
+        tied: tables.lmHead === tables.embedding,
+      };
       em = q4TableEmitter(em, file, tables.embedding, tables.lmHead);
     }
 

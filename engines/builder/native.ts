@@ -1,6 +1,6 @@
-// The builder's native linear algebra (engines/quant-native: GPTQ, the quadratic forms of its
-// error measure, the calibration inputs' XᵀX), called through koffi, which is loaded only here and
-// only when a build needs it.
+// The builder's native linear algebra (engines/quant-native: GPTQ, 4-bit round-to-nearest, the
+// quadratic forms of GPTQ's error measure, the calibration inputs' XᵀX), called through koffi, which
+// is loaded only here and only when a build needs it.
 // Where the library is not built (or MAMBA_EDGE_QUANT_NATIVE=off), quantize.ts runs its TypeScript
 // versions, which give the same results, many times slower.
 import { existsSync } from "node:fs";
@@ -20,9 +20,11 @@ export interface QuantNative {
     xtx: Float64Array,
     damp: number,
     actOrder: boolean,
+    search: boolean,
     q: Int8Array,
     scale: Float32Array,
   ): void;
+  rtnInt4(W: Float32Array, outDim: number, inDim: number, group: number, search: boolean, q: Int8Array, scale: Float32Array): void;
   quadraticForms(H: Float64Array, n: number, V: Float64Array, m: number): Float64Array;
   /** acc (n, n) += XᵀX for X (rows, n) */
   gramAdd(X: Float32Array, rows: number, n: number, acc: Float64Array): void;
@@ -41,7 +43,10 @@ export function quantNative(): { lib: QuantNative | null; why: string } {
     const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
     const l = koffi.load(path);
     const gptq = l.func(
-      "int meq_gptq_int4(const float* W, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int threads, _Out_ int8_t* q, _Out_ float* scale)",
+      "int meq_gptq_int4(const float* W, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int scaleSearch, int threads, _Out_ int8_t* q, _Out_ float* scale)",
+    );
+    const rtn = l.func(
+      "int meq_rtn_int4(const float* W, int outDim, int inDim, int group, int scaleSearch, int threads, _Out_ int8_t* q, _Out_ float* scale)",
     );
     const forms = l.func("int meq_quadratic_forms(const double* H, int n, const double* V, int m, int threads, _Out_ double* out)");
     const gram = l.func("int meq_gram_add(const float* X, int rows, int n, int threads, double* acc)");
@@ -50,8 +55,11 @@ export function quantNative(): { lib: QuantNative | null; why: string } {
       if (rc !== 0) throw new Error(`${what}: ${rc === -2 ? "out of memory" : `native call failed (${rc})`}`);
     };
     const lib: QuantNative = {
-      gptqInt4(W, outDim, inDim, group, xtx, damp, actOrder, q, scale) {
-        check(gptq(W, outDim, inDim, group, xtx, damp, actOrder ? 1 : 0, threads, q, scale) as number, "GPTQ");
+      gptqInt4(W, outDim, inDim, group, xtx, damp, actOrder, search, q, scale) {
+        check(gptq(W, outDim, inDim, group, xtx, damp, actOrder ? 1 : 0, search ? 1 : 0, threads, q, scale) as number, "GPTQ");
+      },
+      rtnInt4(W, outDim, inDim, group, search, q, scale) {
+        check(rtn(W, outDim, inDim, group, search ? 1 : 0, threads, q, scale) as number, "round-to-nearest");
       },
       quadraticForms(H, n, V, m) {
         const out = new Float64Array(m);

@@ -5,7 +5,7 @@
 import type { Emitter } from "../onnx/export.js";
 import { DT } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn } from "../quantize.js";
+import { type GroupScales, groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn } from "../quantize.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { UserError } from "../../errors.js";
 import { int4Linear } from "./quantized.js";
@@ -29,9 +29,9 @@ export function tableGroup(cols: number): number {
  * With `xtx` (lm_head's calibration inputs, XᵀX) by GPTQ, which weighs each column's error by how
  * lm_head's inputs use it; else round-to-nearest.
  */
-export function quantizeTable(W: Float32Array, rows: number, cols: number, xtx?: Float64Array): Q4Table {
+export function quantizeTable(W: Float32Array, rows: number, cols: number, scales: GroupScales, xtx?: Float64Array): Q4Table {
   const group = tableGroup(cols);
-  const q = xtx ? quantizeInt4Gptq(W, rows, cols, group, xtx) : quantizeInt4Rtn(W, rows, cols, group);
+  const q = xtx ? quantizeInt4Gptq(W, rows, cols, group, xtx, { scales }) : quantizeInt4Rtn(W, rows, cols, group, scales);
   return { packed: packNBits(q, rows, cols), scale: q.scale, group };
 }
 

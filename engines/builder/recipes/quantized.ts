@@ -7,7 +7,16 @@ import type { Calibration } from "../calibrate.js";
 import { type Emitter, OPS_DOMAIN } from "../onnx/export.js";
 import { DT, type Graph } from "../onnx/graph.js";
 import { packageNames, type WeightFile } from "../onnx/weight-file.js";
-import { groupFor, packNBits, quantizeInt4Gptq, quantizeInt4Rtn, quantizeInt8, reconstructionErrors, sortAndCluster } from "../quantize.js";
+import {
+  type GroupScales,
+  groupFor,
+  packNBits,
+  quantizeInt4Gptq,
+  quantizeInt4Rtn,
+  quantizeInt8,
+  reconstructionErrors,
+  sortAndCluster,
+} from "../quantize.js";
 import { emitRotation } from "./rotate.js";
 import type { OutTensor } from "../safetensors-writer.js";
 import { fp16Emitter } from "./fp16.js";
@@ -18,6 +27,7 @@ export interface QuantOptions {
   gptq: boolean; // 4-bit weights by GPTQ (else round-to-nearest)
   actOrder?: boolean; // GPTQ's columns in order of decreasing Hessian diagonal
   group: number; // 4-bit group size
+  groupScales: GroupScales; // how each 4-bit group's scale is chosen
   arch: "mamba1" | "mamba2";
   nHeads: number;
   headDim: number;
@@ -138,10 +148,11 @@ export function quantPlan(o: QuantOptions, canonical: Map<string, OutTensor>, sc
         } else {
           const xtx = stat(name).xtx;
           const group = groupFor(inDim, o.group);
+          const rtnOf = () => quantizeInt4Rtn(W, outDim, inDim, group, o.groupScales);
           const q =
-            o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, group, xtx, 0.01, o.actOrder) : quantizeInt4Rtn(W, outDim, inDim, group);
+            o.gptq && xtx ? quantizeInt4Gptq(W, outDim, inDim, group, xtx, { actOrder: o.actOrder, scales: o.groupScales }) : rtnOf();
           if (o.gptq && xtx) {
-            const [gptq, rtn] = reconstructionErrors(W, [q, quantizeInt4Rtn(W, outDim, inDim, group)], outDim, inDim, xtx);
+            const [gptq, rtn] = reconstructionErrors(W, [q, rtnOf()], outDim, inDim, xtx);
             errors.set(name, { gptq, rtn });
           }
           p = { kind: "int4", q: q.q, scale: q.scale, group: q.group };

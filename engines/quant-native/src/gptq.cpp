@@ -151,12 +151,49 @@ void lowerInverse(const double* R, double* X, int n, int threads) {
 // rounds halves up, as JavaScript's Math.round does
 inline int q4(double w, double s) { return (int)std::max(-8.0, std::min(7.0, std::floor(w / s + 0.5))); }
 
+// A group's scale from its n values, as groupScale in quantize.ts defines it: absmax maps the
+// largest |w| to 7; search takes, of kSearch scales from the smallest that clips nothing down by 1 %
+// steps, the one with the least squared rounding error. The error sums run in 4 lanes, in the order
+// the TypeScript version adds them; a later candidate must win by a relative 1e-12, so that
+// contracted multiply-adds cannot change the choice.
+constexpr int kSearch = 40;
+HOT double groupScale(const double* v, int n, bool search) {
+  double pos = 0, neg = 0;
+  for (int c = 0; c < n; c++) {
+    pos = std::max(pos, v[c]);
+    neg = std::max(neg, -v[c]);
+  }
+  if (pos == 0 && neg == 0) return 1;
+  if (!search) return (float)(std::max(pos, neg) / 7);
+  const double s0 = std::max(pos / 7, neg / 8);
+  double best = s0, bestErr = INFINITY;
+  for (int i = 0; i < kSearch; i++) {
+    const double s = s0 * (1 - i * 0.01), inv = 1 / s;
+    double acc[4] = {0, 0, 0, 0};
+    int c = 0;
+    for (; c + 4 <= n; c += 4)
+      for (int l = 0; l < 4; l++) {
+        const double q = std::min(7.0, std::max(-8.0, std::floor(v[c + l] * inv + 0.5)));
+        const double d = v[c + l] - q * s;
+        acc[l] += d * d;
+      }
+    for (; c < n; c++) {
+      const double q = std::min(7.0, std::max(-8.0, std::floor(v[c] * inv + 0.5)));
+      const double d = v[c] - q * s;
+      acc[c & 3] += d * d;
+    }
+    const double err = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    if (err < bestErr * (1 - 1e-12)) bestErr = err, best = s;
+  }
+  return (float)best;
+}
+
 // the recurrence over one tile of rows: Wt (rows, n) in quantization order, updated in place. By
 // blocks of whole groups, about 128 columns: each column's error updates the rest of its block at
 // once, and the columns after the block in one product at its end (GPTQ's lazy batch updates: the
 // same sums, regrouped; a group's scale sees every update made before its first column).
-HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* order, int group, int nG, bool actOrder, int8_t* q,
-                    float* scale, int inDim) {
+HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* order, int group, int nG, bool actOrder, bool search,
+                    int8_t* q, float* scale, int inDim) {
   const int kLazy = group * std::max(1, 128 / group);
   std::vector<double> err((size_t)rows * kLazy);
   for (int k0 = 0; k0 < n; k0 += kLazy) {
@@ -170,9 +207,7 @@ HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* ord
         float* sr = scale + (size_t)r * nG;
         if (!actOrder && i % group == 0) {
           // the group's scale from its weights as updated so far
-          double m = 0;
-          for (int c = k; c < std::min(n, k + group); c++) m = std::max(m, std::fabs(w[c]));
-          sr[g] = m > 0 ? (float)(m / 7) : 1.0f;
+          sr[g] = (float)groupScale(w + k, std::min(n, k + group) - k, search);
         }
         const double s = sr[g];
         const int qv = q4(w[k], s);
@@ -192,11 +227,12 @@ HOT void recurrence(double* Wt, int rows, int n, const double* U, const int* ord
 // 4-bit GPTQ of W (outDim, inDim) row-major with XᵀX (inDim, inDim): writes q (outDim, inDim) in
 // [-8, 7] and scale (outDim, ceil(inDim / group)), exactly as quantizeInt4Gptq defines them.
 // Returns 0, or -1 on bad arguments, -2 when memory runs out.
-EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int threads,
-                         int8_t* q, float* scale) {
+EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, const double* xtx, double damp, int actOrder, int scaleSearch,
+                         int threads, int8_t* q, float* scale) {
   if (!W0 || !xtx || !q || !scale || outDim <= 0 || inDim <= 0 || group <= 0 || threads <= 0) return -1;
   try {
     const int n = inDim, nG = (inDim + group - 1) / group;
+    const bool search = scaleSearch != 0;
     std::vector<double> H(xtx, xtx + (size_t)n * n);
     std::vector<char> dead(n, 0);
     double meanDiag = 0;
@@ -230,13 +266,14 @@ EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, cons
     for (int k = 0; k < n; k++)
       for (int c = k; c < n; c++) U[(size_t)k * n + c] = X[(size_t)(n - 1 - k) * n + (n - 1 - c)];
     std::vector<double>().swap(X);
+    std::vector<double> vals(group);
     if (actOrder)  // static group scales from the original weights
       for (int o = 0; o < outDim; o++)
         for (int g = 0; g < nG; g++) {
-          double m = 0;
-          for (int c = g * group; c < std::min(n, (g + 1) * group); c++)
-            if (!dead[c]) m = std::max(m, (double)std::fabs(W0[(size_t)o * n + c]));
-          scale[(size_t)o * nG + g] = m > 0 ? (float)(m / 7) : 1.0f;
+          const int c0 = g * group;
+          const int len = std::min(n, c0 + group) - c0;
+          for (int c = 0; c < len; c++) vals[c] = dead[c0 + c] ? 0.0 : (double)W0[(size_t)o * n + c0 + c];
+          scale[(size_t)o * nG + g] = (float)groupScale(vals.data(), len, search);
         }
     constexpr int kTile = 32;  // rows per task: U is read once per tile
     parallelFor(outDim, kTile, threads, [&](int b, int e) {
@@ -246,12 +283,34 @@ EXPORT int meq_gptq_int4(const float* W0, int outDim, int inDim, int group, cons
           const int c = order[k];
           Wt[(size_t)r * n + k] = dead[c] ? 0.0 : (double)W0[(size_t)(b + r) * n + c];
         }
-      recurrence(Wt.data(), e - b, n, U.data(), order.data(), group, nG, actOrder != 0, q + (size_t)b * n, scale + (size_t)b * nG, n);
+      recurrence(Wt.data(), e - b, n, U.data(), order.data(), group, nG, actOrder != 0, search, q + (size_t)b * n, scale + (size_t)b * nG,
+                 n);
     });
     return 0;
   } catch (const std::bad_alloc&) {
     return -2;
   }
+}
+
+// 4-bit round-to-nearest of W (outDim, inDim), groups of `group` inputs, scales by groupScale: q and
+// scale as meq_gptq_int4 writes them. Returns 0, or -1 on bad arguments.
+EXPORT int meq_rtn_int4(const float* W, int outDim, int inDim, int group, int scaleSearch, int threads, int8_t* q, float* scale) {
+  if (!W || !q || !scale || outDim <= 0 || inDim <= 0 || group <= 0 || threads <= 0) return -1;
+  const int nG = (inDim + group - 1) / group;
+  parallelFor(outDim, 64, threads, [&](int b, int e) {
+    std::vector<double> vals(group);
+    for (int o = b; o < e; o++) {
+      const float* w = W + (size_t)o * inDim;
+      for (int g = 0; g < nG; g++) {
+        const int c0 = g * group, len = std::min(inDim, c0 + group) - c0;
+        for (int c = 0; c < len; c++) vals[c] = w[c0 + c];
+        const float s = (float)groupScale(vals.data(), len, scaleSearch != 0);
+        scale[(size_t)o * nG + g] = s;
+        for (int c = c0; c < c0 + len; c++) q[(size_t)o * inDim + c] = (int8_t)q4(w[c], s);
+      }
+    }
+  });
+  return 0;
 }
 
 // out[r] = vᵣᵀ H vᵣ for the m vectors V (m, n) row-major and the symmetric H (n, n).

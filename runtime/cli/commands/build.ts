@@ -45,6 +45,11 @@ export function buildCommand(y: Argv) {
           default: "float" as const,
           describe: "GPTQ's Hessians from the float model's activations, or from each block's inputs with the blocks before it quantized",
         })
+        .option("group-scales", {
+          choices: ["search", "absmax"] as const,
+          default: "search" as const,
+          describe: "4-bit groups: each scale searched for the least rounding error, or set by the largest |weight| (an ablation)",
+        })
         .option("ssm-scales", {
           choices: ["quamba2", "per-tensor"] as const,
           describe:
@@ -91,6 +96,7 @@ export function buildCommand(y: Argv) {
         ssmScales: args["ssm-scales"],
         actOrder: args["act-order"],
         gptqInputs: args["gptq-inputs"],
+        groupScales: args["group-scales"],
         targets: parseTargets(args.target),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: (label, done, total) => {
