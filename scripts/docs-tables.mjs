@@ -172,6 +172,7 @@ function quantVariants() {
 
 const VARIANTS = {
   "w4a16-rtn": "w4a16, round-to-nearest (`--rtn`)",
+  "w4a16-absmax": "w4a16, group scales from the largest weight (`--group-scales absmax`)",
   "w4a16-actorder": "w4a16, GPTQ `--act-order`",
   "w4a16-qinputs": "w4a16, GPTQ `--gptq-inputs quantized`",
   "w4a16-q4emb": "w4a16 `--embedding q4`",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AbsHistogram } from "../engines/builder/percentile.js";
+import { AbsHistogram, HISTOGRAM_BINS } from "../engines/builder/percentile.js";
 import { seededRandom } from "../engines/model/rng.js";
 
 /** The percentile as calibration defines it: sorted |x| at rank floor(p·(n−1)). */
@@ -35,6 +35,24 @@ describe("calibration percentile (AbsHistogram)", () => {
     const want = exact(values, 0.9995);
     expect(want).toBeGreaterThan(50); // the tail is channel 3's
     expect(Math.abs(h.quantile(0.9995) - want) / want).toBeLessThan(2 ** -8);
+  });
+
+  it("takes counts made elsewhere by the documented bins (as the GPU calibration counts them)", () => {
+    const values = gaussian(100_000, 3);
+    for (let i = 0; i < values.length; i += 101) values[i] *= 1e4;
+    values[7] = 0;
+    values[8] = 1e-30;
+    // the bin of |x|: its float32 bits shifted right by 15, counted from exponent 103 (2^-24), clamped
+    const counts = new Float64Array(HISTOGRAM_BINS);
+    const bits = new Uint32Array(values.buffer);
+    for (const b of bits) counts[Math.min(HISTOGRAM_BINS - 1, Math.max(0, ((b & 0x7fffffff) >>> 15) - ((127 - 24) << 8)))]++;
+    const direct = new AbsHistogram();
+    direct.add(values);
+    const fromCounts = new AbsHistogram();
+    fromCounts.addCounts(counts);
+    expect(fromCounts.count).toBe(values.length);
+    for (const p of [0, 0.5, 0.9995, 1]) expect(fromCounts.quantile(p)).toBe(direct.quantile(p));
+    expect(() => fromCounts.addCounts(new Float64Array(10))).toThrow(/10 bins, expected/);
   });
 
   it("handles zeros, tiny values and an empty histogram", () => {

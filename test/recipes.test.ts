@@ -1,6 +1,6 @@
 // Quantization recipes: every recipe builds, runs consistently, stays near the float model, and on
 // the trained demo model keeps held-out perplexity close to fp16.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -9,6 +9,7 @@ import { groupFor, quantizeInt4Gptq, quantizeInt4Rtn, reconstructionError, upper
 import { MambaModel } from "../engines/model/model.js";
 import { SafetensorsFile } from "../engines/model/safetensors.js";
 import { quantNative } from "../engines/builder/native.js";
+import { cudaCalibration } from "../engines/builder/calibrate-cuda.js";
 import { opsRequired, skipWhen } from "./helpers/skip.js";
 import { float16WeightBytes } from "../engines/package/size.js";
 import { cli, root } from "./helpers/cli.js";
@@ -362,6 +363,24 @@ describe("GPTQ variants", () => {
     const ql = p.reconstructionError.layers;
     expect(ql["l0.in_proj"]).toEqual(fl["l0.in_proj"]);
     expect(ql["l1.in_proj"][0]).not.toBe(fl["l1.in_proj"][0]);
+    // where it ran: onnxruntime, on a machine without a GPU (or with --backend ort)
+    expect(p.calibrationBackend).toBe(cudaCalibration().lib ? "cuda" : "ort");
+  });
+
+  it.skipIf(
+    skipWhen(cudaCalibration().lib !== null, "a GPU is present: build --backend cuda runs (scripts/gpu/calib-check.mjs checks it)"),
+  )("build --backend cuda without a GPU: a one-line error, and no package left behind", () => {
+    const out = join(scratch, "cuda-calibration.mamba");
+    const r = cli([
+      ...["build", join(fixtureRoot, "mamba2-groups"), "--quant", "w8a8", "--calib-tokens", calibTokens, "--calib-samples", "2"],
+      ...["--calib-len", "16", "--backend", "cuda", "--out", out],
+    ]);
+    expect(r.code).toBe(1);
+    const last = r.stderr.trim().split("\n").pop()!;
+    expect(last).toMatch(/^mamba-edge: build --backend cuda: (no CUDA device|.*libmamba_edge\.so is not built)/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(scratch).filter((f) => f.includes("cuda-calibration"))).toEqual([]);
   });
 });
 

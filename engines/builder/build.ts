@@ -17,10 +17,11 @@ import { TRT_DOMAIN, TRT_DOMAIN_VERSION } from "./trt/ops.js";
 import { fp16Emitter } from "./recipes/fp16.js";
 import { EMBEDDINGS, q4TableEmitter, quantizeTable, tableTensors, type EmbeddingFormat } from "./recipes/embedding.js";
 import { quantEmitter, quantPlan, rotates, type QuantPlan } from "./recipes/quantized.js";
-import { BlockCalibration, calibrationWindows, type Calibration } from "./calibrate.js";
+import { BlockCalibration, calibrationWindows, type BlockCalibrator, type Calibration } from "./calibrate.js";
 import { foldNorm, rotateInputs, type GroupScales } from "./quantize.js";
 import { quantNative } from "./native.js";
 import { toHalf, writeSafetensors, type OutTensor } from "./safetensors-writer.js";
+import { layerTensors } from "./layer-tensors.js";
 import { createHash } from "node:crypto";
 import { Tokenizer } from "../model/tokenizer.js";
 
@@ -37,6 +38,9 @@ export function parseTargets(s: string): Target[] {
     throw new UserError(`--target: expected cpu, trt or both (comma-separated), found ${JSON.stringify(bad ?? s)}`);
   return TARGETS.filter((t) => parts.includes(t));
 }
+export const CALIB_BACKENDS = ["auto", "ort", "cuda"] as const;
+export type CalibBackend = (typeof CALIB_BACKENDS)[number];
+
 export const BUILDER_VERSION = "0.1.0";
 
 export interface BuildOptions {
@@ -62,6 +66,8 @@ export interface BuildOptions {
    * the blocks before it already quantized (the calibration streams move on through the quantized block)
    */
   gptqInputs?: "float" | "quantized";
+  /** where calibration runs: on the GPU where one is (auto, the default), onnxruntime on the CPU, or the GPU */
+  calibBackend?: CalibBackend;
   /** 4-bit groups' scales: searched for the least rounding error (default), or from the largest |w| */
   groupScales?: GroupScales;
   /** Mamba-2's SSM-input scales under int8 activations: Quamba2's (w4a8's default) or one per tensor (w8a8's) */
@@ -81,6 +87,8 @@ export interface BuildResult {
   bytes: number;
   /** where GPTQ ran (null: the build ran none) */
   gptq: "native" | "typescript" | null;
+  /** where calibration ran (null: the recipe needs none) */
+  calibration: "ort" | "cuda" | null;
   /** seconds spent reading (or making) the weights, running the calibration, quantizing, and the rest (graphs, files) */
   phases: { read: number; calibrate: number; quantize: number; write: number };
 }
@@ -124,6 +132,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   rmSync(tmp, { recursive: true, force: true });
   const targets = opts.targets ?? ["cpu"];
   mkdirSync(tmp, { recursive: true });
+  let cal: BlockCalibrator | null = null;
   try {
     const weights = { ...src.head(), layers: [] } as Weights<Mamba1Layer | Mamba2Layer>;
     const canonical = headTensors(c, weights);
@@ -135,7 +144,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     let em: Emitter = fp16Emitter(file);
     let calib: Calibration | null = null;
     let plan: QuantPlan | null = null;
-    let cal: BlockCalibration | null = null;
+    let calibBackend: BuildResult["calibration"] = null;
     let gptqIn: BuildResult["gptq"] = null;
     const gptq = opts.recipe.startsWith("w4") && (opts.gptq ?? true);
     const refit = gptq && opts.gptqInputs === "quantized";
@@ -147,25 +156,28 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         gptqIn = n.lib ? "native" : "typescript";
         if (!n.lib) log(`warning: GPTQ runs in TypeScript, many times slower: ${n.why}`);
       }
+      const gpu = await import("./calibrate-cuda.js");
+      const want = opts.calibBackend ?? "auto";
+      const onGpu = want === "cuda" || (want === "auto" && gpu.cudaCalibration().lib !== null);
+      calibBackend = onGpu ? "cuda" : "ort";
       log(
-        `calibrating and quantizing block by block on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens` +
+        `calibrating and quantizing block by block on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens, ` +
+          (onGpu ? "on the GPU (float16 matrices)" : "with onnxruntime on the CPU") +
           (gptq ? ` (GPTQ${refit ? ", each block's inputs from the blocks before it quantized" : ""})` : ""),
       );
-      cal = await BlockCalibration.start(
-        c,
-        weights.embedding,
-        windows,
-        tmp,
-        {
-          percentile,
-          hessians: gptq,
-          rotate: rotates(opts.recipe),
-          onProgress: (d, t) => opts.progress?.("calibrating and quantizing", d, t),
-        },
-        c.nLayer * (refit ? 2 : 1),
-      );
+      const calibOpts = {
+        percentile,
+        hessians: gptq,
+        rotate: rotates(opts.recipe),
+        onProgress: (d: number, t: number) => opts.progress?.("calibrating and quantizing", d, t),
+      };
+      const runs = c.nLayer * (refit ? 2 : 1);
+      cal = onGpu
+        ? await gpu.CudaBlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs)
+        : await BlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs);
       calib = { stats: cal.stats, samples: cal.samples, length: cal.length };
       Object.assign(params, {
+        calibrationBackend: calibBackend,
         percentile: opts.recipe === "w8a8-naive" || opts.recipe === "w4a16" ? null : percentile,
         hadamard: rotates(opts.recipe),
         foldedNorms: true,
@@ -215,17 +227,20 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const L = await timed("read", () => src.layer(l));
       if (quantized) transformLayer(c, L, opts.recipe);
       layerTensors(canonical, c, l, L, opts.recipe);
-      if (cal && plan) {
-        const outputs = await timed("calibrate", () => cal.observe(l, L));
+      const k = cal;
+      if (k && plan) {
+        const outputs = await timed("calibrate", () => k.observe(l, L));
         await timed("quantize", () => quantizeBlock(plan, c, l, L));
-        cal.advance(refit ? await timed("calibrate", () => cal.run(l, dequantizedBlock(plan, c, l, L))) : outputs);
-        for (const [n, st] of cal.stats) if (n.startsWith(`l${l}.`)) delete st.xtx;
+        k.advance(refit ? await timed("calibrate", () => k.run(l, dequantizedBlock(plan, c, l, L))) : outputs);
+        for (const [n, st] of k.stats) if (n.startsWith(`l${l}.`)) delete st.xtx;
         dropMatrices(L);
       }
       weights.layers.push(L);
     }
     src.close();
-    if (cal && embedding === "q4" && gptq) await timed("calibrate", () => cal.observeHead(weights.normF));
+    const head = cal;
+    if (head && embedding === "q4" && gptq) await timed("calibrate", () => head.observeHead(weights.normF));
+    cal?.close();
     if (embedding === "q4") {
       // by GPTQ over lm_head's calibration inputs where there are Hessians (a tied table serves both)
       const xtx = calib?.stats.get("lm_head")?.xtx;
@@ -351,9 +366,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     renameSync(tmp, out);
     const bytes = Object.values(files).reduce((s, f) => s + f.bytes, 0);
     phases.write = (performance.now() - t0) / 1000 - phases.read - phases.calibrate - phases.quantize;
-    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes, gptq: gptqIn, phases };
+    return { out, manifest, seconds: (performance.now() - t0) / 1000, bytes, gptq: gptqIn, calibration: calibBackend, phases };
   } catch (e) {
     src.close();
+    cal?.close();
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
@@ -429,43 +445,10 @@ function transformLayer(c: ModelConfig, L: Mamba1Layer | Mamba2Layer, recipe: Re
   if (rotates(recipe)) L.outProj = rotateInputs(L.outProj, c.dModel, c.dInner);
 }
 
-// weights.safetensors: matrices in the recipe's precision, everything else float32 (quantized
-// recipes add their own matrices, int8 / packed int4 + scales, as they quantize)
-const isMatrix = (name: string) => /(in_proj|out_proj|x_proj)\.weight$/.test(name);
-
 function headTensors(c: ModelConfig, w: Omit<Weights<unknown>, "layers">): Map<string, OutTensor> {
   const t = new Map<string, OutTensor>();
   t.set("embedding", { dtype: "F16", shape: [c.vocabSize, c.dModel], data: toHalf(w.embedding) });
   if (w.lmHead !== w.embedding) t.set("lm_head", { dtype: "F16", shape: [c.vocabSize, c.dModel], data: toHalf(w.lmHead) });
   t.set("norm_f", { dtype: "F32", shape: [c.dModel], data: w.normF });
   return t;
-}
-
-function layerTensors(t: Map<string, OutTensor>, c: ModelConfig, l: number, L: Mamba1Layer | Mamba2Layer, recipe: Recipe): void {
-  const matrix = (name: string, data: Float32Array, shape: number[]) => {
-    if (recipe === "fp16" || !isMatrix(name)) t.set(name, { dtype: "F16", shape, data: toHalf(data) });
-  };
-  const vector = (name: string, data: Float32Array | null, shape: number[]) => {
-    if (data) t.set(name, { dtype: "F32", shape, data });
-  };
-  const p = `layers.${l}.`;
-  vector(`${p}norm`, L.norm, [c.dModel]);
-  vector(`${p}in_proj.bias`, L.inProjBias, [L.inProjBias?.length ?? 0]);
-  vector(`${p}conv.weight`, L.convW, [L.convW.length / c.dConv, c.dConv]);
-  vector(`${p}conv.bias`, L.convB, [L.convB?.length ?? 0]);
-  vector(`${p}A`, L.A, c.arch === "mamba1" ? [c.dInner, c.dState] : [c.nHeads]);
-  vector(`${p}D`, L.D, [L.D.length]);
-  vector(`${p}out_proj.bias`, L.outProjBias, [c.dModel]);
-  matrix(`${p}in_proj.weight`, L.inProj, [L.inProj.length / c.dModel, c.dModel]);
-  matrix(`${p}out_proj.weight`, L.outProj, [c.dModel, c.dInner]);
-  if (c.arch === "mamba1") {
-    const m = L as Mamba1Layer;
-    matrix(`${p}x_proj.weight`, m.xProj, [c.dtRank + 2 * c.dState, c.dInner]);
-    matrix(`${p}dt_proj.weight`, m.dtProj, [c.dInner, c.dtRank]);
-    vector(`${p}dt_proj.bias`, m.dtProjBias, [c.dInner]);
-  } else {
-    const m = L as Mamba2Layer;
-    vector(`${p}dt_bias`, m.dtBias, [c.nHeads]);
-    vector(`${p}gated_norm`, m.gatedNorm, [c.dInner]);
-  }
 }

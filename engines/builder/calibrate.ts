@@ -111,7 +111,24 @@ type Tensor = InstanceType<Ort["Tensor"]>;
  * time: `observe` runs a block and adds its statistics, `advance` takes a block's outputs as the
  * stream the next block sees (the float block's, or the block's once quantized).
  */
-export class BlockCalibration {
+export interface BlockCalibrator {
+  readonly stats: Map<string, ActStats>;
+  readonly samples: number;
+  readonly length: number;
+  readonly residuals: readonly Float32Array[];
+  /** Runs block l (weights L, in float32) over every window, adding the statistics of its inputs; returns its outputs. */
+  observe(l: number, L: Mamba1Layer | Mamba2Layer): Promise<Float32Array[]>;
+  /** Block l's outputs over every window, collecting nothing. */
+  run(l: number, L: Mamba1Layer | Mamba2Layer): Promise<Float32Array[]>;
+  advance(outputs: Float32Array[]): void;
+  /** The statistics of lm_head's input: the final norm of the stream. */
+  observeHead(normF: Float32Array): Promise<void>;
+  /** Frees what the calibration holds outside JavaScript's heap. */
+  close(): void;
+}
+
+/** The calibration with onnxruntime (on the CPU): each block as its own graph. */
+export class BlockCalibration implements BlockCalibrator {
   readonly stats = new Map<string, ActStats>();
   private done = 0;
 
@@ -172,6 +189,8 @@ export class BlockCalibration {
   advance(outputs: Float32Array[]): void {
     this.stream = outputs;
   }
+
+  close(): void {}
 
   /** The statistics of lm_head's input: the final norm of the stream. */
   async observeHead(normF: Float32Array): Promise<void> {

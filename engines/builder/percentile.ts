@@ -8,6 +8,8 @@ const SHIFT = 23 - MANTISSA_BITS;
 const LOW_EXPONENT = 127 - 24;
 const FIRST = LOW_EXPONENT << MANTISSA_BITS;
 const BINS = (255 << MANTISSA_BITS) - FIRST;
+/** bins of the histogram (engines/native/kernels/stats.cu counts the same ones on the GPU) */
+export const HISTOGRAM_BINS = BINS;
 
 const bitsView = (v: Float32Array) => new Uint32Array(v.buffer, v.byteOffset, v.length);
 
@@ -23,6 +25,15 @@ export class AbsHistogram {
       counts[b < 0 ? 0 : b >= BINS ? BINS - 1 : b]++;
     }
     this.n += values.length;
+  }
+
+  /** Adds counts per bin made elsewhere (HISTOGRAM_BINS of them, this class's bins). */
+  addCounts(counts: Float64Array): void {
+    if (counts.length !== BINS) throw new Error(`histogram: ${counts.length} bins, expected ${BINS}`);
+    for (let b = 0; b < BINS; b++) {
+      this.counts[b] += counts[b];
+      this.n += counts[b];
+    }
   }
 
   get count(): number {

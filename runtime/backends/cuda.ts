@@ -4,18 +4,14 @@
 // `data` (saving, cloning, another backend), and slots are recycled least-recently-used first, so a
 // state can always move between backends in the reference's SequenceState layout.
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { UserError } from "../../engines/errors.js";
 import { loadManifest, type Manifest } from "../../engines/package/manifest.js";
 import { SequenceState, deserializeState, serializeState, stateShape, type StateShape } from "../../engines/model/state.js";
-import { packageRoot } from "../paths.js";
+import { cudaLibraryPath } from "../../engines/paths.js";
 import type { Backend, BackendInfo } from "./backend.js";
 
-/** Where the library is looked for: $MAMBA_EDGE_CUDA_LIB, else the CMake build directory. */
-export function cudaLibraryPath(): string {
-  if (process.env.MAMBA_EDGE_CUDA_LIB) return process.env.MAMBA_EDGE_CUDA_LIB;
-  return join(packageRoot, "engines", "native", "build", "libmamba_edge.so");
-}
+export { cudaLibraryPath } from "../../engines/paths.js";
 
 export const BUILD_HINT = "cmake -S engines/native -B engines/native/build && cmake --build engines/native/build -j";
 

@@ -44,6 +44,27 @@ int me_step(me_engine* e, const int32_t* slots, const int32_t* tokens, int b, fl
 int me_bench_step(me_engine* e, int b, int iters, float* ms);
 int me_bench_prefill(me_engine* e, int n, int iters, float* ms);
 
+/* The builder's calibration (runner/calibrate.cu): one block at a time over calibration windows,
+ * with the statistics of its quantized inputs gathered on the GPU. config_json: a manifest's config
+ * object; rotate: out_proj's input Hadamard-rotated; hessians: XᵀX of the linear layers' inputs;
+ * bins: the caller's |x| histogram size (engines/builder/percentile.ts). */
+typedef struct me_calib me_calib;
+me_calib* me_calib_create(const char* config_json, int rotate, int hessians, int bins);
+void me_calib_destroy(me_calib* k);
+/* loads block `layer` from the safetensors file `path` (its tensors layers.<layer>.*, float16
+ * matrices) and zeroes the statistics */
+int me_calib_block(me_calib* k, const char* path, int layer);
+/* one window (rows × dModel, from a zero state) through the block: the residual stream after it into
+ * out; collect: adds the window to the statistics */
+int me_calib_run(me_calib* k, const float* hidden, int rows, float* out, int collect);
+/* the observed tensors: how many, then each one's name (without the block's prefix), width and
+ * what is kept of it */
+int me_calib_count(me_calib* k);
+int me_calib_observed(me_calib* k, int i, char* name, int name_size, int* width, int* keeps, int* xtx);
+/* tensor i's statistics since me_calib_block: absmax, per-channel maxima,
+ * histogram counts, XᵀX (width × width, both triangles); null where not wanted */
+int me_calib_stats(me_calib* k, int i, float* absmax, float* channel_absmax, double* hist, double* xtx);
+
 #ifdef __cplusplus
 }
 #endif

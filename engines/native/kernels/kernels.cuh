@@ -176,6 +176,17 @@ struct RowPost {
 };
 cudaError_t rowNormRotateQuant(const RowPost& p, const float* y, int M, float* out, int8_t* outQ, cudaStream_t s);
 
+// ---- calibration statistics (the builder's, stats.cu) ----------------------------------------------
+// of x (rows, ld), columns [0, width): atomically, the largest |x| (as float bits) into *amax, each
+// column's into chan[c] (if chan), and a count per bin of |x| into hist (bins bins, if hist); the
+// first kStatSharedBins bins are counted in shared memory first.
+constexpr int kStatSharedBins = 16384;
+cudaError_t activationStats(const float* x, int ld, int rows, int width, unsigned* amax, unsigned* chan, unsigned long long* hist, int bins,
+                            cudaStream_t s);
+// G (n, n) += XᵀX for X (rows, ld): the 64 × 64 tiles on and below the diagonal (mirror the lower
+// triangle to read G whole); float sums over the rows, added into G in double.
+cudaError_t gramAdd(const float* X, int ld, int rows, int n, double* G, cudaStream_t s);
+
 // ---- embedding, argmax, top-k -------------------------------------------------------------------
 cudaError_t embed(const __half* table, int D, const int* tokens, int M, float* out, cudaStream_t s);
 // rows of a 4-bit table (vocab, D / group, group / 2), low nibble first, zero point 8, scales (vocab, D / group)

@@ -3,192 +3,22 @@
 // graph captured once per batch-size bucket. Reads weights.safetensors in the layout `mamba-edge
 // build` writes (see engines/build.ts: fp16 matrices `layers.<i>.*`, quantized ones `l<i>.*` with
 // their scales) and the activation scales of manifest.json's quant.scales.
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
-#include <stdexcept>
-#include <string>
-#include <vector>
 #include "mamba_edge.h"
-#include "json.h"
-#include "kernels/kernels.cuh"
+#include "engine.h"
 
 namespace me {
 
-struct Error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-#define CK(call)                                                                                          \
-  do {                                                                                                    \
-    cudaError_t e_ = (call);                                                                              \
-    if (e_ != cudaSuccess) throw Error(std::string(#call).substr(0, 40) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
-
 static std::mutex gErrMu;
 static std::string gErr;
-static void setError(const std::string& s) {
+void setError(const std::string& s) {
   std::lock_guard<std::mutex> g(gErrMu);
   gErr = s;
 }
 
-struct Config {
-  int mamba2 = 0, vocab = 0, D = 0, nLayer = 0, E = 0, N = 0, K = 0, R = 0, H = 0, P = 0, G = 0, gs = 0, normBeforeGate = 0, tied = 1;
-  float eps = 1e-5f, dtLo = 0.f, dtHi = INFINITY;
-  int convC() const { return mamba2 ? E + 2 * G * N : E; }
-  int projN() const { return mamba2 ? E + convC() + H : 2 * E; }
-  long long convPer() const { return (long long)convC() * (K - 1); }
-  long long ssmPer() const { return (long long)E * N; }
-  long long stateFloats() const { return (long long)nLayer * (convPer() + ssmPer()); }
-};
-
-struct Layer {
-  const float *norm = nullptr, *convW = nullptr, *convB = nullptr, *A = nullptr, *D = nullptr, *dtB = nullptr, *dtBias = nullptr,
-              *gatedNorm = nullptr;
-  const __half* dtW = nullptr;
-  LinearW inProj{}, xProj{}, outProj{};
-  float sIn = 0, sXproj = 0, sOut = 0, sB = 0, sC = 0;
-  float* convQ = nullptr;  // per conv channel fake-quantization scales, or null
-};
-
-// the rotation of a width n (as engines/builder/hadamard.ts): n = hm · hb with hm 1, 12 or 20 and hb
-// a power of two, over the whole row; else blocks of the largest power of two dividing n (hm 1)
-static void hadamardOf(int n, int& hm, int& hb) {
-  for (int m : {1, 12, 20}) {
-    if (n % m) continue;
-    const int b = n / m;
-    if ((b & (b - 1)) == 0) {
-      hm = m, hb = b;
-      return;
-    }
-  }
-  hm = 1, hb = 1;
-  while (n % (hb * 2) == 0) hb *= 2;
-}
-
-struct Engine {
-  Config c;
-  std::string recipe, desc;
-  int actInt8 = 0, qdqAct = 0, rotate = 0;
-  int maxBatch = 1, nSlots = 1, chunk = 512;
-  std::vector<void*> allocs;
-  int64_t weightBytes = 0;
-  const __half* embedding = nullptr;  // float16 table, or null for a 4-bit one:
-  const uint8_t* embQ = nullptr;      // (vocab, D / embGroup, embGroup / 2), as I4 weights
-  const float* embScale = nullptr;    // (vocab, D / embGroup)
-  int embGroup = 0;
-  LinearW lmHead{};
-  const float* normF = nullptr;
-  std::vector<Layer> layers;
-  float* states = nullptr;   // (nSlots + 1) slots; the last one absorbs padded batch rows
-  float* gemvWs = nullptr;   // split-K workspace of the packed 4-bit GEMVs (one stream: shared)
-  float* ssPart = nullptr;   // batch 1: partial sums of squares of hidden, from the last out_proj
-  float* ssPartY = nullptr;  // batch 1, Mamba-2: partial sums of squares of the gated y, from the SSD step
-  int ssParts = 0;           // how many ssPart holds for the current hidden (0: none, while capturing)
-  unsigned* gemvCount = nullptr;
-  cudaStream_t st = nullptr;
-  // activations, sized for max(maxBatch, chunk) rows
-  int rows = 0;
-  float *hidden, *normed, *proj, *xc, *dbl, *dtraw, *y, *act, *out, *logits, *argScratch;
-  int8_t *normedQ, *xq, *actQ;
-  int *dTokens, *dSlots, *dArg;
-  int32_t *hTokens, *hSlots;  // pinned
-  std::map<int, cudaGraphExec_t> graphs;
-
-  ~Engine() {
-    for (auto& g : graphs) cudaGraphExecDestroy(g.second);
-    for (void* p : allocs) cudaFree(p);
-    if (hTokens) cudaFreeHost(hTokens);
-    if (hSlots) cudaFreeHost(hSlots);
-    if (st) cudaStreamDestroy(st);
-  }
-
-  void release(void* p) {
-    allocs.erase(std::remove(allocs.begin(), allocs.end(), p), allocs.end());
-    cudaFree(p);
-  }
-
-  template <class T>
-  T* alloc(size_t n) {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
-    allocs.push_back(p);
-    return (T*)p;
-  }
-
-  long long slotStride() const { return c.stateFloats(); }
-  float* convState(int slot, int l) { return states + slot * slotStride() + l * c.convPer(); }
-  float* ssmState(int slot, int l) { return states + slot * slotStride() + c.nLayer * c.convPer() + l * c.ssmPer(); }
-};
-
 // ---- loading -------------------------------------------------------------------------------------
-static std::string readFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-static double num(const Json& j, const char* k, double dflt) {
-  const Json* v = j.get(k);
-  return v && v->isNum() ? v->num : dflt;
-}
-
-struct Tensors {
-  std::string path;
-  std::ifstream f;
-  size_t base = 0;
-  Json header;
-  Engine* e;
-  Tensors(const std::string& p, Engine* eng) : path(p), f(p, std::ios::binary), e(eng) {
-    if (!f) throw Error(path + ": cannot open");
-    uint64_t n = 0;
-    f.read((char*)&n, 8);
-    if (!f || n > (1u << 30)) throw Error(path + ": not a safetensors file");
-    std::string h(n, '\0');
-    f.read(&h[0], n);
-    if (!f) throw Error(path + ": truncated header");
-    try {
-      header = Json::parse(h);
-    } catch (std::exception& ex) {
-      throw Error(path + ": header is not valid JSON (" + ex.what() + ")");
-    }
-    base = 8 + n;
-  }
-  const Json* find(const std::string& name) { return header.get(name); }
-  // uploads tensor `name`, checking its dtype and element count
-  void* load(const std::string& name, const char* dtype, size_t count) {
-    const Json* t = find(name);
-    if (!t) throw Error(path + ": tensor " + name + " is missing");
-    const Json* dt = t->get("dtype");
-    const Json* off = t->get("data_offsets");
-    if (!dt || dt->str != dtype)
-      throw Error(path + ": tensor " + name + ": expected dtype " + dtype + ", found " + (dt ? dt->str : "none"));
-    if (!off || off->arr.size() != 2) throw Error(path + ": tensor " + name + ": no data_offsets");
-    const size_t a = (size_t)off->arr[0].num, b = (size_t)off->arr[1].num;
-    const size_t esz = !strcmp(dtype, "F32") ? 4 : !strcmp(dtype, "F16") ? 2 : 1;
-    if (b - a != count * esz)
-      throw Error(path + ": tensor " + name + ": " + std::to_string(b - a) + " bytes, expected " + std::to_string(count * esz));
-    std::vector<char> host(b - a);
-    f.seekg(base + a);
-    f.read(host.data(), b - a);
-    if (!f) throw Error(path + ": truncated at tensor " + name);
-    void* d = e->alloc<char>(b - a);
-    CK(cudaMemcpy(d, host.data(), b - a, cudaMemcpyHostToDevice));
-    e->weightBytes += b - a;
-    return d;
-  }
-  const float* f32(const std::string& name, size_t count) { return (const float*)load(name, "F32", count); }
-  const float* f32opt(const std::string& name, size_t count) { return find(name) ? f32(name, count) : nullptr; }
-};
-
 // 4-bit weights `q` (N, K/group, group/2) with their scales: packed into the tensor-core tile order
 // where the GEMV can use it
 static void loadI4(LinearW& W, Tensors& t, Engine& e, const std::string& q, const std::string& scaleName) {
@@ -243,19 +73,8 @@ static LinearW loadLinear(Tensors& t, Engine& e, int l, const char* what, int N,
   return W;
 }
 
-static void loadEngine(Engine& e, const std::string& dir) {
-  Json m;
-  try {
-    m = Json::parse(readFile(dir + "/manifest.json"));
-  } catch (Error&) {
-    throw;
-  } catch (std::exception& ex) {
-    throw Error(dir + "/manifest.json: not valid JSON (" + std::string(ex.what()) + ")");
-  }
-  const Json* cfg = m.get("config");
-  const Json* quant = m.get("quant");
-  if (!cfg || !quant) throw Error(dir + "/manifest.json: fields config and quant are required");
-  Config& c = e.c;
+void parseConfig(Config& c, const Json& j, const std::string& where) {
+  const Json* cfg = &j;
   const Json* arch = cfg->get("arch");
   c.mamba2 = arch && arch->str == "mamba2";
   c.vocab = (int)num(*cfg, "vocabSize", 0), c.D = (int)num(*cfg, "dModel", 0), c.nLayer = (int)num(*cfg, "nLayer", 0);
@@ -271,14 +90,86 @@ static void loadEngine(Engine& e, const std::string& dir) {
     c.dtLo = lim->arr[0].isNum() ? (float)lim->arr[0].num : 0.f;
     c.dtHi = lim->arr[1].isNum() ? (float)lim->arr[1].num : INFINITY;
   }
-  if (c.vocab <= 0 || c.D <= 0 || c.nLayer <= 0 || c.E <= 0 || c.N <= 0) throw Error(dir + "/manifest.json: config lacks model dimensions");
+  if (c.vocab <= 0 || c.D <= 0 || c.nLayer <= 0 || c.E <= 0 || c.N <= 0) throw Error(where + ": config lacks model dimensions");
   if (c.D % 32 || c.E % 32) throw Error("dModel and dInner must be multiples of 32 for the cuda backend");
   if (c.K < 2 || c.K > 8) throw Error("conv width " + std::to_string(c.K) + " is not supported (2..8)");
   if (c.mamba2 && (c.N % 32 || c.N > 256))
     throw Error("Mamba-2 state size " + std::to_string(c.N) + " is not supported (a multiple of 32, at most 256)");
   if (!c.mamba2 && c.N > 64) throw Error("Mamba-1 state size " + std::to_string(c.N) + " is not supported (at most 64)");
   if ((long long)c.E * 4 > 200 * 1024) throw Error("dInner too large for the row kernels");
+}
 
+void loadLayer(Engine& e, Tensors& t, int l, int fileLayer, const Json* scales) {
+  const Config& c = e.c;
+  auto scale = [&](const std::string& k) -> float {
+    const Json* v = scales ? scales->get(k) : nullptr;
+    return v && v->isNum() ? (float)v->num : 0.f;
+  };
+  Layer& L = e.layers[l];
+  const std::string p = "layers." + std::to_string(fileLayer) + ".", q = "l" + std::to_string(fileLayer) + ".";
+  const int C = c.convC();
+  L.norm = t.f32(p + "norm", c.D);
+  L.inProj = loadLinear(t, e, fileLayer, "in_proj", c.projN(), c.D);
+  L.outProj = loadLinear(t, e, fileLayer, "out_proj", c.D, c.E);
+  L.convW = t.f32(p + "conv.weight", (size_t)C * c.K);
+  L.convB = t.f32opt(p + "conv.bias", C);
+  L.D = t.f32(p + "D", c.mamba2 ? c.H : c.E);
+  L.sIn = scale(q + "in_proj"), L.sOut = scale(q + "out_proj"), L.sXproj = scale(q + "x_proj");
+  L.sB = scale(q + "B"), L.sC = scale(q + "C");
+  std::vector<float> convQ(C, 0.f);
+  const float sX = scale(q + "x");
+  for (int i = 0; i < c.E; i++) convQ[i] = sX;
+  if (!c.mamba2) {
+    L.A = t.f32(p + "A", (size_t)c.E * c.N);
+    L.xProj = loadLinear(t, e, fileLayer, "x_proj", c.R + 2 * c.N, c.E);
+    L.dtW = (const __half*)t.load(p + "dt_proj.weight", "F16", (size_t)c.E * c.R);
+    L.dtB = t.f32(p + "dt_proj.bias", c.E);
+  } else {
+    L.A = t.f32(p + "A", c.H);
+    L.dtBias = t.f32(p + "dt_bias", c.H);
+    L.gatedNorm = t.f32opt(p + "gated_norm", c.E);
+    if (t.find(q + "x.scale")) {  // Quamba2 sort-and-cluster: one scale per channel
+      std::vector<float> h(c.E);
+      const float* d = t.f32(q + "x.scale", c.E);
+      CK(cudaMemcpy(h.data(), d, c.E * 4, cudaMemcpyDeviceToHost));
+      std::copy(h.begin(), h.end(), convQ.begin());
+    }
+    const int GN = c.G * c.N;
+    for (int which = 0; which < 2; which++) {
+      const Json* v = scales ? scales->get(q + (which ? "C" : "B")) : nullptr;
+      for (int i = 0; i < GN; i++) {
+        float s = 0.f;
+        if (v && v->isNum())
+          s = (float)v->num;
+        else if (v && v->type == Json::Arr && (int)v->arr.size() == c.G)
+          s = (float)v->arr[i / c.N].num;
+        else if (v)
+          throw Error("manifest.json: scales of " + q + (which ? "C" : "B") + " are not one per group");
+        convQ[c.E + which * GN + i] = s;
+      }
+    }
+  }
+  if (std::any_of(convQ.begin(), convQ.end(), [](float s) { return s > 0; })) {
+    L.convQ = e.alloc<float>(C);
+    CK(cudaMemcpy(L.convQ, convQ.data(), C * 4, cudaMemcpyHostToDevice));
+  }
+  if (c.mamba2) L.sB = L.sC = 0;  // applied per conv channel above
+}
+
+static void loadEngine(Engine& e, const std::string& dir) {
+  Json m;
+  try {
+    m = Json::parse(readFile(dir + "/manifest.json"));
+  } catch (Error&) {
+    throw;
+  } catch (std::exception& ex) {
+    throw Error(dir + "/manifest.json: not valid JSON (" + std::string(ex.what()) + ")");
+  }
+  const Json* cfg = m.get("config");
+  const Json* quant = m.get("quant");
+  if (!cfg || !quant) throw Error(dir + "/manifest.json: fields config and quant are required");
+  parseConfig(e.c, *cfg, dir + "/manifest.json");
+  const Config& c = e.c;
   const Json* rj = quant->get("recipe");
   e.recipe = rj ? rj->str : "";
   e.actInt8 = e.recipe == "w8a8" || e.recipe == "w8a8-naive";
@@ -287,11 +178,6 @@ static void loadEngine(Engine& e, const std::string& dir) {
   if (e.recipe != "fp16" && !e.actInt8 && e.recipe != "w4a8" && e.recipe != "w4a16")
     throw Error("recipe " + e.recipe + " is not supported by the cuda backend");
   const Json* scales = quant->get("scales");
-  auto scale = [&](const std::string& k) -> float {
-    const Json* v = scales ? scales->get(k) : nullptr;
-    return v && v->isNum() ? (float)v->num : 0.f;
-  };
-
   Tensors t(dir + "/weights.safetensors", &e);
   // the embedding and lm_head: float16 or 4-bit tables (a tied lm_head reads the embedding's)
   const Json* emb = t.find("embedding");
@@ -316,60 +202,10 @@ static void loadEngine(Engine& e, const std::string& dir) {
   }
   e.normF = t.f32("norm_f", c.D);
   e.layers.resize(c.nLayer);
-  for (int l = 0; l < c.nLayer; l++) {
-    Layer& L = e.layers[l];
-    const std::string p = "layers." + std::to_string(l) + ".", q = "l" + std::to_string(l) + ".";
-    const int C = c.convC();
-    L.norm = t.f32(p + "norm", c.D);
-    L.inProj = loadLinear(t, e, l, "in_proj", c.projN(), c.D);
-    L.outProj = loadLinear(t, e, l, "out_proj", c.D, c.E);
-    L.convW = t.f32(p + "conv.weight", (size_t)C * c.K);
-    L.convB = t.f32opt(p + "conv.bias", C);
-    L.D = t.f32(p + "D", c.mamba2 ? c.H : c.E);
-    L.sIn = scale(q + "in_proj"), L.sOut = scale(q + "out_proj"), L.sXproj = scale(q + "x_proj");
-    L.sB = scale(q + "B"), L.sC = scale(q + "C");
-    std::vector<float> convQ(C, 0.f);
-    const float sX = scale(q + "x");
-    for (int i = 0; i < c.E; i++) convQ[i] = sX;
-    if (!c.mamba2) {
-      L.A = t.f32(p + "A", (size_t)c.E * c.N);
-      L.xProj = loadLinear(t, e, l, "x_proj", c.R + 2 * c.N, c.E);
-      L.dtW = (const __half*)t.load(p + "dt_proj.weight", "F16", (size_t)c.E * c.R);
-      L.dtB = t.f32(p + "dt_proj.bias", c.E);
-    } else {
-      L.A = t.f32(p + "A", c.H);
-      L.dtBias = t.f32(p + "dt_bias", c.H);
-      L.gatedNorm = t.f32opt(p + "gated_norm", c.E);
-      if (t.find(q + "x.scale")) {  // Quamba2 sort-and-cluster: one scale per channel
-        std::vector<float> h(c.E);
-        const float* d = t.f32(q + "x.scale", c.E);
-        CK(cudaMemcpy(h.data(), d, c.E * 4, cudaMemcpyDeviceToHost));
-        std::copy(h.begin(), h.end(), convQ.begin());
-      }
-      const int GN = c.G * c.N;
-      for (int which = 0; which < 2; which++) {
-        const Json* v = scales ? scales->get(q + (which ? "C" : "B")) : nullptr;
-        for (int i = 0; i < GN; i++) {
-          float s = 0.f;
-          if (v && v->isNum())
-            s = (float)v->num;
-          else if (v && v->type == Json::Arr && (int)v->arr.size() == c.G)
-            s = (float)v->arr[i / c.N].num;
-          else if (v)
-            throw Error("manifest.json: scales of " + q + (which ? "C" : "B") + " are not one per group");
-          convQ[c.E + which * GN + i] = s;
-        }
-      }
-    }
-    if (std::any_of(convQ.begin(), convQ.end(), [](float s) { return s > 0; })) {
-      L.convQ = e.alloc<float>(C);
-      CK(cudaMemcpy(L.convQ, convQ.data(), C * 4, cudaMemcpyHostToDevice));
-    }
-    if (c.mamba2) L.sB = L.sC = 0;  // applied per conv channel above
-  }
+  for (int l = 0; l < c.nLayer; l++) loadLayer(e, t, l, l, scales);
 }
 
-static void allocate(Engine& e) {
+void allocate(Engine& e) {
   const Config& c = e.c;
   const int R = std::max(e.maxBatch, e.chunk);
   e.rows = R;
@@ -402,8 +238,7 @@ static void allocate(Engine& e) {
 // whether a batch-1 in_proj of W takes its RMSNorm from the previous out_proj's partial sums
 static bool takesPartialNorm(const LinearW& W) { return W.type != W_I8 && gemvTakesPartialNorm(W); }
 
-// One layer over M rows. decode: row m continues slot dSlots[m]; else prefill of one sequence in `slot`.
-static void layer(Engine& e, int l, int M, bool decode, int slot) {
+void layer(Engine& e, int l, int M, bool decode, int slot) {
   const Config& c = e.c;
   const Layer& L = e.layers[l];
   cudaStream_t s = e.st;
@@ -590,19 +425,6 @@ using namespace me;
 struct me_engine {
   Engine e;
 };
-
-template <class F>
-static int guard(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (std::exception& ex) {
-    setError(ex.what());
-  } catch (...) {
-    setError("unknown error");
-  }
-  return -1;
-}
 
 static void checkSlot(me_engine* h, int slot) {
   if (!h) throw Error("no engine");

@@ -50,6 +50,11 @@ export function buildCommand(y: Argv) {
           default: "search" as const,
           describe: "4-bit groups: each scale searched for the least rounding error, or set by the largest |weight| (an ablation)",
         })
+        .option("backend", {
+          choices: ["auto", "ort", "cuda"] as const,
+          default: "auto" as const,
+          describe: "where calibration runs: auto (the GPU where one is, else the CPU), ort (onnxruntime on the CPU), cuda (the GPU)",
+        })
         .option("ssm-scales", {
           choices: ["quamba2", "per-tensor"] as const,
           describe:
@@ -97,6 +102,7 @@ export function buildCommand(y: Argv) {
         actOrder: args["act-order"],
         gptqInputs: args["gptq-inputs"],
         groupScales: args["group-scales"],
+        calibBackend: args.backend,
         targets: parseTargets(args.target),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: (label, done, total) => {
@@ -118,7 +124,7 @@ export function buildCommand(y: Argv) {
           peakRssMB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
           gptq: r.gptq,
           phases: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, +v.toFixed(1)])),
-          calibration: r.manifest.calibration,
+          calibration: r.manifest.calibration && { ...r.manifest.calibration, backend: r.calibration },
           ...started,
         };
         process.stderr.write(`wrote ${writeResult("build", args.quant, `${rec.model}-${args.quant}`, rec)}\n`);
