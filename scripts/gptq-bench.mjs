@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Times 4-bit GPTQ of one matrix of a published shape in native code (engines/quant-native) and,
-// with --typescript, in TypeScript, side by side on this machine; writes bench/results/…-gptq-….json.
+// with --typescript, in TypeScript, side by side on this machine (and always with group scales from
+// the largest |w| beside the searched ones, the default); writes bench/results/…-gptq-….json.
 // Usage: node scripts/gptq-bench.mjs [OUT_DIM IN_DIM] [--typescript]   (default 2560 5120: mamba-2.8b's out_proj)
 import { quantizeInt4Gptq, reconstructionError } from "../dist/engines/builder/quantize.js";
 import { quantNative } from "../dist/engines/builder/native.js";
@@ -28,15 +29,19 @@ const time = (f) => {
 };
 const [qn, native] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, { impl: "native" }));
 const [, errS] = time(() => reconstructionError(W, qn, outDim, inDim, H, 64, "native"));
+const [, absmaxS] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, { impl: "native", scales: "absmax" }));
 const rec = {
   tool: "scripts/gptq-bench.mjs",
   outDim,
   inDim,
   group: 128,
   nativeSeconds: +native.toFixed(3),
+  absmaxScalesSeconds: +absmaxS.toFixed(3),
   errorSeconds: +errS.toFixed(3),
 };
-console.log(`GPTQ ${outDim} × ${inDim}: native ${native.toFixed(2)} s; error measure ${errS.toFixed(2)} s`);
+console.log(
+  `GPTQ ${outDim} × ${inDim}: native ${native.toFixed(2)} s (largest-|w| group scales: ${absmaxS.toFixed(2)} s); error measure ${errS.toFixed(2)} s`,
+);
 if (process.argv.includes("--typescript")) {
   const [qt, ts] = time(() => quantizeInt4Gptq(W, outDim, inDim, 128, H, { impl: "typescript" }));
   let same = 0;

@@ -100,8 +100,8 @@ __global__ void __launch_bounds__(256) gramKernel(const float* X, int ld, int ro
 
 }  // namespace
 
-cudaError_t activationStats(const float* x, int ld, int rows, int width, unsigned* amax, unsigned* chan, unsigned long long* hist,
-                            int bins, cudaStream_t s) {
+cudaError_t activationStats(const float* x, int ld, int rows, int width, unsigned* amax, unsigned* chan, unsigned long long* hist, int bins,
+                            cudaStream_t s) {
   if (rows <= 0 || width <= 0) return cudaSuccess;
   const size_t smem = hist ? kStatSharedBins * sizeof(unsigned) : 0;
   static const cudaError_t opt =
@@ -115,7 +115,7 @@ cudaError_t activationStats(const float* x, int ld, int rows, int width, unsigne
 cudaError_t gramAdd(const float* X, int ld, int rows, int n, double* G, cudaStream_t s) {
   if (rows <= 0 || n <= 0) return cudaSuccess;
   const int t = (n + kTile - 1) / kTile;
-  gramKernel<<<t * (t + 1) / 2, 256, 0, s>>>(X, ld, rows, n, G);
+  gramKernel<<<t*(t + 1) / 2, 256, 0, s>>>(X, ld, rows, n, G);
   return cudaGetLastError();
 }
 

@@ -66,8 +66,8 @@ me_calib* me_calib_create(const char* configJson, int rotate, int hessians, int 
   me_calib* h = nullptr;
   int rc = guard([&] {
     if (!configJson) throw Error("calibration: no config");
-    if (bins < kStatSharedBins) throw Error("calibration: histogram of " + std::to_string(bins) + " bins, expected at least " +
-                                            std::to_string(kStatSharedBins));
+    if (bins < kStatSharedBins)
+      throw Error("calibration: histogram of " + std::to_string(bins) + " bins, expected at least " + std::to_string(kStatSharedBins));
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess || n == 0) {

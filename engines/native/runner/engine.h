@@ -131,7 +131,6 @@ struct Engine {
   float* ssmState(int slot, int l) { return states + slot * slotStride() + c.nLayer * c.convPer() + l * c.ssmPer(); }
 };
 
-
 inline std::string readFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open");
@@ -144,7 +143,6 @@ inline double num(const Json& j, const char* k, double dflt) {
   const Json* v = j.get(k);
   return v && v->isNum() ? v->num : dflt;
 }
-
 
 struct Tensors {
   std::string path;
@@ -193,7 +191,6 @@ struct Tensors {
   const float* f32(const std::string& name, size_t count) { return (const float*)load(name, "F32", count); }
   const float* f32opt(const std::string& name, size_t count) { return find(name) ? f32(name, count) : nullptr; }
 };
-
 
 // the model dimensions of a manifest's config (`where` names it in errors)
 void parseConfig(Config& c, const Json& cfg, const std::string& where);
