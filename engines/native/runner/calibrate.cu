@@ -68,12 +68,7 @@ me_calib* me_calib_create(const char* configJson, int rotate, int hessians, int 
     if (!configJson) throw Error("calibration: no config");
     if (bins < kStatSharedBins)
       throw Error("calibration: histogram of " + std::to_string(bins) + " bins, expected at least " + std::to_string(kStatSharedBins));
-    int n = 0;
-    cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-      cudaGetLastError();
-      throw Error(std::string("no CUDA device (") + (err ? cudaGetErrorString(err) : "none found") + ")");
-    }
+    requireDevice();
     std::unique_ptr<me_calib> p(new me_calib());
     Engine& e = p->e;
     Json cfg;

@@ -483,12 +483,7 @@ me_engine* me_create(const char* dir, int maxBatch, int slots) {
     if (!dir) throw Error("no package directory");
     if (maxBatch < 1 || maxBatch > 256) throw Error("max batch must be in [1, 256]");
     if (slots < maxBatch) throw Error("need at least max-batch state slots");
-    int n = 0;
-    cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess || n == 0) {
-      cudaGetLastError();
-      throw Error(std::string("no CUDA device (") + (err ? cudaGetErrorString(err) : "none found") + ")");
-    }
+    requireDevice();
     std::unique_ptr<me_engine> p(new me_engine());
     Engine& e = p->e;
     e.maxBatch = maxBatch, e.nSlots = slots;

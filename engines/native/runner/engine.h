@@ -192,6 +192,16 @@ struct Tensors {
   const float* f32opt(const std::string& name, size_t count) { return find(name) ? f32(name, count) : nullptr; }
 };
 
+// throws unless a CUDA device is there
+inline void requireDevice() {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    throw Error(std::string("no CUDA device (") + (err ? cudaGetErrorString(err) : "none found") + ")");
+  }
+}
+
 // the model dimensions of a manifest's config (`where` names it in errors)
 void parseConfig(Config& c, const Json& cfg, const std::string& where);
 // layer l of the engine from tensors `layers.<fileLayer>.*` / `l<fileLayer>.*` of t, with the
