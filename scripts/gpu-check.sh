@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of the cuda backend, in one go on a machine with an NVIDIA GPU, nvcc, cmake and
 # PyTorch (+ transformers for the comparison): builds engines/native, checks every kernel against
-# PyTorch float64, checks end-to-end logits of every recipe of both demo models against the
+# PyTorch float64, the builder's calibration on the GPU against onnxruntime's, end-to-end logits of every recipe of both demo models against the
 # TypeScript reference and the ort engine, runs test/cuda.test.ts with vitest (a GPU required: its
 # tests may not skip), the TensorRT plugins through scripts/gpu/trt-check.sh (TensorRT's headers in
 # ../shared/third_party or a carried .trt-headers/include), and benchmarks random engines of the mamba-130m / 1.4b / 2.8b and
@@ -148,6 +148,7 @@ cuda_tests() {
 step node "" unpack_node
 step build "" build_native
 [ "$KERNELS" = 0 ] || step kernels "build" python3 scripts/gpu/kernel_check.py "$LIB" "$OUTDIR/kernels.json"
+step calibration "node build" node scripts/gpu/calib-check.mjs models/mamba1-brown models/mamba2-brown models/mamba2-groups-brown
 step engines "node" build_engines
 step e2e "node build" node scripts/gpu/e2e_check.mjs "$OUTDIR/e2e.json" "${pairs[@]}"
 step vitest "node build" cuda_tests

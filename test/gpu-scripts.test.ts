@@ -242,7 +242,7 @@ const trtRecord = (okSecond = true) => ({
   ],
 });
 
-/** the steps as they pass on a GPU machine: 3 steps without cases + 2 kernel cases + 2 engines + 2 tests + 2 plugin cases + 2 benchmark runs */
+/** the steps as they pass on a GPU machine: 4 steps without cases + 2 kernel cases + 2 engines + 2 tests + 2 plugin cases + 2 benchmark runs */
 const passing = (): Record<string, Stub> => ({
   kernels: { sh: kernelCases(2e-3) },
   e2e: { json: [e2eRow("fp16"), e2eRow("w8a8")] },
@@ -290,21 +290,22 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
     it("exits 0 when every step and every case passes, the last line counting them", () => {
       const r = gpuCheck(passing());
       expect(r.code, r.text).toBe(0);
-      expect(r.last).toBe("13 passed, 0 failed");
+      expect(r.last).toBe("14 passed, 0 failed");
       // each step got the command it stands in for
       expect(r.text).toMatch(/stub of step kernels for: python3 scripts\/gpu\/kernel_check\.py \S+libmamba_edge\.so \S+kernels\.json/);
       expect(r.text).toMatch(
         /stub of step e2e for: node scripts\/gpu\/e2e_check\.mjs \S+e2e\.json models\/mamba1-brown=\S+mamba1-brown-fp16\.mamba/,
       );
       expect(r.text).toMatch(/stub of step bench for: python3 scripts\/gpu\/bench\.py \S+ \S+bench\.json mamba-130m$/m);
-      expect(r.record.summary).toMatchObject({ passed: 13, failed: 0 });
+      expect(r.text).toMatch(/stub of step calibration for: node scripts\/gpu\/calib-check\.mjs models\/mamba1-brown /);
+      expect(r.record.summary).toMatchObject({ passed: 14, failed: 0 });
       expect(r.record.summary.skipped).toEqual([expect.stringMatching(/the CLI says in one line .* \(skipped\)/)]);
     });
 
     it("a kernel case outside a deliberately broken tolerance: exit non-zero, counted, the later steps still run", () => {
       const r = gpuCheck({ ...passing(), kernels: { sh: kernelCases(1e-5) } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("12 passed, 1 failed");
+      expect(r.last).toBe("13 passed, 1 failed");
       expect(r.text).toMatch(/^kernels: 1\/2 within tolerance$/m); // checks.finish, which exited 1
       expect(r.text).toMatch(/step kernels failed: exit status 1/);
       expect(r.text).toMatch(/FAILED: kernel gemv M=8 N=1536 K=768: error 2\.90e-04, tolerance 1e-05/);
@@ -315,21 +316,21 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
     it("a step that crashes before writing its results counts as one failure", () => {
       const r = gpuCheck({ ...passing(), e2e: { sh: "echo 'TypeError: cannot read the engine' >&2", rc: 3 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("11 passed, 1 failed");
+      expect(r.last).toBe("12 passed, 1 failed");
       expect(r.record.summary.failures).toEqual(["step e2e: exit status 3, no results written"]);
     });
 
     it("results with a failing case fail the check even when their step exits 0", () => {
       const r = gpuCheck({ ...passing(), e2e: { json: [e2eRow("fp16"), { ...e2eRow("w4a16", false), cudaVsRef: null }] } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("12 passed, 1 failed");
+      expect(r.last).toBe("13 passed, 1 failed");
       expect(r.record.summary.failures).toEqual(["e2e mamba1-brown w4a16: cuda vs reference inf"]);
     });
 
     it("a TensorRT plugin case that fails its calling sequence fails the check, named", () => {
       const r = gpuCheck({ ...passing(), "trt-check": { json: trtRecord(false), rc: 1 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("12 passed, 1 failed");
+      expect(r.last).toBe("13 passed, 1 failed");
       expect(r.text).toMatch(/stub of step trt-check for: bash scripts\/gpu\/trt-check\.sh$/m);
       expect(r.record.summary.failures).toEqual(["trt ssd_step_f16: getOutputShapes: 2 outputs, expected 3"]);
     });
@@ -337,21 +338,21 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
     it("a failed build: the steps that need it do not run and count as failed", () => {
       const r = gpuCheck({ ...passing(), build: { sh: "echo 'nvcc: command not found'", rc: 127 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("4 passed, 5 failed");
-      expect(r.text).not.toMatch(/stub of step (kernels|e2e|vitest|bench)/);
-      for (const s of ["kernels", "e2e", "vitest", "bench"]) expect(r.steps).toContain(`${s}\t1\tnot run: build failed`);
+      expect(r.last).toBe("4 passed, 6 failed");
+      expect(r.text).not.toMatch(/stub of step (kernels|calibration|e2e|vitest|bench)/);
+      for (const s of ["kernels", "calibration", "e2e", "vitest", "bench"]) expect(r.steps).toContain(`${s}\t1\tnot run: build failed`);
     });
 
     it("GPU tests left out on purpose (vitest not packed) are a skip with its reason, not a failure", () => {
       const why = "vitest was not packed (scripts/gpu/pack-node.sh --no-vitest)";
       const r = gpuCheck({ ...passing(), vitest: { json: { skipped: why } } });
       expect(r.code, r.text).toBe(0);
-      expect(r.last).toBe("11 passed, 0 failed");
+      expect(r.last).toBe("12 passed, 0 failed");
       expect(r.record.summary.skipped).toEqual([`vitest: ${why}`]);
       // the same marker from a step that failed is still a failure
       const bad = gpuCheck({ ...passing(), vitest: { json: { skipped: why }, rc: 1 } });
       expect(bad.code).not.toBe(0);
-      expect(bad.last).toBe("11 passed, 1 failed");
+      expect(bad.last).toBe("12 passed, 1 failed");
     });
 
     it("the GPU tests failing to start (a GPU required, none seen) are a failure, not skipped tests", () => {
@@ -359,7 +360,7 @@ describe.skipIf(skipWhen(!hasPython, "gpu-check.sh's exit logic: python3 is not 
         "cuda backend on a GPU: no CUDA GPU on this machine; not skipped: MAMBA_EDGE_REQUIRE_GPU=1 requires the native library and a GPU";
       const r = gpuCheck({ ...passing(), vitest: { json: vitestReport([], "failed", message), rc: 1 } });
       expect(r.code).not.toBe(0);
-      expect(r.last).toBe("11 passed, 1 failed");
+      expect(r.last).toBe("12 passed, 1 failed");
       expect(r.record.summary.failures).toEqual([`vitest test/cuda.test.ts: ${message}`]);
     });
   },
