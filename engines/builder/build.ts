@@ -156,15 +156,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         gptqIn = n.lib ? "native" : "typescript";
         if (!n.lib) log(`warning: GPTQ runs in TypeScript, many times slower: ${n.why}`);
       }
-      const gpu = await import("./calibrate-cuda.js");
-      const want = opts.calibBackend ?? "auto";
-      const onGpu = want === "cuda" || (want === "auto" && gpu.cudaCalibration().lib !== null);
-      calibBackend = onGpu ? "cuda" : "ort";
-      log(
-        `calibrating and quantizing block by block on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens, ` +
-          (onGpu ? "on the GPU (float16 matrices)" : "with onnxruntime on the CPU") +
-          (gptq ? ` (GPTQ${refit ? ", each block's inputs from the blocks before it quantized" : ""})` : ""),
-      );
       const calibOpts = {
         percentile,
         hessians: gptq,
@@ -172,9 +163,24 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         onProgress: (d: number, t: number) => opts.progress?.("calibrating and quantizing", d, t),
       };
       const runs = c.nLayer * (refit ? 2 : 1);
-      cal = onGpu
-        ? await gpu.CudaBlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs)
-        : await BlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs);
+      const want = opts.calibBackend ?? "auto";
+      const gpu = want === "ort" ? null : await import("./calibrate-cuda.js");
+      if (gpu && (want === "cuda" || gpu.cudaCalibration().lib)) {
+        try {
+          cal = await gpu.CudaBlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs);
+        } catch (e) {
+          // auto: a shape the cuda kernels do not take is calibrated on the CPU instead
+          if (want === "cuda" || !(e instanceof UserError)) throw e;
+          log(`${e.message.replace(/^build --backend cuda: /, "calibration on the GPU: ")}; on the CPU instead`);
+        }
+      }
+      calibBackend = cal ? "cuda" : "ort";
+      log(
+        `calibrating and quantizing block by block on ${windows.length} × ${Math.max(...windows.map((w) => w.length))} tokens, ` +
+          (cal ? "on the GPU (float16 matrices)" : "with onnxruntime on the CPU") +
+          (gptq ? ` (GPTQ${refit ? ", each block's inputs from the blocks before it quantized" : ""})` : ""),
+      );
+      cal ??= await BlockCalibration.start(c, weights.embedding, windows, tmp, calibOpts, runs);
       calib = { stats: cal.stats, samples: cal.samples, length: cal.length };
       Object.assign(params, {
         calibrationBackend: calibBackend,
