@@ -114,6 +114,7 @@ int me_calib_block(me_calib* h, const char* path, int layer) {
   return guard([&] {
     if (!h || !path) throw Error("calibration: no block");
     Engine& e = h->e;
+    h->loaded = 0;  // until this block is whole
     CK(cudaStreamSynchronize(e.st));
     // the previous block's weights go
     while (e.allocs.size() > h->engineAllocs) e.release(e.allocs.back());
