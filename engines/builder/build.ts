@@ -38,8 +38,7 @@ export function parseTargets(s: string): Target[] {
     throw new UserError(`--target: expected cpu, trt or both (comma-separated), found ${JSON.stringify(bad ?? s)}`);
   return TARGETS.filter((t) => parts.includes(t));
 }
-export const CALIB_BACKENDS = ["auto", "ort", "cuda"] as const;
-export type CalibBackend = (typeof CALIB_BACKENDS)[number];
+export type CalibBackend = "auto" | "ort" | "cuda";
 
 export const BUILDER_VERSION = "0.1.0";
 

@@ -60,11 +60,8 @@ EXPORT int meq_gram_add(const float* X, int rows, int n, int threads, double* ac
       pack(X, rows, n, i0, A.data());
       for (int J = 0; J <= I; J++) {
         const int j0 = J * kTile, w = std::min(kTile, n - j0);
-        if (J == I)
-          B = A;
-        else
-          pack(X, rows, n, j0, B.data());
-        tile(A.data(), B.data(), rows, C.data());
+        if (J < I) pack(X, rows, n, j0, B.data());
+        tile(A.data(), J < I ? B.data() : A.data(), rows, C.data());  // the diagonal tile: A with itself
         for (int i = 0; i < h; i++)
           for (int j = 0; j < w && j0 + j <= i0 + i; j++) {
             double& lower = acc[(size_t)(i0 + i) * n + j0 + j];
