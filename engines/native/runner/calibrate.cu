@@ -26,28 +26,17 @@ struct Observed {
 }  // namespace
 
 struct me_calib {
-  Engine e;
+  Engine e;  // its allocations: the buffers and statistics, then the current block's weights
   std::vector<Observed> obs;
-  std::vector<void*> stats;  // the statistics' memory
-  size_t engineAllocs = 0;   // e.allocs before any block's weights
+  size_t engineAllocs = 0;  // e.allocs before any block's weights
   int bins = 0, hessians = 0, loaded = 0;
-  ~me_calib() {
-    for (void* p : stats) cudaFree(p);
-  }
-  template <class T>
-  T* statAlloc(size_t n) {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
-    stats.push_back(p);
-    return (T*)p;
-  }
 };
 
 static void observe(me_calib& k, const char* name, float* const* buf, int offset, int ld, int width, bool keeps, bool xtx) {
   Observed o{name, buf, offset, ld, width, keeps, xtx && k.hessians};
-  o.amax = k.statAlloc<unsigned>(1);
-  if (keeps) o.chan = k.statAlloc<unsigned>(width), o.hist = k.statAlloc<unsigned long long>(k.bins);
-  if (o.xtx) o.gram = k.statAlloc<double>((size_t)width * width);
+  o.amax = k.e.alloc<unsigned>(1);
+  if (keeps) o.chan = k.e.alloc<unsigned>(width), o.hist = k.e.alloc<unsigned long long>(k.bins);
+  if (o.xtx) o.gram = k.e.alloc<double>((size_t)width * width);
   k.obs.push_back(o);
 }
 
@@ -85,7 +74,6 @@ me_calib* me_calib_create(const char* configJson, int rotate, int hessians, int 
     p->bins = bins, p->hessians = hessians != 0;
     CK(cudaStreamCreateWithFlags(&e.st, cudaStreamNonBlocking));
     allocate(e);
-    p->engineAllocs = e.allocs.size();
     e.layers.resize(1);
     // what calibrate.ts observes, by the names of the block graph (without the block's prefix)
     me_calib& k = *p;
@@ -102,6 +90,7 @@ me_calib* me_calib_create(const char* configJson, int rotate, int hessians, int 
       observe(k, "C", &e.xc, c.E + GN, c.convC(), GN, true, false);
     }
     observe(k, "out_proj", &e.act, 0, c.E, c.E, true, true);
+    p->engineAllocs = e.allocs.size();
     CK(cudaDeviceSynchronize());
     h = p.release();
   });
